@@ -1,0 +1,758 @@
+//! The engine: every workspace's machine, their timers, and the fleet, folded one input at a time.
+//!
+//! `Engine::apply` is the whole of vigil's decision making: before an input stamped `at` is applied,
+//! every deadline up to `at` fires, in deadline order (ties in workspace-id order); then the input
+//! goes to its workspace's machine; the outputs come back numbered with deterministic ids. Nothing
+//! here reads a clock, touches a disk or a socket, draws a random number, or lets a hash map's
+//! iteration order reach an output — so the same inputs give the same outputs, byte for byte.
+//!
+//! Workspaces live in a slab (`Vec<Slot>`) found through a hash table of slab indices, which keeps
+//! an idle workspace to a couple of hundred bytes. Removed workspaces leave a [`Tombstone`] in a
+//! [`Tombstones`] store — in memory for replays, on disk (sled) in the service — so a zombie
+//! agent's heartbeat can never bring a removed workspace back.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::{Deserialize, Serialize};
+use statig::blocking::InitializedStateMachine;
+use statig::blocking::IntoStateMachineExt;
+
+use crate::core::event::*;
+use crate::core::fleet::{Fleet, Handle};
+use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
+use crate::core::policy::Policy;
+use crate::core::time::{At, Stamp};
+use crate::core::timers::{Entry, Timers};
+
+/// How many times one workspace's timer may fire at one instant before it is considered stuck.
+const MAX_FIRES_PER_INSTANT: usize = 8;
+
+/// A workspace's machine.
+pub type Machine = InitializedStateMachine<Workspace>;
+
+/// What is left of a removed workspace: enough to keep its ids unique if it is ever re-created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub removed_at: At,
+    pub restarts: u32,
+    pub probes: u32,
+}
+
+/// Where tombstones live. The engine writes through it and reads it only for workspaces it does
+/// not have in memory, so an on-disk implementation costs nothing on the hot path.
+pub trait Tombstones {
+    fn get(&self, ws: &WorkspaceId) -> Option<Tombstone>;
+    fn put(&mut self, ws: &WorkspaceId, t: Tombstone);
+    fn remove(&mut self, ws: &WorkspaceId);
+}
+
+/// Tombstones in memory (replays, tests).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemoryTombstones(pub BTreeMap<WorkspaceId, Tombstone>);
+
+impl Tombstones for MemoryTombstones {
+    fn get(&self, ws: &WorkspaceId) -> Option<Tombstone> {
+        self.0.get(ws).cloned()
+    }
+    fn put(&mut self, ws: &WorkspaceId, t: Tombstone) {
+        self.0.insert(ws.clone(), t);
+    }
+    fn remove(&mut self, ws: &WorkspaceId) {
+        self.0.remove(ws);
+    }
+}
+
+/// One slab entry.
+struct Slot {
+    name: WorkspaceId,
+    generation: u32,
+    /// The deadline of this slot's live timer entry, if any.
+    armed: Stamp,
+    machine: Option<Machine>,
+}
+
+/// Idempotency keys seen within the dedup window.
+#[derive(Default)]
+struct Dedup {
+    seen: FxHashMap<Box<str>, At>,
+    order: VecDeque<(At, Box<str>)>,
+}
+
+impl Dedup {
+    /// True if `key` was seen within `window` before `now`; otherwise remembers it.
+    fn seen_before(&mut self, key: String, now: At, window: std::time::Duration) -> bool {
+        while let Some((t, _)) = self.order.front() {
+            if now.since(*t) <= window {
+                break;
+            }
+            let (t, k) = self.order.pop_front().expect("front exists");
+            if self.seen.get(&k) == Some(&t) {
+                self.seen.remove(&k);
+            }
+        }
+        if self.seen.get(key.as_str()).is_some_and(|t| now.since(*t) <= window) {
+            return true;
+        }
+        let key: Box<str> = key.into();
+        self.seen.insert(key.clone(), now);
+        self.order.push_back((now, key));
+        false
+    }
+}
+
+/// A read-only view of one workspace, for queries and `vigil inspect`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorkspaceView {
+    pub workspace: WorkspaceId,
+    pub state: StateName,
+    pub since: At,
+    pub last_heartbeat: Option<At>,
+    pub interval_s: u16,
+    pub incarnation: Option<String>,
+    /// Restart commands issued over the workspace's life.
+    pub restarts: u32,
+    /// The attempt number the next restart would carry (1 + consecutive failures).
+    pub restart_attempt: u32,
+    /// A mutation follow-up restart is owed when the current restart completes.
+    pub followup_pending: bool,
+    /// Held by the fleet breaker.
+    pub held: bool,
+    /// What a dead workspace's restart waits for (`time`, `breaker`, `queue`, `gave_up`).
+    pub waiting_on: Option<&'static str>,
+    pub next_deadline: Option<At>,
+    pub retry_after_s: Option<u32>,
+}
+
+/// Fleet-wide figures, for queries and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FleetView {
+    pub workspaces: usize,
+    pub alive: u32,
+    pub suspect: u32,
+    pub restarting: u32,
+    pub dead: u32,
+    pub parked: u32,
+    pub breaker_open: bool,
+    pub breaker_close_at: Option<At>,
+    pub restarts_in_flight: u32,
+    pub restart_queue: usize,
+    pub held: usize,
+}
+
+/// The pure core of vigil.
+pub struct Engine<T: Tombstones = MemoryTombstones> {
+    policy: Policy,
+    clock: At,
+    seq: u64,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: FxBuildHasher,
+    timers: Timers,
+    fleet: Fleet,
+    counts: [u32; 5],
+    dedup: Dedup,
+    tombstones: T,
+    scratch: Vec<Emitted>,
+    due: Vec<Entry>,
+    draining: bool,
+}
+
+impl Engine<MemoryTombstones> {
+    /// An engine with no workspaces and in-memory tombstones.
+    pub fn new(policy: Policy) -> Self {
+        Engine::with_tombstones(policy, MemoryTombstones::default())
+    }
+}
+
+fn state_index(s: StateName) -> usize {
+    match s {
+        StateName::Alive => 0,
+        StateName::Suspect => 1,
+        StateName::Restarting => 2,
+        StateName::Dead => 3,
+        StateName::Parked => 4,
+    }
+}
+
+/// Which fleet list a state waits in, if any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FleetList {
+    None,
+    Held,
+    Queue,
+}
+
+fn fleet_list(state: &State) -> FleetList {
+    match state {
+        State::Suspect { s } if s.held => FleetList::Held,
+        State::Dead { w } if w.on == Wait::Breaker => FleetList::Held,
+        State::Dead { w } if w.on == Wait::Queue => FleetList::Queue,
+        _ => FleetList::None,
+    }
+}
+
+impl<T: Tombstones> Engine<T> {
+    /// An engine with no workspaces, keeping tombstones in `tombstones`.
+    pub fn with_tombstones(policy: Policy, tombstones: T) -> Self {
+        Engine {
+            policy,
+            clock: At(i64::MIN),
+            seq: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: FxBuildHasher,
+            timers: Timers::default(),
+            fleet: Fleet::default(),
+            counts: [0; 5],
+            dedup: Dedup::default(),
+            tombstones,
+            scratch: Vec::new(),
+            due: Vec::new(),
+            draining: false,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The engine's clock: the latest `at` applied (or deadline fired).
+    pub fn clock(&self) -> Option<At> {
+        (self.clock != At(i64::MIN)).then_some(self.clock)
+    }
+
+    /// How many inputs have been applied (the log sequence of the last one).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The tombstone store.
+    pub fn tombstones(&self) -> &T {
+        &self.tombstones
+    }
+
+    /// The tombstone store, for the shell that persists it.
+    pub fn tombstones_mut(&mut self) -> &mut T {
+        &mut self.tombstones
+    }
+
+    /// Number of workspaces tracked.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when no workspace is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The earliest instant at which a timer is due (possibly a stale entry, which is harmless:
+    /// the shell ticks, nothing fires, and the next deadline is reported).
+    pub fn next_deadline(&self) -> Option<At> {
+        match (self.timers.peek(), self.fleet.breaker.close_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies one input and appends the outputs it causes (timers due before it first).
+    pub fn apply(&mut self, input: &Input, out: &mut Vec<Output>) {
+        self.seq += 1;
+        let start = out.len();
+        let at = input.at.max(self.clock);
+        self.fire_due(at, out);
+        self.clock = at;
+        match &input.kind {
+            InputKind::Tick => {}
+            InputKind::Resume => self.resume(at, out),
+            _ => self.apply_to_workspace(input, at, out),
+        }
+        self.number(start, out);
+    }
+
+    /// Applies one input and returns its outputs.
+    pub fn apply_one(&mut self, input: &Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.apply(input, &mut out);
+        out
+    }
+
+    /// Gives the outputs of the current input their ids: the restart id for restarts (it is also
+    /// the `Nats-Msg-Id`), `<seq>.<n>` otherwise.
+    fn number(&self, start: usize, out: &mut [Output]) {
+        for (n, o) in out[start..].iter_mut().enumerate() {
+            o.id = match &o.body {
+                OutputBody::Restart { restart_id, .. } => restart_id.clone(),
+                _ => format!("{}.{}", self.seq, n),
+            };
+        }
+    }
+
+    fn hash(&self, ws: &str) -> u64 {
+        self.hasher.hash_one(ws)
+    }
+
+    fn lookup(&self, ws: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.find(self.hash(ws), |&i| slots[i as usize].name.as_str() == ws).copied()
+    }
+
+    fn handle(&self, idx: u32) -> Handle {
+        Handle { idx, generation: self.slots[idx as usize].generation }
+    }
+
+    fn valid(&self, h: Handle) -> bool {
+        self.slots.get(h.idx as usize).is_some_and(|s| s.generation == h.generation && s.machine.is_some())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inputs for a workspace.
+    // -----------------------------------------------------------------------------------------
+
+    fn apply_to_workspace(&mut self, input: &Input, at: At, out: &mut Vec<Output>) {
+        let ws = input.kind.workspace().expect("workspace events name a workspace");
+        let type_name = input.kind.type_name();
+        if self.is_duplicate(input, ws, at) {
+            let detail = input.id.clone().or_else(|| match &input.kind {
+                InputKind::RestartRequested(r) => r.request_id.clone(),
+                _ => None,
+            });
+            self.push_output(out, Some(ws), at, suppressed(Reason::Duplicate, type_name, detail));
+            return;
+        }
+        let event = machine_event(&input.kind);
+        let idx = match self.lookup(ws.as_str()) {
+            Some(idx) => idx,
+            None => match self.admit_unknown(ws, &input.kind, at, out) {
+                Some(idx) => idx,
+                None => return,
+            },
+        };
+        if let Some(event) = event {
+            self.dispatch(idx, &event, at, Some(type_name), out);
+        }
+    }
+
+    fn is_duplicate(&mut self, input: &Input, ws: &WorkspaceId, at: At) -> bool {
+        let window = self.policy.dedup_window;
+        let mut dup = false;
+        if let Some(id) = &input.id {
+            dup |= self.dedup.seen_before(format!("{ws}\u{1f}i\u{1f}{id}"), at, window);
+        }
+        if let InputKind::RestartRequested(RestartRequested { request_id: Some(rid), .. }) = &input.kind {
+            dup |= self.dedup.seen_before(format!("{ws}\u{1f}r\u{1f}{rid}"), at, window);
+        }
+        dup
+    }
+
+    /// An event for a workspace the engine does not hold: create it, honour its tombstone, or
+    /// say why nothing happens. Returns the slot to dispatch the event to, if any.
+    fn admit_unknown(&mut self, ws: &WorkspaceId, kind: &InputKind, at: At, out: &mut Vec<Output>) -> Option<u32> {
+        let type_name = kind.type_name();
+        let phase = match kind {
+            InputKind::Lifecycle(l) => Some(l.phase),
+            _ => None,
+        };
+        if let Some(tomb) = self.tombstones.get(ws) {
+            // A removed workspace comes back only through `lifecycle created`.
+            if phase == Some(LifecyclePhase::Created) {
+                self.tombstones.remove(ws);
+                self.create(ws, at, StateName::Alive, Reason::Created, Some(&tomb), out);
+            } else {
+                self.push_output(out, Some(ws), at, suppressed(Reason::Removed, type_name, None));
+            }
+            return None;
+        }
+        match (kind, phase) {
+            (InputKind::RestartProgress(p), _) => {
+                let detail = Some(format!("{} for a workspace vigil does not know", p.restart_id));
+                self.push_output(out, Some(ws), at, suppressed(Reason::UnknownWorkspace, type_name, detail));
+                None
+            }
+            (_, Some(LifecyclePhase::Removed)) => {
+                self.tombstones.put(ws, Tombstone { removed_at: at, restarts: 0, probes: 0 });
+                let body =
+                    OutputBody::StateChanged { from: None, to: None, reason: Reason::Removed, retry_after_s: None };
+                self.push_output(out, Some(ws), at, body);
+                None
+            }
+            (_, Some(LifecyclePhase::Paused)) => {
+                self.create(ws, at, StateName::Parked, Reason::Paused, None, out);
+                None
+            }
+            (_, Some(LifecyclePhase::Hibernated)) => {
+                self.create(ws, at, StateName::Parked, Reason::Hibernated, None, out);
+                None
+            }
+            (_, Some(LifecyclePhase::Resumed)) => {
+                self.create(ws, at, StateName::Alive, Reason::Resumed, None, out);
+                None
+            }
+            (_, Some(LifecyclePhase::Created)) => {
+                self.create(ws, at, StateName::Alive, Reason::Created, None, out);
+                None
+            }
+            // A heartbeat, probe, upstream error or restart request: Alive, then handled.
+            _ => Some(self.create(ws, at, StateName::Alive, Reason::FirstSeen, None, out)),
+        }
+    }
+
+    fn create(
+        &mut self,
+        ws: &WorkspaceId,
+        at: At,
+        state: StateName,
+        reason: Reason,
+        tomb: Option<&Tombstone>,
+        out: &mut Vec<Output>,
+    ) -> u32 {
+        let mut shared = Workspace::new(at);
+        if let Some(t) = tomb {
+            shared.restarts = t.restarts;
+            shared.probes = t.probes;
+        }
+        let mut sm = shared.uninitialized_state_machine();
+        if state == StateName::Parked {
+            *sm.state_mut() = State::initial_parked();
+        }
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot { name: ws.clone(), generation: 0, armed: Stamp::NEVER, machine: None });
+            (self.slots.len() - 1) as u32
+        });
+        let handle = self.handle(idx);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let machine = {
+            let mut ctx = Ctx {
+                now: at,
+                policy: &self.policy,
+                ws,
+                handle,
+                fleet: &mut self.fleet,
+                out: &mut scratch,
+                input: None,
+                current: state,
+                removed: false,
+            };
+            sm.init_with_context(&mut ctx)
+        };
+        debug_assert!(scratch.is_empty(), "no entry actions, so initialising emits nothing");
+        scratch.clear();
+        self.scratch = scratch;
+        let slot = &mut self.slots[idx as usize];
+        slot.name = ws.clone();
+        slot.armed = Stamp::NEVER;
+        slot.machine = Some(machine);
+        let (slots, hasher) = (&self.slots, self.hasher);
+        let hash = hasher.hash_one(ws.as_str());
+        self.index.insert_unique(hash, idx, |&i| hasher.hash_one(slots[i as usize].name.as_str()));
+        self.counts[state_index(state)] += 1;
+        self.refresh_monitored();
+        let body = OutputBody::StateChanged { from: None, to: Some(state), reason, retry_after_s: None };
+        self.push_output(out, Some(ws), at, body);
+        self.rearm(idx);
+        idx
+    }
+
+    /// Hands one event to one machine and keeps the fleet's books from the state before and after.
+    fn dispatch(&mut self, idx: u32, event: &Event<'_>, now: At, input: Option<&'static str>, out: &mut Vec<Output>) {
+        let handle = self.handle(idx);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let slot = &mut self.slots[idx as usize];
+        let Some(machine) = slot.machine.as_mut() else { return };
+        let before = machine.state().clone();
+        let removed = {
+            let mut ctx = Ctx {
+                now,
+                policy: &self.policy,
+                ws: &slot.name,
+                handle,
+                fleet: &mut self.fleet,
+                out: &mut scratch,
+                input,
+                current: before.name(),
+                removed: false,
+            };
+            machine.handle_with_context(event, &mut ctx);
+            ctx.removed
+        };
+        let after = machine.state();
+        let (was, is) = (before.name(), after.name());
+        let released = before.holds_restart_slot() && (removed || !after.holds_restart_slot());
+        let acquired = !before.holds_restart_slot() && after.holds_restart_slot() && !removed;
+        let (list_before, list_after) =
+            (fleet_list(&before), if removed { FleetList::None } else { fleet_list(after) });
+        let name = slot.name.clone();
+        for e in scratch.drain(..) {
+            let ws = if e.fleet { None } else { Some(&name) };
+            out.push(Output { id: String::new(), workspace: ws.cloned(), at: now, body: e.body });
+        }
+        self.scratch = scratch;
+
+        self.counts[state_index(was)] -= 1;
+        if !removed {
+            self.counts[state_index(is)] += 1;
+        }
+        if released {
+            self.fleet.in_flight -= 1;
+        }
+        if acquired {
+            self.fleet.in_flight += 1;
+        }
+        if list_before != list_after {
+            match list_before {
+                FleetList::Held => self.fleet.held.retain(|h| *h != handle),
+                FleetList::Queue => self.fleet.queue.retain(|h| *h != handle),
+                FleetList::None => {}
+            }
+        }
+        if removed {
+            self.remove_slot(idx, now);
+        } else {
+            self.rearm(idx);
+        }
+        if was == StateName::Parked || is == StateName::Parked || removed {
+            self.refresh_monitored();
+        }
+        self.drain_queue(now, out);
+    }
+
+    fn refresh_monitored(&mut self) {
+        self.fleet.monitored = self.index.len() - self.counts[state_index(StateName::Parked)] as usize;
+    }
+
+    /// Starts queued automatic restarts while slots are free, oldest declaration first.
+    fn drain_queue(&mut self, now: At, out: &mut Vec<Output>) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        while self.fleet.in_flight < self.policy.max_restarts_in_flight {
+            let Some(&h) = self.fleet.queue.front() else { break };
+            if !self.valid(h) {
+                self.fleet.queue.pop_front();
+                continue;
+            }
+            self.fleet.granted = Some(h);
+            self.dispatch(h.idx, &Event::SlotFree, now, None, out);
+            self.fleet.granted = None;
+            if self.fleet.queue.front() == Some(&h) {
+                // The machine did not take the slot (it no longer waits for one): drop its entry.
+                self.fleet.queue.pop_front();
+            }
+        }
+        self.draining = false;
+    }
+
+    fn remove_slot(&mut self, idx: u32, at: At) {
+        let slot = &mut self.slots[idx as usize];
+        let machine = slot.machine.take().expect("removing a live slot");
+        let name = slot.name.clone();
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.armed = Stamp::NEVER;
+        let slots = &self.slots;
+        if let Ok(entry) =
+            self.index.find_entry(self.hasher.hash_one(name.as_str()), |&i| i == idx && slots[i as usize].name == name)
+        {
+            entry.remove();
+        }
+        self.free.push(idx);
+        let shared = machine.inner();
+        self.tombstones.put(&name, Tombstone { removed_at: at, restarts: shared.restarts, probes: shared.probes });
+    }
+
+    /// Makes sure the slot's next deadline has a live timer entry (lazily: see `core::timers`).
+    fn rearm(&mut self, idx: u32) {
+        let handle = self.handle(idx);
+        let slot = &mut self.slots[idx as usize];
+        let Some(machine) = slot.machine.as_ref() else { return };
+        if let Some(next) = machine.state().next_deadline(machine.inner(), &self.policy)
+            && slot.armed.get().is_none_or(|armed| next < armed)
+        {
+            slot.armed = Stamp::at(next);
+            self.timers.push(next, handle);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Time.
+    // -----------------------------------------------------------------------------------------
+
+    /// Fires every deadline up to and including `until`, earliest first; the fleet breaker's
+    /// closing goes before workspace timers due at the same instant.
+    fn fire_due(&mut self, until: At, out: &mut Vec<Output>) {
+        loop {
+            let breaker = self.fleet.breaker.close_at().filter(|t| *t <= until);
+            let workspace = self.timers.peek().filter(|t| *t <= until);
+            match (breaker, workspace) {
+                (Some(b), w) if w.is_none_or(|w| b <= w) => {
+                    self.clock = self.clock.max(b);
+                    self.close_breaker(b, out);
+                }
+                (_, Some(w)) => {
+                    self.clock = self.clock.max(w);
+                    self.fire_instant(w, out);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Fires the workspace timers due at exactly `at`, in workspace-id order.
+    fn fire_instant(&mut self, at: At, out: &mut Vec<Output>) {
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.pop_at(at, &mut due);
+        due.retain(|e| {
+            let slot = &self.slots[e.idx as usize];
+            slot.generation == e.generation && slot.machine.is_some() && slot.armed == Stamp::at(at)
+        });
+        due.sort_by(|a, b| self.slots[a.idx as usize].name.cmp(&self.slots[b.idx as usize].name));
+        due.dedup();
+        for e in &due {
+            self.slots[e.idx as usize].armed = Stamp::NEVER;
+        }
+        for e in due.drain(..) {
+            // Several of one machine's deadlines may fall on the same instant; each dispatch must
+            // settle one of them, and a handler that does not is a bug, never a hang.
+            for round in 0.. {
+                if !self.valid(e.handle()) || self.deadline_of(e.idx).is_none_or(|d| d > at) {
+                    break;
+                }
+                if round == MAX_FIRES_PER_INSTANT {
+                    debug_assert!(false, "timer for {} does not advance", self.slots[e.idx as usize].name);
+                    break;
+                }
+                self.dispatch(e.idx, &Event::Timer, at, None, out);
+            }
+            if self.valid(e.handle()) && self.deadline_of(e.idx).is_none_or(|d| d > at) {
+                self.rearm(e.idx);
+            }
+        }
+        self.due = due;
+    }
+
+    fn deadline_of(&self, idx: u32) -> Option<At> {
+        let machine = self.slots[idx as usize].machine.as_ref()?;
+        machine.state().next_deadline(machine.inner(), &self.policy)
+    }
+
+    fn close_breaker(&mut self, at: At, out: &mut Vec<Output>) {
+        if !self.fleet.breaker.try_close(at, self.fleet.monitored, &self.policy) {
+            return;
+        }
+        let held = std::mem::take(&mut self.fleet.held);
+        let detail = format!("{} held workspaces re-armed with full grace and re-probed", held.len());
+        let body =
+            OutputBody::Alert { kind: AlertKind::BreakerClosed, reason: Reason::BreakerCalm, detail: Some(detail) };
+        self.push_output(out, None, at, body);
+        for h in held {
+            if self.valid(h) {
+                self.dispatch(h.idx, &Event::BreakerClosed, at, None, out);
+            }
+        }
+    }
+
+    /// vigil (re)started: every workspace's deadlines are re-armed with full grace from `at`.
+    fn resume(&mut self, at: At, out: &mut Vec<Output>) {
+        for idx in 0..self.slots.len() as u32 {
+            if self.slots[idx as usize].machine.is_some() {
+                self.dispatch(idx, &Event::Resume, at, Some("resume"), out);
+            }
+        }
+    }
+
+    fn push_output(&self, out: &mut Vec<Output>, ws: Option<&WorkspaceId>, at: At, body: OutputBody) {
+        out.push(Output { id: String::new(), workspace: ws.cloned(), at, body });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Views.
+    // -----------------------------------------------------------------------------------------
+
+    /// One workspace's state, as queries and `vigil inspect` show it.
+    pub fn view(&self, ws: &str) -> Option<WorkspaceView> {
+        let idx = self.lookup(ws)?;
+        let slot = &self.slots[idx as usize];
+        let machine = slot.machine.as_ref()?;
+        let (state, shared) = (machine.state(), machine.inner());
+        let now = self.clock().unwrap_or(shared.since);
+        Some(WorkspaceView {
+            workspace: slot.name.clone(),
+            state: state.name(),
+            since: shared.since,
+            last_heartbeat: shared.last_heartbeat.get(),
+            interval_s: if shared.interval_s == 0 { self.policy.default_interval_s } else { shared.interval_s },
+            incarnation: shared.incarnation.as_deref().map(str::to_string),
+            restarts: shared.restarts,
+            restart_attempt: u32::from(shared.failures) + 1,
+            followup_pending: matches!(state, State::Restarting { r } if r.followup),
+            held: fleet_list(state) == FleetList::Held,
+            waiting_on: match state {
+                State::Dead { w } => Some(match w.on {
+                    Wait::Time => "time",
+                    Wait::Breaker => "breaker",
+                    Wait::Queue => "queue",
+                    Wait::GaveUp => "gave_up",
+                }),
+                _ => None,
+            },
+            next_deadline: state.next_deadline(shared, &self.policy),
+            retry_after_s: state.retry_after_s(now, &self.policy),
+        })
+    }
+
+    /// Every workspace id, sorted.
+    pub fn workspace_ids(&self) -> Vec<WorkspaceId> {
+        let mut ids: Vec<_> = self.slots.iter().filter(|s| s.machine.is_some()).map(|s| s.name.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Counts per state and the fleet's admission status.
+    pub fn fleet_view(&self) -> FleetView {
+        let c = &self.counts;
+        FleetView {
+            workspaces: self.index.len(),
+            alive: c[0],
+            suspect: c[1],
+            restarting: c[2],
+            dead: c[3],
+            parked: c[4],
+            breaker_open: self.fleet.breaker.is_open(),
+            breaker_close_at: self.fleet.breaker.close_at(),
+            restarts_in_flight: self.fleet.in_flight,
+            restart_queue: self.fleet.queue.len(),
+            held: self.fleet.held.len(),
+        }
+    }
+
+    /// Bytes the engine has reserved for its own structures (slab, index, timers), excluding
+    /// heap allocations owned by individual workspaces (ids, incarnations).
+    pub fn reserved_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.timers.capacity_bytes()
+    }
+}
+
+/// The machine event for an input, if the machine handles it.
+fn machine_event(kind: &InputKind) -> Option<Event<'_>> {
+    Some(match kind {
+        InputKind::Heartbeat(e) => Event::Heartbeat(e),
+        InputKind::Probe(e) => Event::Probe(e),
+        InputKind::UpstreamError(e) => Event::Upstream(e),
+        InputKind::RestartRequested(e) => Event::RestartRequested(e),
+        InputKind::RestartProgress(e) => Event::Progress(e),
+        InputKind::Lifecycle(e) => Event::Lifecycle(e.phase),
+        InputKind::Tick | InputKind::Resume => return None,
+    })
+}
+
+fn suppressed(reason: Reason, input: &'static str, detail: Option<String>) -> OutputBody {
+    OutputBody::Suppressed { reason, input: Some(input), detail, retry_after_s: None }
+}

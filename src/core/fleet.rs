@@ -1,0 +1,170 @@
+//! Fleet-wide restart admission: the cascade breaker and the concurrency cap (SPEC §3.4 steps 3–4).
+//!
+//! Six workspaces "dying" in the same second is far more likely one sick observer (a Docker daemon
+//! under load, a control plane returning 5xx, a network blip) than six deaths. The breaker counts
+//! automatic death declarations in a sliding window; past the threshold it holds them all until the
+//! fleet has been calm for a while. The cap bounds how many automatic restarts run at once, so even
+//! a legitimate mass failure recovers as a controlled queue rather than a stampede.
+//!
+//! Pure data: the engine owns one `Fleet` and hands it to each machine through its context.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::policy::Policy;
+use crate::core::time::At;
+
+/// A stable reference to a workspace slot in the engine (index plus generation, so a reused slot
+/// is never mistaken for the workspace that used to live there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub idx: u32,
+    pub generation: u32,
+}
+
+/// The outcome of an automatic death declaration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Declaration {
+    /// Below the threshold: go ahead.
+    Go,
+    /// Held by the breaker; `opened` is true for the declaration that tripped it.
+    Held { opened: bool },
+}
+
+/// The breaker: automatic death declarations in a sliding window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breaker {
+    open: bool,
+    /// Declarations (admitted or held) within the window, oldest first.
+    recent: VecDeque<At>,
+    /// While open: when it closes, unless more declarations arrive.
+    close_at: Option<At>,
+}
+
+/// Everything fleet-level the machines consult and the engine maintains.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub breaker: Breaker,
+    /// Automatic restarts currently in Restarting.
+    pub in_flight: u32,
+    /// Dead workspaces waiting for a restart slot, in declaration order.
+    pub queue: VecDeque<Handle>,
+    /// Workspaces held by the open breaker, in the order they were held.
+    pub held: Vec<Handle>,
+    /// Workspaces that are not parked: the breaker's percentage is of these.
+    pub monitored: usize,
+    /// The queue head the engine is handing a freed slot to.
+    pub granted: Option<Handle>,
+}
+
+impl Breaker {
+    /// True while declarations are held.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// When the open breaker is due to close.
+    pub fn close_at(&self) -> Option<At> {
+        self.close_at
+    }
+
+    fn prune(&mut self, now: At, policy: &Policy) {
+        while self.recent.front().is_some_and(|t| now.since(*t) > policy.breaker_window) {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Counts a declaration at `now` and says whether it may proceed.
+    pub fn declare(&mut self, now: At, monitored: usize, policy: &Policy) -> Declaration {
+        self.prune(now, policy);
+        self.recent.push_back(now);
+        if self.open {
+            self.close_at = Some(self.calm_from(now, monitored, policy).plus(policy.breaker_cooldown));
+            return Declaration::Held { opened: false };
+        }
+        if policy.breaker_exceeded(self.recent.len(), monitored) {
+            self.open = true;
+            self.close_at = Some(self.calm_from(now, monitored, policy).plus(policy.breaker_cooldown));
+            return Declaration::Held { opened: true };
+        }
+        Declaration::Go
+    }
+
+    /// The instant from which the window no longer exceeds the threshold, given what it holds.
+    fn calm_from(&self, now: At, monitored: usize, policy: &Policy) -> At {
+        let n = self.recent.len();
+        let aged_out = (0..=n).find(|k| !policy.breaker_exceeded(n - k, monitored)).unwrap_or(n);
+        match aged_out {
+            0 => now,
+            k => self.recent[k - 1].plus(policy.breaker_window).max(now),
+        }
+    }
+
+    /// Called when `close_at` is reached: closes the breaker if the fleet stayed calm, or pushes
+    /// the closing time out. Returns true when it closed.
+    pub fn try_close(&mut self, now: At, monitored: usize, policy: &Policy) -> bool {
+        self.prune(now, policy);
+        if policy.breaker_exceeded(self.recent.len(), monitored) {
+            self.close_at = Some(self.calm_from(now, monitored, policy).plus(policy.breaker_cooldown));
+            return false;
+        }
+        self.open = false;
+        self.close_at = None;
+        true
+    }
+
+    /// Declarations counted in the window at `now`.
+    pub fn recent_count(&self) -> usize {
+        self.recent.len()
+    }
+}
+
+impl Fleet {
+    /// True when `who` may start an automatic restart now: a slot is free and nobody queued
+    /// earlier is waiting for it (unless `who` is the queue head being granted the slot).
+    pub fn has_slot(&self, policy: &Policy, who: Handle) -> bool {
+        self.in_flight < policy.max_restarts_in_flight && (self.queue.is_empty() || self.granted == Some(who))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(s: i64) -> At {
+        At(s * 1000)
+    }
+
+    #[test]
+    fn opens_past_the_threshold_and_closes_after_a_calm_cooldown() {
+        let p = Policy::default();
+        let mut b = Breaker::default();
+        for i in 0..3 {
+            assert_eq!(b.declare(at(i), 20, &p), Declaration::Go, "declaration {i}");
+        }
+        assert_eq!(b.declare(at(3), 20, &p), Declaration::Held { opened: true });
+        assert_eq!(b.declare(at(4), 20, &p), Declaration::Held { opened: false });
+        // Five in the window; the count drops to 3 when the declaration at 1 s ages out (31 s),
+        // and the breaker closes 60 s after that.
+        let close = at(1).plus(Duration::from_secs(30 + 60));
+        assert_eq!(b.close_at(), Some(close));
+        // Another declaration while open pushes the closing time out.
+        let mut busier = b.clone();
+        assert_eq!(busier.declare(at(20), 20, &p), Declaration::Held { opened: false });
+        assert!(busier.close_at().unwrap() > close);
+        assert!(b.try_close(close, 20, &p));
+        assert!(!b.is_open());
+        assert_eq!(b.close_at(), None);
+    }
+
+    #[test]
+    fn declarations_spread_beyond_the_window_never_open_it() {
+        let p = Policy::default();
+        let mut b = Breaker::default();
+        for i in 0..20 {
+            assert_eq!(b.declare(at(i * 11), 20, &p), Declaration::Go);
+        }
+    }
+}

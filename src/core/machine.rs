@@ -1,0 +1,919 @@
+//! One workspace's liveness state machine: the transition table of SPEC §3.3, built with statig.
+//!
+//! Read the `#[state_machine]` impl top to bottom: one handler per state (Alive, Suspect,
+//! Restarting, Dead, Parked) and a superstate (`tracked`) with the rules every state shares. Each
+//! rule names, in a short comment, the seed incident it exists for:
+//!
+//! - **cascade** — 2026-04-16 09:10: transient Docker errors read as "dead", six healthy restarts.
+//! - **ttl** — 2026-04-16 06:40: a 60 s TTL under a starved 30 s heartbeat restarted busy agents.
+//! - **dead-vm** — 2026-04-30: a dead VM behind a 502 was never probed nor restarted.
+//! - **self-fire** — 2026-05-19: a restart's own boot window looked like death; 4× reprovision.
+//! - **burst** — 2026-05-20: a burst of file writes chained restarts mid-boot.
+//! - **flake** — 2026-06-15 (#2929): one flaky probe right after a restart killed a healthy agent.
+//!
+//! The machine is pure. Time is `ctx.now` (from event timestamps), outputs are pushed to `ctx.out`,
+//! and fleet-wide admission (breaker, cap) is consulted through `ctx.fleet`. Handlers never emit
+//! from entry actions (there are none): restoring a snapshot must not repeat side effects.
+
+use serde::{Deserialize, Serialize};
+use statig::prelude::*;
+
+use crate::core::classify::{Evidence, classify_probe, is_dead_origin};
+use crate::core::event::*;
+use crate::core::fleet::{Declaration, Fleet, Handle};
+use crate::core::policy::Policy;
+use crate::core::time::{At, Stamp};
+
+/// What every state knows about its workspace (statig's shared storage).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Workspace {
+    /// Declared heartbeat cadence in seconds; 0 until a heartbeat declares one.
+    pub interval_s: u16,
+    /// Consecutive restarts that did not end in a fresh heartbeat (crash-loop count).
+    pub failures: u8,
+    /// Restart commands issued over the workspace's life (the `n` of `restart_id`).
+    pub restarts: u32,
+    /// Probe requests issued over the workspace's life (the `n` of `probe_id`).
+    pub probes: u32,
+    /// When the current state was entered.
+    pub since: At,
+    /// The latest heartbeat that counted.
+    pub last_heartbeat: Stamp,
+    /// Silence is measured from here: the latest heartbeat, or a moment of full grace
+    /// (creation, resume, vigil's own restart, the breaker closing).
+    pub watch_from: At,
+    /// An unanswered probe request, if any.
+    pub probe_asked: Stamp,
+    /// The latest restart command (debounce; freshness of heartbeats).
+    pub last_restart: Stamp,
+    /// When the workspace last left Restarting (settle window).
+    pub left_restarting: Stamp,
+    /// The incarnation of the latest heartbeat that counted.
+    pub incarnation: Option<Box<str>>,
+}
+
+/// Suspect's own data: the evidence gathered so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Suspicion {
+    /// Why the workspace became Suspect.
+    pub cause: Reason,
+    /// The first definitive not-running of the current confirm window.
+    pub first_not_running: Stamp,
+    /// When the silence (no heartbeat for `ttl`) began, if it has.
+    pub silent_since: Stamp,
+    /// When vigil asks for a probe again, if it will.
+    pub next_reprobe: Stamp,
+    /// Re-asks left.
+    pub reprobes_left: u8,
+    /// Held by the open breaker: a death declaration waits for fresh evidence after it closes.
+    pub held: bool,
+}
+
+/// Restarting's own data: the restart in flight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub origin: Origin,
+    /// No fresh heartbeat by then: the restart failed.
+    pub deadline: At,
+    /// Some progress event for this restart arrived.
+    pub progress_seen: bool,
+    /// `restart_progress started` arrived.
+    pub started: bool,
+    /// Mutation requests arrived meanwhile: one follow-up restart is owed.
+    pub followup: bool,
+}
+
+/// Dead's own data: why, and what the next automatic restart waits for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub cause: Reason,
+    pub on: Wait,
+    /// With `Wait::Time`: when the restart is reconsidered.
+    pub until: Stamp,
+}
+
+/// What a dead workspace's automatic restart is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wait {
+    /// Debounce or crash-loop backoff: a time.
+    Time,
+    /// The fleet breaker to close.
+    Breaker,
+    /// A restart slot (`max_restarts_in_flight`).
+    Queue,
+    /// A person: too many consecutive failures.
+    GaveUp,
+}
+
+/// What a machine is told: an input, a timer, or a fleet-level happening.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Heartbeat(&'a Heartbeat),
+    Probe(&'a Probe),
+    Upstream(&'a UpstreamError),
+    RestartRequested(&'a RestartRequested),
+    Progress(&'a RestartProgress),
+    Lifecycle(LifecyclePhase),
+    /// One of the machine's deadlines is due (`ctx.now` is that deadline).
+    Timer,
+    /// vigil restarted: re-arm every deadline with full grace.
+    Resume,
+    /// The fleet breaker closed.
+    BreakerClosed,
+    /// A restart slot freed up and this workspace is next in the queue.
+    SlotFree,
+}
+
+/// One output before the engine gives it an id and a timestamp.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Emitted {
+    /// Fleet-level (an alert with no workspace).
+    pub fleet: bool,
+    pub body: OutputBody,
+}
+
+/// What a handler works with: the clock, the policy, the fleet, and where outputs go.
+pub struct Ctx<'a> {
+    pub now: At,
+    pub policy: &'a Policy,
+    pub ws: &'a WorkspaceId,
+    pub handle: Handle,
+    pub fleet: &'a mut Fleet,
+    pub out: &'a mut Vec<Emitted>,
+    /// The type of the input being handled (`None` for timers and fleet happenings).
+    pub input: Option<&'static str>,
+    /// The state as announced so far in this dispatch (updated by [`Ctx::change`]).
+    pub current: StateName,
+    /// Set when `lifecycle removed` was handled: the engine deletes the workspace.
+    pub removed: bool,
+}
+
+#[state_machine(
+    initial = "State::alive()",
+    state(derive(Clone, Debug, PartialEq, Serialize, Deserialize)),
+    superstate(derive(Debug)),
+    after_transition = "Self::after_transition"
+)]
+impl Workspace {
+    /// Rules every state shares, unless the state handles the event itself.
+    #[superstate]
+    fn tracked(&mut self, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
+        let ctx = context;
+        match event {
+            // Dormant workspaces are inviolable: a health sweep must not clobber them.
+            Event::Lifecycle(phase @ (LifecyclePhase::Paused | LifecyclePhase::Hibernated)) => {
+                let reason = if *phase == LifecyclePhase::Paused { Reason::Paused } else { Reason::Hibernated };
+                ctx.change(StateName::Parked, reason, None);
+                Transition(State::parked())
+            }
+            // Removal deletes the state; the engine leaves a tombstone on disk.
+            Event::Lifecycle(LifecyclePhase::Removed) => {
+                ctx.emit(OutputBody::StateChanged {
+                    from: Some(ctx.current),
+                    to: None,
+                    reason: Reason::Removed,
+                    retry_after_s: None,
+                });
+                ctx.removed = true;
+                Handled
+            }
+            Event::Lifecycle(LifecyclePhase::Created | LifecyclePhase::Resumed) => {
+                ctx.suppress(Reason::LifecycleNoop, Some(format!("already {}", ctx.current)));
+                Handled
+            }
+            // burst: user and mutation restarts are never dropped; system ones are admitted.
+            Event::RestartRequested(req) => self.requested(ctx, req),
+            Event::Progress(p) => {
+                ctx.suppress(Reason::StaleRestart, Some(format!("{} is not in flight", p.restart_id)));
+                Handled
+            }
+            Event::Resume => {
+                self.watch_from = ctx.now;
+                Handled
+            }
+            Event::Heartbeat(_)
+            | Event::Probe(_)
+            | Event::Upstream(_)
+            | Event::Timer
+            | Event::BreakerClosed
+            | Event::SlotFree => Handled,
+        }
+    }
+
+    /// Heartbeats arrive; nothing is wrong.
+    #[state(superstate = "tracked")]
+    fn alive(&mut self, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
+        let ctx = context;
+        self.forgive_failures(ctx);
+        match event {
+            Event::Heartbeat(hb) => {
+                self.note_heartbeat(ctx, hb);
+                Handled
+            }
+            Event::Probe(probe) => match self.probe_answer(ctx, probe) {
+                // cascade: only definitive evidence reaches this arm.
+                Some(Evidence::NotRunning) => self.not_running_while_alive(ctx),
+                _ => Handled,
+            },
+            // dead-vm: a dead-origin 502/503/504/52x or transport error asks for a probe.
+            Event::Upstream(up) => self.upstream(ctx, up),
+            // ttl: silence only counts after max(180 s, 5 × interval), then a probe decides.
+            Event::Timer if self.silence_due(ctx) => {
+                ctx.change(StateName::Suspect, Reason::HeartbeatTimeout, None);
+                self.ask_probe(ctx, Reason::HeartbeatTimeout);
+                Transition(State::suspect(Suspicion {
+                    cause: Reason::HeartbeatTimeout,
+                    first_not_running: Stamp::NEVER,
+                    silent_since: Stamp::at(ctx.now),
+                    next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
+                    reprobes_left: ctx.policy.reprobe_max,
+                    held: false,
+                }))
+            }
+            _ => Super,
+        }
+    }
+
+    /// Some evidence says the workspace may be gone; more is needed before anything destructive.
+    #[state(superstate = "tracked")]
+    fn suspect(&mut self, s: &mut Suspicion, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
+        let ctx = context;
+        match event {
+            // flake: a heartbeat after suspicion refutes it.
+            Event::Heartbeat(hb) => {
+                self.note_heartbeat(ctx, hb);
+                ctx.change(StateName::Alive, Reason::Refuted, None);
+                Transition(State::alive())
+            }
+            Event::Probe(probe) => match self.probe_answer(ctx, probe) {
+                Some(Evidence::Running) => {
+                    ctx.change(StateName::Alive, Reason::Refuted, None);
+                    Transition(State::alive())
+                }
+                Some(Evidence::NotRunning) => self.not_running_while_suspect(ctx, s),
+                _ => Handled,
+            },
+            Event::Upstream(up) => self.upstream(ctx, up),
+            Event::Timer => self.suspect_timer(ctx, s),
+            // The breaker closed: full grace, a fresh probe, and death only on fresh evidence.
+            Event::BreakerClosed if s.held => {
+                s.held = false;
+                s.first_not_running = Stamp::NEVER;
+                s.silent_since = Stamp::NEVER;
+                s.reprobes_left = ctx.policy.reprobe_max;
+                s.next_reprobe = Stamp::at(ctx.now.plus(ctx.policy.reprobe_every));
+                self.watch_from = ctx.now;
+                self.ask_probe(ctx, Reason::BreakerCalm);
+                Handled
+            }
+            // Silence vigil did not observe is not evidence.
+            Event::Resume => {
+                self.watch_from = ctx.now;
+                s.silent_since = Stamp::NEVER;
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    /// A restart command is out; the workspace is expected to look dead until it boots.
+    #[state(superstate = "tracked")]
+    fn restarting(&mut self, r: &mut InFlight, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
+        let ctx = context;
+        match event {
+            // self-fire: only a heartbeat from the new incarnation ends the restart.
+            Event::Heartbeat(hb) if self.is_fresh(ctx, r, hb) => {
+                self.note_heartbeat(ctx, hb);
+                ctx.change(StateName::Alive, Reason::RestartCompleted, None);
+                if r.followup {
+                    // burst: the one follow-up owed to mutations coalesced during the restart.
+                    return self.issue_restart(ctx, Origin::Mutation, Reason::MutationFollowup, None);
+                }
+                Transition(State::alive())
+            }
+            Event::Heartbeat(_) => {
+                ctx.suppress(Reason::StaleHeartbeat, Some("heartbeat from the incarnation being restarted".into()));
+                Handled
+            }
+            // self-fire: the boot window looks like death; probes and upstream errors are ignored.
+            Event::Probe(_) => {
+                self.probe_asked = Stamp::NEVER;
+                ctx.suppress(Reason::Restarting, None);
+                Handled
+            }
+            Event::Upstream(_) => {
+                ctx.suppress(Reason::Restarting, None);
+                Handled
+            }
+            Event::RestartRequested(req) => match req.origin {
+                // self-fire: probe-driven restarts during a restart are dropped.
+                Origin::System => {
+                    ctx.suppress(Reason::RestartInFlight, req.reason.clone());
+                    Handled
+                }
+                // burst: N mutations during a restart owe exactly one follow-up, never zero.
+                Origin::Mutation => {
+                    r.followup = true;
+                    ctx.suppress(Reason::RestartCoalesced, req.reason.clone());
+                    Handled
+                }
+                // A person's restart supersedes the one in flight, at once.
+                Origin::User => {
+                    self.failures = 0;
+                    self.issue_restart(ctx, Origin::User, Reason::RestartRequested, req.reason.clone())
+                }
+            },
+            Event::Progress(p) if !self.is_current_restart(ctx.ws, &p.restart_id) => {
+                ctx.suppress(Reason::StaleRestart, Some(format!("{} is not the restart in flight", p.restart_id)));
+                Handled
+            }
+            Event::Progress(p) => match p.phase {
+                ProgressPhase::Accepted | ProgressPhase::Stopped => {
+                    r.progress_seen = true;
+                    Handled
+                }
+                ProgressPhase::Started => {
+                    r.progress_seen = true;
+                    r.started = true;
+                    Handled
+                }
+                ProgressPhase::Failed => self.restart_failed(ctx, r, Reason::RestartFailed),
+            },
+            Event::Timer if ctx.now >= r.deadline => self.restart_failed(ctx, r, Reason::RestartTimeout),
+            Event::Resume => {
+                self.watch_from = ctx.now;
+                r.deadline = ctx.now.plus(ctx.policy.restart_timeout);
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    /// Declared dead on definitive evidence; an automatic restart is owed.
+    #[state(superstate = "tracked")]
+    fn dead(&mut self, w: &mut Waiting, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
+        let ctx = context;
+        match event {
+            Event::Heartbeat(hb) => {
+                self.note_heartbeat(ctx, hb);
+                ctx.change(StateName::Alive, Reason::Recovered, None);
+                Transition(State::alive())
+            }
+            Event::Probe(_) | Event::Upstream(_) => {
+                if matches!(event, Event::Probe(_)) {
+                    self.probe_asked = Stamp::NEVER;
+                }
+                ctx.suppress(Reason::AlreadyDead, None);
+                Handled
+            }
+            Event::Timer if w.on == Wait::Time && w.until.get().is_some_and(|t| ctx.now >= t) => {
+                self.retry_restart(ctx, w)
+            }
+            Event::BreakerClosed if w.on == Wait::Breaker => self.retry_restart(ctx, w),
+            Event::SlotFree if w.on == Wait::Queue => self.retry_restart(ctx, w),
+            _ => Super,
+        }
+    }
+
+    /// Paused or hibernated: dormant workspaces are left alone.
+    #[state(superstate = "tracked")]
+    fn parked(&mut self, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
+        let ctx = context;
+        match event {
+            Event::Heartbeat(_) | Event::Upstream(_) => {
+                ctx.suppress(Reason::Parked, None);
+                Handled
+            }
+            Event::Probe(_) => {
+                self.probe_asked = Stamp::NEVER;
+                ctx.suppress(Reason::Parked, None);
+                Handled
+            }
+            Event::RestartRequested(req) if req.origin == Origin::System => {
+                ctx.suppress(Reason::Parked, req.reason.clone());
+                Handled
+            }
+            Event::Lifecycle(LifecyclePhase::Paused | LifecyclePhase::Hibernated) => {
+                ctx.suppress(Reason::LifecycleNoop, Some("already parked".into()));
+                Handled
+            }
+            Event::Lifecycle(LifecyclePhase::Resumed) => {
+                self.watch_from = ctx.now;
+                ctx.change(StateName::Alive, Reason::Resumed, None);
+                Transition(State::alive())
+            }
+            _ => Super,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rules' building blocks.
+// ---------------------------------------------------------------------------------------------
+
+impl Workspace {
+    /// A new workspace, first seen at `now`, with full grace for its heartbeat deadline.
+    pub fn new(now: At) -> Workspace {
+        Workspace {
+            interval_s: 0,
+            failures: 0,
+            restarts: 0,
+            probes: 0,
+            since: now,
+            last_heartbeat: Stamp::NEVER,
+            watch_from: now,
+            probe_asked: Stamp::NEVER,
+            last_restart: Stamp::NEVER,
+            left_restarting: Stamp::NEVER,
+            incarnation: None,
+        }
+    }
+
+    /// statig hook: bookkeeping every transition shares.
+    fn after_transition(&mut self, source: &State, target: &State, context: &mut Ctx<'_>) {
+        let (from, to) = (source.name(), target.name());
+        if from != to {
+            self.since = context.now;
+        }
+        if from == StateName::Restarting && to != StateName::Restarting {
+            self.left_restarting = Stamp::at(context.now);
+        }
+        // Every transition is announced by its handler; this is the safety net if one is not.
+        if context.current != to {
+            debug_assert!(false, "unannounced transition {from} -> {to}");
+            context.change(to, Reason::FirstSeen, None);
+        }
+    }
+
+    /// The failure count resets after `failure_reset` Alive (SPEC §3.4 backoff).
+    fn forgive_failures(&mut self, ctx: &Ctx<'_>) {
+        if self.failures > 0 && ctx.now.since(self.since) >= ctx.policy.failure_reset {
+            self.failures = 0;
+        }
+    }
+
+    fn note_heartbeat(&mut self, ctx: &Ctx<'_>, hb: &Heartbeat) {
+        self.last_heartbeat = Stamp::at(ctx.now);
+        self.watch_from = ctx.now;
+        if let Some(i) = hb.interval_s {
+            self.interval_s = i;
+        }
+        if let Some(inc) = &hb.incarnation
+            && self.incarnation.as_deref() != Some(inc.as_str())
+        {
+            self.incarnation = Some(inc.as_str().into());
+        }
+    }
+
+    /// The heartbeat deadline (`ttl` after the last heartbeat or full-grace moment) has passed.
+    fn silence_due(&self, ctx: &Ctx<'_>) -> bool {
+        ctx.now >= self.silence_deadline(ctx.policy)
+    }
+
+    fn silence_deadline(&self, policy: &Policy) -> At {
+        self.watch_from.plus(policy.ttl(self.interval_s))
+    }
+
+    fn heartbeat_recent(&self, ctx: &Ctx<'_>) -> bool {
+        self.last_heartbeat.within(ctx.now, ctx.policy.recent(self.interval_s))
+    }
+
+    fn settling(&self, ctx: &Ctx<'_>) -> bool {
+        self.left_restarting.within(ctx.now, ctx.policy.settle)
+    }
+
+    /// Records a probe answer and says what it is evidence of; suppresses the ones not acted on.
+    fn probe_answer(&mut self, ctx: &mut Ctx<'_>, probe: &Probe) -> Option<Evidence> {
+        self.probe_asked = Stamp::NEVER;
+        let evidence = classify_probe(probe);
+        match evidence {
+            // cascade: a sick observer is visible, never destructive.
+            Evidence::Transient => ctx.suppress(Reason::ProbeErrorTransient, probe.error.clone()),
+            // self-fire: booting is not death.
+            Evidence::Booting => ctx.suppress(Reason::ProbePending, probe.backend.clone()),
+            Evidence::Running | Evidence::NotRunning => {}
+        }
+        Some(evidence)
+    }
+
+    /// Alive, and a probe says definitively not running.
+    fn not_running_while_alive(&mut self, ctx: &mut Ctx<'_>) -> Outcome<State> {
+        // flake: a recent heartbeat, or a restart that just finished, needs a second opinion.
+        let cause = if self.heartbeat_recent(ctx) {
+            Reason::NotRunningRecentHeartbeat
+        } else if self.settling(ctx) {
+            Reason::NotRunningSettling
+        } else {
+            // dead-vm: no heartbeat and not running: dead at once, recovered on the first failure.
+            return self.declare_dead(ctx, Reason::NotRunningNoHeartbeat, None);
+        };
+        ctx.change(StateName::Suspect, cause, None);
+        Transition(State::suspect(Suspicion {
+            cause,
+            first_not_running: Stamp::at(ctx.now),
+            silent_since: Stamp::NEVER,
+            next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
+            reprobes_left: ctx.policy.reprobe_max,
+            held: false,
+        }))
+    }
+
+    /// Suspect, and a probe says definitively not running.
+    fn not_running_while_suspect(&mut self, ctx: &mut Ctx<'_>, s: &mut Suspicion) -> Outcome<State> {
+        if !self.heartbeat_recent(ctx) && !self.settling(ctx) {
+            return self.declare_dead(ctx, Reason::NotRunningNoHeartbeat, Some(s));
+        }
+        // flake: two definitive not-runnings within the confirm window, or the count restarts.
+        if s.first_not_running.within(ctx.now, ctx.policy.confirm_window) {
+            return self.declare_dead(ctx, Reason::ConfirmedNotRunning, Some(s));
+        }
+        s.first_not_running = Stamp::at(ctx.now);
+        ctx.suppress(
+            Reason::AwaitingConfirmation,
+            Some(format!("a second not-running within {}s confirms", ctx.policy.confirm_window.as_secs())),
+        );
+        Handled
+    }
+
+    /// Suspect's deadlines, most serious first.
+    fn suspect_timer(&mut self, ctx: &mut Ctx<'_>, s: &mut Suspicion) -> Outcome<State> {
+        if let Some(silent) = s.silent_since.get()
+            && ctx.now >= silent.plus(ctx.policy.unprobeable_after)
+        {
+            // cascade: a workspace nobody can probe for 10 minutes is escalated, not ignored.
+            ctx.alert(
+                AlertKind::Unprobeable,
+                Reason::Unprobeable,
+                Some(format!("silent since {silent}, no definitive probe")),
+            );
+            return self.declare_dead(ctx, Reason::Unprobeable, Some(s));
+        }
+        if s.silent_since.get().is_none() && self.silence_due(ctx) {
+            s.silent_since = Stamp::at(ctx.now);
+            s.reprobes_left = ctx.policy.reprobe_max;
+            s.next_reprobe = Stamp::at(ctx.now.plus(ctx.policy.reprobe_every));
+            self.ask_probe(ctx, Reason::HeartbeatTimeout);
+            return Handled;
+        }
+        if s.next_reprobe.get().is_some_and(|t| ctx.now >= t) {
+            s.reprobes_left = s.reprobes_left.saturating_sub(1);
+            s.next_reprobe =
+                if s.reprobes_left > 0 { Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)) } else { Stamp::NEVER };
+            self.ask_probe(ctx, s.cause);
+        }
+        Handled
+    }
+
+    /// dead-vm: a failed request is a reason to ask, never a verdict.
+    fn upstream(&mut self, ctx: &mut Ctx<'_>, up: &UpstreamError) -> Outcome<State> {
+        if !is_dead_origin(up) {
+            let what = up.status.map(|s| format!("status {s}")).or_else(|| up.error.clone());
+            ctx.suppress(Reason::NotDeadOrigin, what);
+            return Handled;
+        }
+        self.ask_probe(ctx, Reason::UpstreamDeadOrigin);
+        Handled
+    }
+
+    /// Emits a `probe_request`, unless one is still outstanding.
+    fn ask_probe(&mut self, ctx: &mut Ctx<'_>, reason: Reason) {
+        if self.probe_asked.within(ctx.now, ctx.policy.probe_repeat) {
+            ctx.suppress(Reason::ProbeOutstanding, None);
+            return;
+        }
+        self.probes += 1;
+        self.probe_asked = Stamp::at(ctx.now);
+        ctx.emit(OutputBody::ProbeRequest { probe_id: format!("{}:p{}", ctx.ws, self.probes), reason });
+    }
+
+    /// An automatic death declaration: through the fleet breaker, then Dead (and a restart).
+    fn declare_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, suspicion: Option<&mut Suspicion>) -> Outcome<State> {
+        match ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy) {
+            Declaration::Go => self.enter_dead(ctx, cause, Stamp::NEVER),
+            // cascade: many "deaths" at once indict the observer; hold them all as Suspect.
+            Declaration::Held { opened } => {
+                if opened {
+                    let detail = format!(
+                        "{} automatic death declarations within {}s among {} monitored workspaces",
+                        ctx.fleet.breaker.recent_count(),
+                        ctx.policy.breaker_window.as_secs(),
+                        ctx.fleet.monitored
+                    );
+                    ctx.alert(AlertKind::BreakerOpen, Reason::BreakerThresholdExceeded, Some(detail));
+                }
+                if !suspicion.as_ref().is_some_and(|s| s.held) {
+                    ctx.fleet.held.push(ctx.handle);
+                }
+                let mut s = suspicion.cloned().unwrap_or(Suspicion {
+                    cause,
+                    first_not_running: Stamp::NEVER,
+                    silent_since: Stamp::NEVER,
+                    next_reprobe: Stamp::NEVER,
+                    reprobes_left: 0,
+                    held: true,
+                });
+                s.held = true;
+                if ctx.current != StateName::Suspect {
+                    ctx.change(StateName::Suspect, cause, None);
+                }
+                ctx.suppress(Reason::BreakerOpen, Some(format!("would be dead: {cause}")));
+                Transition(State::suspect(s))
+            }
+        }
+    }
+
+    /// Enters Dead for `cause` and tries the automatic restart at once.
+    fn enter_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, backoff_until: Stamp) -> Outcome<State> {
+        let mut w = Waiting { cause, on: Wait::Time, until: backoff_until };
+        let verdict = self.restart_verdict(ctx, &w);
+        ctx.change(StateName::Dead, cause, Some(verdict.retry_after_s(ctx)));
+        self.act_on_verdict(ctx, &mut w, verdict)
+    }
+
+    /// A dead workspace's wait is over (time, breaker or slot): try the restart again.
+    fn retry_restart(&mut self, ctx: &mut Ctx<'_>, w: &mut Waiting) -> Outcome<State> {
+        let verdict = self.restart_verdict(ctx, w);
+        self.act_on_verdict(ctx, w, verdict)
+    }
+
+    /// SPEC §3.4 for vigil's own automatic restart, in order: give-up, debounce and backoff,
+    /// breaker, concurrency cap. Reads only; `act_on_verdict` does what it says.
+    fn restart_verdict(&self, ctx: &Ctx<'_>, w: &Waiting) -> Verdict {
+        if self.failures >= ctx.policy.give_up_after {
+            return Verdict::GiveUp;
+        }
+        let debounce_end = self.last_restart.get().map(|t| t.plus(ctx.policy.debounce));
+        let waits = [(w.until.get(), Reason::RestartBackoff), (debounce_end, Reason::RestartDebounced)];
+        let latest =
+            waits.into_iter().filter_map(|(t, r)| t.filter(|t| *t > ctx.now).map(|t| (t, r))).max_by_key(|(t, _)| *t);
+        if let Some((until, reason)) = latest {
+            return Verdict::Wait(reason, until);
+        }
+        if ctx.fleet.breaker.is_open() {
+            return Verdict::Breaker;
+        }
+        if !ctx.fleet.has_slot(ctx.policy, ctx.handle) {
+            return Verdict::Queue;
+        }
+        Verdict::Go
+    }
+
+    fn act_on_verdict(&mut self, ctx: &mut Ctx<'_>, w: &mut Waiting, verdict: Verdict) -> Outcome<State> {
+        let (on, until) = match verdict {
+            Verdict::Go => return self.issue_restart(ctx, Origin::System, w.cause, None),
+            Verdict::GiveUp => {
+                if w.on != Wait::GaveUp {
+                    let detail = format!(
+                        "{} consecutive restarts did not end in a fresh heartbeat; only a user restart goes now",
+                        self.failures
+                    );
+                    ctx.alert(AlertKind::RestartGaveUp, Reason::CrashLoop, Some(detail));
+                }
+                (Wait::GaveUp, Stamp::NEVER)
+            }
+            Verdict::Wait(reason, until) => {
+                let after = ctx.now.secs_until_ceil(until);
+                ctx.emit(OutputBody::Suppressed { reason, input: ctx.input, detail: None, retry_after_s: Some(after) });
+                (Wait::Time, Stamp::at(until))
+            }
+            Verdict::Breaker => {
+                if w.on != Wait::Breaker {
+                    ctx.fleet.held.push(ctx.handle);
+                }
+                ctx.suppress(Reason::BreakerOpen, Some("automatic restart held".into()));
+                (Wait::Breaker, Stamp::NEVER)
+            }
+            Verdict::Queue => {
+                if w.on != Wait::Queue {
+                    ctx.fleet.queue.push_back(ctx.handle);
+                }
+                let detail = format!("{} automatic restarts in flight", ctx.fleet.in_flight);
+                ctx.suppress(Reason::RestartQueueFull, Some(detail));
+                (Wait::Queue, Stamp::NEVER)
+            }
+        };
+        w.on = on;
+        w.until = until;
+        Transition(State::dead(w.clone()))
+    }
+
+    /// A `restart_requested` outside Restarting and Parked.
+    fn requested(&mut self, ctx: &mut Ctx<'_>, req: &RestartRequested) -> Outcome<State> {
+        let detail = req.reason.clone();
+        match req.origin {
+            Origin::User => {
+                self.failures = 0;
+                self.issue_restart(ctx, Origin::User, Reason::RestartRequested, detail)
+            }
+            Origin::Mutation => self.issue_restart(ctx, Origin::Mutation, Reason::RestartRequested, detail),
+            Origin::System if ctx.current == StateName::Dead => {
+                ctx.suppress(Reason::RestartPending, detail);
+                Handled
+            }
+            Origin::System => self.system_request(ctx, detail),
+        }
+    }
+
+    /// A `system` restart request for a live workspace passes the same admission as vigil's own.
+    fn system_request(&mut self, ctx: &mut Ctx<'_>, detail: Option<String>) -> Outcome<State> {
+        if self.failures >= ctx.policy.give_up_after {
+            ctx.suppress(Reason::RestartGaveUp, detail);
+            return Handled;
+        }
+        // self-fire: a system restart within `debounce` of the last command is dropped.
+        if let Some(last) = self.last_restart.get() {
+            let debounce_end = last.plus(ctx.policy.debounce);
+            let attempt = u32::from(self.failures) + 1;
+            let backoff_end = last.plus(ctx.policy.backoff(self.failures, ctx.ws.as_str(), attempt));
+            for (end, reason) in [(debounce_end, Reason::RestartDebounced), (backoff_end, Reason::RestartBackoff)] {
+                if ctx.now < end {
+                    let after = ctx.now.secs_until_ceil(end);
+                    ctx.emit(OutputBody::Suppressed { reason, input: ctx.input, detail, retry_after_s: Some(after) });
+                    return Handled;
+                }
+            }
+        }
+        if let Declaration::Held { opened } = ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy) {
+            if opened {
+                ctx.alert(
+                    AlertKind::BreakerOpen,
+                    Reason::BreakerThresholdExceeded,
+                    Some("system restart requests over threshold".into()),
+                );
+            }
+            ctx.suppress(Reason::BreakerOpen, detail);
+            return Handled;
+        }
+        if !ctx.fleet.has_slot(ctx.policy, ctx.handle) {
+            ctx.suppress(Reason::RestartQueueFull, detail);
+            return Handled;
+        }
+        self.issue_restart(ctx, Origin::System, Reason::RestartRequested, detail)
+    }
+
+    /// Emits the restart command and enters Restarting.
+    fn issue_restart(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        origin: Origin,
+        reason: Reason,
+        detail: Option<String>,
+    ) -> Outcome<State> {
+        self.restarts += 1;
+        self.last_restart = Stamp::at(ctx.now);
+        self.probe_asked = Stamp::NEVER;
+        if ctx.current != StateName::Restarting {
+            ctx.change(StateName::Restarting, Reason::RestartIssued, Some(ctx.policy.restart_retry_after_s));
+        }
+        ctx.emit(OutputBody::Restart {
+            restart_id: restart_id(ctx.ws, self.restarts),
+            origin,
+            reason,
+            attempt: u32::from(self.failures) + 1,
+            detail,
+        });
+        Transition(State::restarting(InFlight {
+            origin,
+            deadline: ctx.now.plus(ctx.policy.restart_timeout),
+            progress_seen: false,
+            started: false,
+            followup: false,
+        }))
+    }
+
+    /// The restart did not end in a fresh heartbeat: count it and go Dead with backoff.
+    fn restart_failed(&mut self, ctx: &mut Ctx<'_>, r: &InFlight, cause: Reason) -> Outcome<State> {
+        self.failures = self.failures.saturating_add(1);
+        if r.followup {
+            // burst: the owed mutation restart is never held, not even by a crash loop.
+            ctx.change(StateName::Dead, cause, Some(ctx.policy.restart_retry_after_s));
+            return self.issue_restart(ctx, Origin::Mutation, Reason::MutationFollowup, None);
+        }
+        let attempt = self.restarts + 1;
+        let until = ctx.now.plus(ctx.policy.backoff(self.failures, ctx.ws.as_str(), attempt));
+        self.enter_dead(ctx, cause, Stamp::at(until))
+    }
+
+    /// self-fire: is this heartbeat from the new incarnation?
+    fn is_fresh(&self, ctx: &Ctx<'_>, r: &InFlight, hb: &Heartbeat) -> bool {
+        match &hb.incarnation {
+            Some(inc) => self.incarnation.as_deref() != Some(inc.as_str()),
+            None if r.progress_seen => r.started,
+            None => self.last_restart.get().is_some_and(|t| ctx.now.since(t) > ctx.policy.fresh_after),
+        }
+    }
+
+    fn is_current_restart(&self, ws: &WorkspaceId, id: &str) -> bool {
+        id.strip_prefix(ws.as_str())
+            .and_then(|rest| rest.strip_prefix(':'))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n == self.restarts)
+    }
+}
+
+/// The deterministic restart id: `<workspace>:<n>`, n counting the workspace's restart commands.
+pub fn restart_id(ws: &WorkspaceId, n: u32) -> String {
+    format!("{ws}:{n}")
+}
+
+/// What vigil's own automatic restart may do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Go,
+    Wait(Reason, At),
+    Breaker,
+    Queue,
+    GiveUp,
+}
+
+impl Verdict {
+    fn retry_after_s(self, ctx: &Ctx<'_>) -> u32 {
+        match self {
+            Verdict::Go => ctx.policy.restart_retry_after_s,
+            Verdict::Wait(_, until) => ctx.now.secs_until_ceil(until) + ctx.policy.restart_retry_after_s,
+            Verdict::Breaker | Verdict::Queue | Verdict::GiveUp => ctx.policy.dead_retry_after_s,
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// Announces a state change (the `state_changed` output).
+    pub fn change(&mut self, to: StateName, reason: Reason, retry_after_s: Option<u32>) {
+        self.out.push(Emitted {
+            fleet: false,
+            body: OutputBody::StateChanged { from: Some(self.current), to: Some(to), reason, retry_after_s },
+        });
+        self.current = to;
+    }
+
+    /// Emits an output about this workspace.
+    pub fn emit(&mut self, body: OutputBody) {
+        self.out.push(Emitted { fleet: false, body });
+    }
+
+    /// Emits a `suppressed` output for the input being handled.
+    pub fn suppress(&mut self, reason: Reason, detail: Option<String>) {
+        let input = self.input;
+        self.emit(OutputBody::Suppressed { reason, input, detail, retry_after_s: None });
+    }
+
+    /// Emits an alert; breaker alerts are fleet-level, the others are about this workspace.
+    pub fn alert(&mut self, kind: AlertKind, reason: Reason, detail: Option<String>) {
+        let fleet = matches!(kind, AlertKind::BreakerOpen | AlertKind::BreakerClosed);
+        self.out.push(Emitted { fleet, body: OutputBody::Alert { kind, reason, detail } });
+    }
+}
+
+impl State {
+    /// The state a workspace first seen as paused or hibernated starts in.
+    pub fn initial_parked() -> State {
+        State::parked()
+    }
+
+    /// The state's name on the wire.
+    pub fn name(&self) -> StateName {
+        match self {
+            State::Alive {} => StateName::Alive,
+            State::Suspect { .. } => StateName::Suspect,
+            State::Restarting { .. } => StateName::Restarting,
+            State::Dead { .. } => StateName::Dead,
+            State::Parked {} => StateName::Parked,
+        }
+    }
+
+    /// An automatic (`system`) restart in flight: it occupies one of the fleet's slots.
+    pub fn holds_restart_slot(&self) -> bool {
+        matches!(self, State::Restarting { r } if r.origin == Origin::System)
+    }
+
+    /// The earliest instant at which this state wants a `Timer` event.
+    pub fn next_deadline(&self, ws: &Workspace, policy: &Policy) -> Option<At> {
+        match self {
+            State::Alive {} => Some(ws.silence_deadline(policy)),
+            // Held by the breaker: nothing fires until it closes and re-arms everything.
+            State::Suspect { s } if s.held => None,
+            State::Suspect { s } => {
+                let death_or_silence = match s.silent_since.get() {
+                    Some(silent) => silent.plus(policy.unprobeable_after),
+                    None => ws.silence_deadline(policy),
+                };
+                Some(s.next_reprobe.get().map_or(death_or_silence, |t| t.min(death_or_silence)))
+            }
+            State::Restarting { r } => Some(r.deadline),
+            State::Dead { w } if w.on == Wait::Time => w.until.get(),
+            State::Dead { .. } | State::Parked {} => None,
+        }
+    }
+
+    /// What a proxy should put in a 503's `Retry-After` for a workspace in this state.
+    pub fn retry_after_s(&self, now: At, policy: &Policy) -> Option<u32> {
+        match self {
+            State::Restarting { .. } => Some(policy.restart_retry_after_s),
+            State::Dead { w } => Some(match (w.on, w.until.get()) {
+                (Wait::Time, Some(until)) => now.secs_until_ceil(until) + policy.restart_retry_after_s,
+                _ => policy.dead_retry_after_s,
+            }),
+            _ => None,
+        }
+    }
+}

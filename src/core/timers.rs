@@ -1,0 +1,77 @@
+//! Deadlines of all workspaces, in firing order, without scanning the fleet.
+//!
+//! A binary heap with lazy deletion: each workspace slot remembers the deadline of its live entry
+//! (`armed`). When a deadline moves later (every heartbeat moves the TTL), nothing is pushed; the old
+//! entry fires early, finds the workspace's real deadline later, and re-arms itself. When a deadline
+//! moves earlier, a new entry is pushed and the old one becomes stale. So a heartbeat costs no heap
+//! operation, and each workspace holds about one entry.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::core::fleet::Handle;
+use crate::core::time::At;
+
+/// One armed deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub deadline: At,
+    pub idx: u32,
+    pub generation: u32,
+}
+
+impl Entry {
+    /// The slot the entry belongs to.
+    pub fn handle(&self) -> Handle {
+        Handle { idx: self.idx, generation: self.generation }
+    }
+}
+
+/// Min-heap of deadlines.
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<Entry>>,
+}
+
+impl Timers {
+    /// Arms `deadline` for a slot.
+    pub fn push(&mut self, deadline: At, h: Handle) {
+        self.heap.push(Reverse(Entry { deadline, idx: h.idx, generation: h.generation }));
+    }
+
+    /// The earliest armed deadline (possibly stale).
+    pub fn peek(&self) -> Option<At> {
+        self.heap.peek().map(|Reverse(e)| e.deadline)
+    }
+
+    /// Removes and returns every entry due exactly at `deadline`.
+    pub fn pop_at(&mut self, deadline: At, into: &mut Vec<Entry>) {
+        while let Some(Reverse(e)) = self.heap.peek() {
+            if e.deadline != deadline {
+                break;
+            }
+            into.push(e.to_owned());
+            self.heap.pop();
+        }
+    }
+
+    /// Entries held, stale ones included.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when nothing is armed.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Drops every entry (before re-arming from scratch).
+    pub fn clear(&mut self) {
+        self.heap.clear();
+    }
+
+    /// Bytes reserved by the heap (for memory accounting).
+    pub fn capacity_bytes(&self) -> usize {
+        self.heap.capacity() * std::mem::size_of::<Reverse<Entry>>()
+    }
+}

@@ -1,0 +1,14 @@
+//! vigil decides whether AI-agent workspaces are alive and whether they may be restarted.
+//!
+//! Every fact about a workspace arrives as an event; a pure, explicit per-workspace state machine
+//! folds them; restart commands leave as events. Because state is a fold of a log, any incident
+//! replays byte for byte.
+//!
+//! # Layout
+//!
+//! - [`core`]: the pure part — event types and their wire encoding, the policy, the statig state
+//!   machine (`core::machine`, the transition table), the fleet breaker and the engine.
+//! - [`replay`]: reads JSONL logs, runs them through the engine, writes transcripts.
+
+pub mod core;
+pub mod replay;

@@ -1,0 +1,686 @@
+//! One given/when/then story per rule of SPEC §3, run against the engine.
+//!
+//! Default policy throughout unless a test says otherwise: a 30 s cadence, so `recent` is 60 s and
+//! `ttl` is 180 s. Outputs read `<workspace> <what> <reason>`; `@N` marks an output a timer caused
+//! at N seconds, before the input that let the clock reach it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::scenario::{Scenario, fleet};
+use vigil::core::Policy;
+use vigil::core::event::{LifecyclePhase::*, Origin::*, ProbeResult::*, ProgressPhase::*, StateName};
+
+// ---- §3.3 creation ----------------------------------------------------------------------------
+
+#[test]
+fn a_heartbeat_from_an_unknown_workspace_creates_it_alive() {
+    let mut s = Scenario::new();
+    assert_eq!(s.at(0.0).heartbeat("ws-a"), ["ws-a none->alive first_seen"]);
+}
+
+#[test]
+fn lifecycle_created_gives_a_fresh_ttl() {
+    let mut s = Scenario::new();
+    assert_eq!(s.at(0.0).lifecycle("ws-a", Created), ["ws-a none->alive created"]);
+    // Given no heartbeat ever, silence still only counts from creation: 180 s.
+    assert!(s.at(179.0).tick().is_empty());
+    assert_eq!(
+        s.at(181.0).tick(),
+        ["@180 ws-a alive->suspect heartbeat_timeout", "@180 ws-a probe? heartbeat_timeout"]
+    );
+}
+
+#[test]
+fn a_probe_or_upstream_error_alone_creates_the_workspace_then_is_handled() {
+    let mut s = Scenario::new();
+    assert_eq!(
+        s.at(0.0).probe_error("ws-a", "context deadline exceeded"),
+        ["ws-a none->alive first_seen", "ws-a suppressed probe_error_transient"]
+    );
+    assert_eq!(s.at(0.0).upstream("ws-b", 502), ["ws-b none->alive first_seen", "ws-b probe? upstream_dead_origin"]);
+    // A definitive not-running with no heartbeat ever is dead at once (the dead-VM path).
+    assert_eq!(
+        s.at(0.0).probe("ws-c", NotFound),
+        [
+            "ws-c none->alive first_seen",
+            "ws-c alive->dead not_running_no_heartbeat",
+            "ws-c dead->restarting restart_issued",
+            "ws-c RESTART ws-c:1 system not_running_no_heartbeat #1"
+        ]
+    );
+}
+
+// ---- §3.1 probe classification, §3.3 Alive ---------------------------------------------------
+
+#[test]
+fn transient_probe_errors_are_suppressed_never_acted_on() {
+    // The 2026-04-16 09:10 cascade: every one of these was once read as "container dead".
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    for text in [
+        "context deadline exceeded",
+        r#"Get "http://%2Fvar%2Frun%2Fdocker.sock/...": EOF"#,
+        "dial unix /var/run/docker.sock: connect: connection refused",
+        "read unix @->/var/run/docker.sock: i/o timeout",
+        "cp status 503",
+        "",
+    ] {
+        assert_eq!(s.at(100.0).probe_error("ws-a", text), ["ws-a suppressed probe_error_transient"], "{text:?}");
+    }
+    // Long after the heartbeat stopped being recent, they are still not evidence.
+    assert_eq!(s.at(170.0).probe_error("ws-a", "EOF"), ["ws-a suppressed probe_error_transient"]);
+    assert_eq!(s.state("ws-a"), Some(StateName::Alive));
+    // Only "No such container" / "not found" in the text is definitive.
+    assert_eq!(
+        s.at(170.0).probe_error("ws-a", "Error response from daemon: No such container: ws-a")[0],
+        "ws-a alive->dead not_running_no_heartbeat"
+    );
+}
+
+#[test]
+fn a_pending_probe_is_booting_not_death() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert_eq!(s.at(100.0).probe("ws-a", Pending), ["ws-a suppressed probe_pending"]);
+    assert_eq!(s.state("ws-a"), Some(StateName::Alive));
+}
+
+#[test]
+fn a_running_probe_or_a_heartbeat_in_alive_changes_nothing_and_says_nothing() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert!(s.at(10.0).probe("ws-a", Running).is_empty());
+    assert!(s.at(20.0).heartbeat("ws-a").is_empty());
+}
+
+#[test]
+fn heartbeats_push_the_ttl_out() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(100.0).heartbeat("ws-a");
+    assert!(s.at(279.0).tick().is_empty());
+    assert_eq!(
+        s.at(281.0).tick(),
+        ["@280 ws-a alive->suspect heartbeat_timeout", "@280 ws-a probe? heartbeat_timeout"]
+    );
+}
+
+#[test]
+fn dead_origin_upstream_errors_ask_for_one_probe_at_a_time() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert_eq!(s.at(10.0).upstream("ws-a", 502), ["ws-a probe? upstream_dead_origin"]);
+    // Given that request unanswered, a repeat within 5 s is suppressed.
+    assert_eq!(s.at(12.0).upstream("ws-a", 503), ["ws-a suppressed probe_outstanding"]);
+    // When it is answered, the next failure asks again.
+    assert!(s.at(13.0).probe("ws-a", Running).is_empty());
+    assert_eq!(s.at(14.0).upstream_transport("ws-a", "connection reset by peer"), ["ws-a probe? upstream_dead_origin"]);
+    // And an unanswered request stops blocking after 5 s.
+    assert_eq!(s.at(19.5).upstream("ws-a", 524), ["ws-a probe? upstream_dead_origin"]);
+}
+
+#[test]
+fn other_upstream_errors_are_not_evidence() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    for status in [500, 404, 429, 520] {
+        assert_eq!(s.at(10.0).upstream("ws-a", status), ["ws-a suppressed not_dead_origin"], "{status}");
+    }
+}
+
+#[test]
+fn not_running_with_a_recent_heartbeat_is_only_suspect() {
+    // With a 30 s cadence `recent` is 60 s: the seed's fixed 15 s window would have killed this one.
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert_eq!(s.at(50.0).probe("ws-a", NotFound), ["ws-a alive->suspect not_running_recent_heartbeat"]);
+}
+
+#[test]
+fn not_running_right_after_a_restart_is_only_suspect() {
+    // A 5 s cadence makes `recent` 15 s, so only the settle window protects the workspace here.
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat_every("ws-a", 5);
+    s.at(10.0).restart("ws-a", User);
+    assert_eq!(s.at(20.0).heartbeat_every("ws-a", 5), ["ws-a restarting->alive restart_completed"]);
+    assert_eq!(s.at(40.0).probe("ws-a", NotRunning), ["ws-a alive->suspect not_running_settling"]);
+}
+
+#[test]
+fn not_running_with_no_recent_heartbeat_is_dead_at_once_and_restarted() {
+    // The 2026-04-30 dead VM: the first failed request must lead to recovery.
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert_eq!(
+        s.at(70.0).probe("ws-a", NotRunning),
+        [
+            "ws-a alive->dead not_running_no_heartbeat",
+            "ws-a dead->restarting restart_issued",
+            "ws-a RESTART ws-a:1 system not_running_no_heartbeat #1"
+        ]
+    );
+}
+
+#[test]
+fn a_short_cadence_shortens_recent() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat_every("ws-a", 5);
+    assert_eq!(s.at(20.0).probe("ws-a", NotFound)[0], "ws-a alive->dead not_running_no_heartbeat");
+}
+
+#[test]
+fn a_long_cadence_lengthens_the_ttl() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat_every("ws-a", 60);
+    assert!(s.at(299.0).tick().is_empty(), "ttl is 5 × 60 s");
+    assert_eq!(s.at(301.0).tick()[0], "@300 ws-a alive->suspect heartbeat_timeout");
+}
+
+// ---- §3.3 Suspect -----------------------------------------------------------------------------
+
+#[test]
+fn a_heartbeat_refutes_suspicion() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(10.0).probe("ws-a", NotFound);
+    assert_eq!(s.at(19.0).heartbeat("ws-a"), ["ws-a suspect->alive refuted"]);
+}
+
+#[test]
+fn a_running_probe_refutes_suspicion() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(10.0).probe("ws-a", NotFound);
+    assert_eq!(s.at(15.0).probe("ws-a", Running), ["ws-a suspect->alive refuted"]);
+}
+
+#[test]
+fn a_second_not_running_within_the_confirm_window_is_death() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(10.0).probe("ws-a", NotFound);
+    assert_eq!(
+        s.at(35.0).probe("ws-a", NotFound),
+        [
+            "@20 ws-a probe? not_running_recent_heartbeat",
+            "@30 ws-a probe? not_running_recent_heartbeat",
+            "ws-a suspect->dead confirmed_not_running",
+            "ws-a dead->restarting restart_issued",
+            "ws-a RESTART ws-a:1 system confirmed_not_running #1"
+        ]
+    );
+}
+
+#[test]
+fn a_second_not_running_after_the_window_restarts_the_count() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(30.0).heartbeat("ws-a");
+    assert_eq!(s.at(40.0).probe("ws-a", NotFound), ["ws-a alive->suspect not_running_recent_heartbeat"]);
+    // 35 s after the first: not a confirmation, the count starts again at 1.
+    assert_eq!(
+        s.at(75.0).probe("ws-a", NotFound),
+        [
+            "@50 ws-a probe? not_running_recent_heartbeat",
+            "@60 ws-a probe? not_running_recent_heartbeat",
+            "@70 ws-a probe? not_running_recent_heartbeat",
+            "ws-a suppressed awaiting_confirmation"
+        ]
+    );
+    assert_eq!(s.state("ws-a"), Some(StateName::Suspect));
+    // 10 s after the new first: confirmed.
+    assert_eq!(s.at(85.0).probe("ws-a", NotFound)[0], "ws-a suspect->dead confirmed_not_running");
+}
+
+#[test]
+fn after_a_heartbeat_timeout_one_not_running_is_death() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(181.0).tick();
+    assert_eq!(
+        s.at(185.0).probe("ws-a", NotFound),
+        [
+            "ws-a suspect->dead not_running_no_heartbeat",
+            "ws-a dead->restarting restart_issued",
+            "ws-a RESTART ws-a:1 system not_running_no_heartbeat #1"
+        ]
+    );
+}
+
+#[test]
+fn suspect_re_asks_every_10_s_at_most_3_times() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert_eq!(
+        s.at(250.0).tick(),
+        [
+            "@180 ws-a alive->suspect heartbeat_timeout",
+            "@180 ws-a probe? heartbeat_timeout",
+            "@190 ws-a probe? heartbeat_timeout",
+            "@200 ws-a probe? heartbeat_timeout",
+            "@210 ws-a probe? heartbeat_timeout"
+        ]
+    );
+    assert!(s.at(600.0).tick().is_empty());
+}
+
+#[test]
+fn silent_and_unprobeable_for_10_minutes_is_dead_with_an_alert() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert_eq!(s.at(215.0).tick().len(), 5, "suspect, and 1 + 3 probe requests");
+    for t in [220.0, 400.0, 700.0] {
+        assert_eq!(s.at(t).probe_error("ws-a", "context deadline exceeded"), ["ws-a suppressed probe_error_transient"]);
+    }
+    assert!(s.at(779.0).tick().is_empty());
+    assert_eq!(
+        s.at(781.0).tick(),
+        [
+            "@780 ws-a ALERT unprobeable",
+            "@780 ws-a suspect->dead unprobeable",
+            "@780 ws-a dead->restarting restart_issued",
+            "@780 ws-a RESTART ws-a:1 system unprobeable #1"
+        ]
+    );
+}
+
+// ---- §3.3 Dead --------------------------------------------------------------------------------
+
+#[test]
+fn a_heartbeat_recovers_a_dead_workspace() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(70.0).probe("ws-a", NotFound);
+    let failed = s.at(80.0).progress("ws-a", "ws-a:1", Failed);
+    assert_eq!(failed[0], "ws-a restarting->dead restart_failed");
+    assert_eq!(failed[1], "ws-a suppressed restart_debounced", "the next automatic restart waits");
+    assert_eq!(s.at(85.0).heartbeat("ws-a"), ["ws-a dead->alive recovered"]);
+}
+
+// ---- §3.3 Restarting --------------------------------------------------------------------------
+
+fn restarting(s: &mut Scenario) {
+    s.at(0.0).heartbeat_inc("ws-a", "c1");
+    s.at(10.0).restart("ws-a", Mutation);
+    assert_eq!(s.state("ws-a"), Some(StateName::Restarting));
+}
+
+#[test]
+fn probes_and_upstream_errors_are_ignored_while_restarting() {
+    // 2026-05-19: the restart's own boot window looked exactly like death.
+    let mut s = Scenario::new();
+    restarting(&mut s);
+    for r in [NotFound, NotRunning, Pending] {
+        assert_eq!(s.at(15.0).probe("ws-a", r), ["ws-a suppressed restarting"]);
+    }
+    assert_eq!(s.at(16.0).upstream("ws-a", 502), ["ws-a suppressed restarting"]);
+}
+
+#[test]
+fn four_system_requests_during_a_restart_add_no_restart() {
+    let mut s = Scenario::new();
+    restarting(&mut s);
+    for t in [15.0, 20.0, 25.0, 30.0] {
+        assert_eq!(s.at(t).restart("ws-a", System), ["ws-a suppressed restart_in_flight"]);
+    }
+    s.at(40.0).heartbeat_inc("ws-a", "c2");
+    assert_eq!(s.restarts(), ["ws-a:1 mutation"]);
+}
+
+#[test]
+fn n_mutation_requests_during_a_restart_owe_exactly_one_follow_up() {
+    // 2026-05-20: a burst of file writes; a second secret written mid-restart must still land.
+    let mut s = Scenario::new();
+    restarting(&mut s);
+    for i in 0..7 {
+        assert_eq!(s.at(12.0 + f64::from(i)).restart("ws-a", Mutation), ["ws-a suppressed restart_coalesced"]);
+    }
+    assert_eq!(
+        s.at(40.0).heartbeat_inc("ws-a", "c2"),
+        [
+            "ws-a restarting->alive restart_completed",
+            "ws-a alive->restarting restart_issued",
+            "ws-a RESTART ws-a:2 mutation mutation_followup #1"
+        ]
+    );
+    assert_eq!(s.at(70.0).heartbeat_inc("ws-a", "c3"), ["ws-a restarting->alive restart_completed"]);
+    assert_eq!(s.restarts(), ["ws-a:1 mutation", "ws-a:2 mutation"]);
+}
+
+#[test]
+fn a_user_restart_supersedes_the_one_in_flight() {
+    let mut s = Scenario::new();
+    restarting(&mut s);
+    assert_eq!(s.at(20.0).restart("ws-a", User), ["ws-a RESTART ws-a:2 user restart_requested #1"]);
+    assert_eq!(s.at(21.0).progress("ws-a", "ws-a:1", Started), ["ws-a suppressed stale_restart"]);
+    assert!(s.at(22.0).progress("ws-a", "ws-a:2", Started).is_empty());
+}
+
+#[test]
+fn user_restarts_are_never_dropped() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    for (i, t) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+        let out = s.at(t).restart("ws-a", User);
+        assert!(out.iter().any(|o| o.contains("RESTART")), "user restart {i}: {out:?}");
+    }
+    assert_eq!(s.restarts().len(), 3);
+}
+
+#[test]
+fn only_a_new_incarnation_ends_the_restart() {
+    let mut s = Scenario::new();
+    restarting(&mut s);
+    assert_eq!(s.at(20.0).heartbeat_inc("ws-a", "c1"), ["ws-a suppressed stale_heartbeat"]);
+    assert_eq!(s.at(30.0).heartbeat_inc("ws-a", "c2"), ["ws-a restarting->alive restart_completed"]);
+}
+
+#[test]
+fn without_incarnations_progress_started_marks_fresh_heartbeats() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(10.0).restart("ws-a", User);
+    assert!(s.at(12.0).progress("ws-a", "ws-a:1", Accepted).is_empty());
+    assert_eq!(s.at(30.0).heartbeat("ws-a"), ["ws-a suppressed stale_heartbeat"], "accepted is not started");
+    assert!(s.at(40.0).progress("ws-a", "ws-a:1", Started).is_empty());
+    assert_eq!(s.at(41.0).heartbeat("ws-a"), ["ws-a restarting->alive restart_completed"]);
+}
+
+#[test]
+fn without_incarnations_or_progress_a_heartbeat_5_s_after_the_command_is_fresh() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(10.0).restart("ws-a", User);
+    assert_eq!(s.at(15.0).heartbeat("ws-a"), ["ws-a suppressed stale_heartbeat"]);
+    assert_eq!(s.at(15.5).heartbeat("ws-a"), ["ws-a restarting->alive restart_completed"]);
+}
+
+#[test]
+fn a_failed_restart_is_dead_with_the_attempt_counted() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(10.0).restart("ws-a", Mutation);
+    let out = s.at(90.0).progress("ws-a", "ws-a:1", Failed);
+    assert_eq!(out[0], "ws-a restarting->dead restart_failed");
+    assert_eq!(out[1], "ws-a suppressed restart_backoff");
+    // The next automatic restart waits 10 s plus a jitter derived from hash(workspace, attempt):
+    // 0.468 s here, the same on every run.
+    assert_eq!(
+        s.at(200.0).tick(),
+        ["@100.468 ws-a dead->restarting restart_issued", "@100.468 ws-a RESTART ws-a:2 system restart_failed #2"]
+    );
+}
+
+#[test]
+fn no_fresh_heartbeat_within_12_minutes_fails_the_restart() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(10.0).restart("ws-a", User);
+    assert!(s.at(729.0).tick().is_empty());
+    let out = s.at(731.0).tick();
+    assert_eq!(out[0], "@730 ws-a restarting->dead restart_timeout");
+}
+
+// ---- §3.3 Parked and removal ------------------------------------------------------------------
+
+#[test]
+fn pause_from_any_state_parks_and_parked_absorbs_everything_automatic() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-alive");
+    s.at(0.0).heartbeat("ws-suspect");
+    s.at(10.0).probe("ws-suspect", NotFound);
+    s.at(0.0).heartbeat("ws-restarting");
+    s.at(10.0).restart("ws-restarting", User);
+    for ws in ["ws-alive", "ws-suspect", "ws-restarting"] {
+        let from = s.state(ws).unwrap();
+        assert_eq!(s.at(15.0).lifecycle(ws, Hibernated), [format!("{ws} {from}->parked hibernated")]);
+    }
+    assert_eq!(s.at(30.0).heartbeat("ws-alive"), ["ws-alive suppressed parked"]);
+    assert_eq!(s.at(30.0).probe("ws-alive", NotFound), ["ws-alive suppressed parked"]);
+    assert_eq!(s.at(30.0).upstream("ws-alive", 502), ["ws-alive suppressed parked"]);
+    assert_eq!(s.at(30.0).restart("ws-alive", System), ["ws-alive suppressed parked"]);
+    // Parked for an hour: no timer fires.
+    assert!(s.at(3600.0).tick().is_empty());
+    // Resumed: Alive, with a full ttl from now.
+    assert_eq!(s.at(3600.0).lifecycle("ws-alive", Resumed), ["ws-alive parked->alive resumed"]);
+    assert!(s.at(3779.0).tick().iter().all(|o| !o.starts_with("@3") || !o.contains("ws-alive")));
+    assert_eq!(s.engine.view("ws-alive").unwrap().next_deadline, Some(s.t(3780.0)));
+}
+
+#[test]
+fn a_removed_workspace_stays_removed_until_created_again() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(70.0).probe("ws-a", NotFound);
+    assert_eq!(s.at(80.0).lifecycle("ws-a", Removed), ["ws-a restarting->none removed"]);
+    assert_eq!(s.state("ws-a"), None);
+    // A zombie agent's heartbeat cannot bring it back to be restarted.
+    assert_eq!(s.at(90.0).heartbeat("ws-a"), ["ws-a suppressed removed"]);
+    assert_eq!(s.at(91.0).probe("ws-a", NotFound), ["ws-a suppressed removed"]);
+    assert_eq!(s.at(92.0).restart("ws-a", User), ["ws-a suppressed removed"]);
+    assert_eq!(s.at(100.0).lifecycle("ws-a", Created), ["ws-a none->alive created"]);
+    // Its restart ids continue, so a new restart is never de-duplicated as an old one.
+    let out = s.at(200.0).probe("ws-a", NotFound);
+    assert_eq!(out.last().unwrap(), "ws-a RESTART ws-a:2 system not_running_no_heartbeat #1");
+}
+
+#[test]
+fn removing_a_workspace_frees_its_restart_slot() {
+    let mut s = Scenario::with_policy(Policy { max_restarts_in_flight: 1, ..Policy::default() });
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    s.at(70.0).probe("ws-00", NotFound);
+    assert_eq!(s.at(71.0).probe("ws-01", NotFound)[1], "ws-01 suppressed restart_queue_full");
+    let out = s.at(72.0).lifecycle("ws-00", Removed);
+    assert_eq!(
+        out,
+        [
+            "ws-00 restarting->none removed",
+            "ws-01 dead->restarting restart_issued",
+            "ws-01 RESTART ws-01:1 system not_running_no_heartbeat #1"
+        ]
+    );
+}
+
+// ---- §3.4 restart admission -------------------------------------------------------------------
+
+#[test]
+fn system_restarts_within_60_s_of_the_last_command_are_dropped() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat_inc("ws-a", "c1");
+    s.at(10.0).restart("ws-a", Mutation);
+    s.at(40.0).heartbeat_inc("ws-a", "c2");
+    assert_eq!(s.at(50.0).restart("ws-a", System), ["ws-a suppressed restart_debounced"]);
+    assert_eq!(s.at(69.0).restart("ws-a", System), ["ws-a suppressed restart_debounced"]);
+    assert_eq!(s.at(70.0).restart("ws-a", System)[1], "ws-a RESTART ws-a:2 system restart_requested #1");
+    // user and mutation restarts are never debounced.
+    s.at(100.0).heartbeat_inc("ws-a", "c3");
+    assert!(s.at(101.0).restart("ws-a", Mutation).iter().any(|o| o.contains("RESTART ws-a:3")));
+    assert!(s.at(102.0).restart("ws-a", User).iter().any(|o| o.contains("RESTART ws-a:4")));
+}
+
+/// Drives one crash-loop iteration: the restart in flight fails 70 s after its command, and the
+/// next automatic restart is awaited. Returns the backoff the workspace announced, in seconds.
+fn fail_and_wait(s: &mut Scenario, t: &mut f64, n: u32) -> u32 {
+    let out = s.at(*t + 70.0).progress("ws-a", &format!("ws-a:{n}"), Failed);
+    let backoff = s.all.iter().rev().find_map(|o| match &o.body {
+        vigil::core::OutputBody::Suppressed { retry_after_s: Some(r), .. } => Some(*r),
+        _ => None,
+    });
+    assert_eq!(out[0], "ws-a restarting->dead restart_failed");
+    *t += 70.0 + 400.0;
+    s.at(*t).tick();
+    backoff.unwrap_or(0)
+}
+
+#[test]
+fn crash_loop_backoff_doubles_to_a_cap_then_gives_up_until_a_user_restart() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(70.0).probe("ws-a", NotFound);
+    let mut t = 70.0;
+    let mut waits = Vec::new();
+    for n in 1..=9 {
+        waits.push(fail_and_wait(&mut s, &mut t, n));
+    }
+    // 10 s × 2^(n−1), capped at 5 min, plus up to 10 % jitter.
+    for (w, base) in waits.iter().zip([10, 20, 40, 80, 160, 300, 300, 300, 300]) {
+        assert!(*w >= base && *w <= base + base / 10 + 1, "waits {waits:?}");
+    }
+    assert_eq!(s.restarts().len(), 10);
+    // The 10th consecutive failure: vigil stops restarting on its own.
+    let out = s.at(t + 70.0).progress("ws-a", "ws-a:10", Failed);
+    assert_eq!(out, ["ws-a restarting->dead restart_failed", "ws-a ALERT restart_gave_up"]);
+    assert!(s.at(t + 5000.0).tick().is_empty());
+    assert_eq!(s.at(t + 5001.0).restart("ws-a", System), ["ws-a suppressed restart_pending"]);
+    // A person's restart starts afresh.
+    assert_eq!(
+        s.at(t + 5002.0).restart("ws-a", User),
+        ["ws-a dead->restarting restart_issued", "ws-a RESTART ws-a:11 user restart_requested #1"]
+    );
+}
+
+#[test]
+fn the_failure_count_resets_after_10_minutes_alive() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(70.0).probe("ws-a", NotFound);
+    s.at(140.0).progress("ws-a", "ws-a:1", Failed);
+    s.at(300.0).tick();
+    // The second restart works: Alive again, but the crash-loop count is still 1...
+    s.at(310.0).heartbeat("ws-a");
+    assert_eq!(s.engine.view("ws-a").unwrap().restart_attempt, 2);
+    for t in (340..=940).step_by(30) {
+        s.at(f64::from(t)).heartbeat("ws-a");
+    }
+    // ...until it has been Alive for 10 minutes.
+    let out = s.at(1100.0).probe("ws-a", NotFound);
+    assert_eq!(out.last().unwrap(), "ws-a RESTART ws-a:3 system not_running_no_heartbeat #1");
+}
+
+#[test]
+fn the_breaker_holds_mass_death_as_suspect_and_re_probes_after_a_calm_minute() {
+    // The 2026-04-16 cascade, had the probes lied: six at once is one sick observer.
+    let mut s = Scenario::new();
+    let ids = fleet(6);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for (i, id) in ids.iter().take(3).enumerate() {
+        let out = s.at(70.0 + i as f64).probe(id, NotFound);
+        assert_eq!(out[0], format!("{id} alive->dead not_running_no_heartbeat"));
+    }
+    // The 4th automatic declaration within 30 s exceeds max(3, 10 % of 6).
+    assert_eq!(
+        s.at(73.0).probe("ws-03", NotFound),
+        ["fleet ALERT breaker_open", "ws-03 alive->suspect not_running_no_heartbeat", "ws-03 suppressed breaker_open"]
+    );
+    assert_eq!(
+        s.at(74.0).probe("ws-04", NotFound),
+        ["ws-04 alive->suspect not_running_no_heartbeat", "ws-04 suppressed breaker_open"]
+    );
+    // Held: no dead state for a proxy to act on, no restart, not even after ttl.
+    assert_eq!(s.at(75.0).probe("ws-04", NotFound), ["ws-04 suppressed breaker_open"]);
+    // user and mutation restarts are never held.
+    assert!(s.at(76.0).restart("ws-05", User).iter().any(|o| o.contains("RESTART ws-05:1 user")));
+    // A held workspace that heartbeats is simply alive again.
+    assert_eq!(s.at(80.0).heartbeat("ws-04"), ["ws-04 suspect->alive refuted"]);
+    // Declarations at 70–75 s; the window falls to 3 at 102 s; 60 s of calm later it closes,
+    // and the held workspace gets full grace and a fresh probe.
+    assert!(s.at(161.0).tick().is_empty());
+    assert_eq!(s.at(163.0).tick(), ["@162 fleet ALERT breaker_closed", "@162 ws-03 probe? breaker_calm"]);
+    // Fresh definitive evidence, below the threshold: now it may die.
+    assert_eq!(s.at(170.0).probe("ws-03", NotFound)[0], "ws-03 suspect->dead not_running_no_heartbeat");
+    assert!(s.all.iter().all(|o| !s.summary(o, o.at).contains("ws-03 alive->dead")));
+}
+
+#[test]
+fn at_most_max_restarts_in_flight_automatic_restarts_the_rest_queue_in_order() {
+    let mut s = Scenario::with_policy(Policy { max_restarts_in_flight: 2, ..Policy::default() });
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    s.at(70.0).probe("ws-00", NotFound);
+    s.at(71.0).probe("ws-01", NotFound);
+    assert_eq!(
+        s.at(72.0).probe("ws-02", NotFound),
+        ["ws-02 alive->dead not_running_no_heartbeat", "ws-02 suppressed restart_queue_full"]
+    );
+    assert_eq!(s.at(73.0).probe("ws-03", NotFound)[1], "ws-03 suppressed restart_queue_full");
+    // A user restart does not count against the cap and does not wait.
+    assert!(s.at(74.0).restart("ws-10", User).iter().any(|o| o.contains("RESTART")));
+    // When the first completes, the oldest queued declaration goes.
+    assert_eq!(
+        s.at(100.0).heartbeat("ws-00"),
+        [
+            "ws-00 restarting->alive restart_completed",
+            "ws-02 dead->restarting restart_issued",
+            "ws-02 RESTART ws-02:1 system not_running_no_heartbeat #1"
+        ]
+    );
+    assert_eq!(s.engine.fleet_view().restart_queue, 1);
+}
+
+// ---- §1 resume, idempotency, and the engine's clock -----------------------------------------
+
+#[test]
+fn silence_vigil_did_not_observe_is_not_evidence() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    // vigil was down; it comes back at 170 s and re-arms everything from there.
+    assert!(s.at(170.0).resume().is_empty());
+    assert!(s.at(340.0).tick().is_empty());
+    assert_eq!(s.at(351.0).tick()[0], "@350 ws-a alive->suspect heartbeat_timeout");
+}
+
+#[test]
+fn a_repeated_id_within_the_dedup_window_is_applied_once() {
+    use vigil::core::event::{Input, InputKind, RestartRequested, WorkspaceId};
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    let req = |t: f64, s: &Scenario| Input {
+        at: s.t(t),
+        sent_at: None,
+        id: Some("req-1".into()),
+        kind: InputKind::RestartRequested(RestartRequested {
+            workspace: WorkspaceId::parse("ws-a").unwrap(),
+            origin: User,
+            reason: None,
+            request_id: None,
+        }),
+    };
+    let first = req(10.0, &s);
+    assert!(s.apply_input(first).iter().any(|o| o.contains("RESTART ws-a:1")));
+    let again = req(20.0, &s);
+    assert_eq!(s.apply_input(again), ["ws-a suppressed duplicate"]);
+    let later = req(10.0 + Duration::from_secs(121).as_secs_f64(), &s);
+    assert!(s.apply_input(later).iter().any(|o| o.contains("RESTART ws-a:2")));
+}
+
+#[test]
+fn timers_fire_in_deadline_order_before_a_later_event_ties_by_workspace_id() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-b");
+    s.at(0.0).heartbeat("ws-a");
+    s.at(1.0).heartbeat("ws-0");
+    assert_eq!(
+        s.at(182.0).heartbeat("ws-c"),
+        [
+            "@180 ws-a alive->suspect heartbeat_timeout",
+            "@180 ws-a probe? heartbeat_timeout",
+            "@180 ws-b alive->suspect heartbeat_timeout",
+            "@180 ws-b probe? heartbeat_timeout",
+            "@181 ws-0 alive->suspect heartbeat_timeout",
+            "@181 ws-0 probe? heartbeat_timeout",
+            "ws-c none->alive first_seen"
+        ]
+    );
+}
+
+#[test]
+fn an_event_stamped_in_the_past_does_not_move_the_clock_back() {
+    let mut s = Scenario::new();
+    s.at(100.0).heartbeat("ws-a");
+    // A late-stamped event is applied at the engine's clock, never before it.
+    s.at(50.0).heartbeat("ws-b");
+    assert_eq!(s.engine.view("ws-b").unwrap().since, s.t(100.0));
+}
