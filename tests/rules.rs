@@ -197,6 +197,18 @@ fn a_running_probe_refutes_suspicion() {
 }
 
 #[test]
+fn a_running_probe_after_a_heartbeat_timeout_restarts_the_silence_clock() {
+    // An agent whose heartbeat loop is starved but whose container runs is not dead, and it gets
+    // a full ttl again rather than falling straight back into Suspect.
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(181.0).tick();
+    assert_eq!(s.at(181.5).probe("ws-a", Running), ["ws-a suspect->alive refuted"]);
+    assert!(s.at(361.0).tick().is_empty());
+    assert_eq!(s.at(362.0).tick()[0], "@361.5 ws-a alive->suspect heartbeat_timeout");
+}
+
+#[test]
 fn a_second_not_running_within_the_confirm_window_is_death() {
     let mut s = Scenario::new();
     s.at(0.0).heartbeat("ws-a");
@@ -644,7 +656,7 @@ fn a_repeated_id_within_the_dedup_window_is_applied_once() {
         kind: InputKind::RestartRequested(RestartRequested {
             workspace: WorkspaceId::parse("ws-a").unwrap(),
             origin: User,
-            reason: None,
+            reason: "clicked restart".into(),
             request_id: None,
         }),
     };

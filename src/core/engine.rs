@@ -273,6 +273,8 @@ impl<T: Tombstones> Engine<T> {
             InputKind::Resume => self.resume(at, out),
             _ => self.apply_to_workspace(input, at, out),
         }
+        // A deadline the input itself made due (never one in the past: see `fire_instant`).
+        self.fire_due(at, out);
         self.number(start, out);
     }
 
@@ -603,13 +605,16 @@ impl<T: Tombstones> Engine<T> {
         }
     }
 
-    /// Fires the workspace timers due at exactly `at`, in workspace-id order.
-    fn fire_instant(&mut self, at: At, out: &mut Vec<Output>) {
+    /// Fires the workspace timers due at exactly `deadline`, in workspace-id order. They fire at
+    /// the deadline, or at the engine's clock if that is later (a deadline an input moved into the
+    /// past): time never runs backwards in the outputs.
+    fn fire_instant(&mut self, deadline: At, out: &mut Vec<Output>) {
         let mut due = std::mem::take(&mut self.due);
-        self.timers.pop_at(at, &mut due);
+        self.timers.pop_at(deadline, &mut due);
+        let at = deadline.max(self.clock);
         due.retain(|e| {
             let slot = &self.slots[e.idx as usize];
-            slot.generation == e.generation && slot.machine.is_some() && slot.armed == Stamp::at(at)
+            slot.generation == e.generation && slot.machine.is_some() && slot.armed == Stamp::at(deadline)
         });
         due.sort_by(|a, b| self.slots[a.idx as usize].name.cmp(&self.slots[b.idx as usize].name));
         due.dedup();

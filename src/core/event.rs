@@ -315,7 +315,8 @@ pub struct UpstreamError {
 pub struct RestartRequested {
     pub workspace: WorkspaceId,
     pub origin: Origin,
-    pub reason: Option<String>,
+    /// Why, in the requester's words.
+    pub reason: String,
     pub request_id: Option<String>,
 }
 

@@ -246,7 +246,9 @@ impl Workspace {
                 Transition(State::alive())
             }
             Event::Probe(probe) => match self.probe_answer(ctx, probe) {
+                // ttl: a running container refutes the silence too; count it again from now.
                 Some(Evidence::Running) => {
+                    self.watch_from = ctx.now;
                     ctx.change(StateName::Alive, Reason::Refuted, None);
                     Transition(State::alive())
                 }
@@ -308,19 +310,19 @@ impl Workspace {
             Event::RestartRequested(req) => match req.origin {
                 // self-fire: probe-driven restarts during a restart are dropped.
                 Origin::System => {
-                    ctx.suppress(Reason::RestartInFlight, req.reason.clone());
+                    ctx.suppress(Reason::RestartInFlight, Some(req.reason.clone()));
                     Handled
                 }
                 // burst: N mutations during a restart owe exactly one follow-up, never zero.
                 Origin::Mutation => {
                     r.followup = true;
-                    ctx.suppress(Reason::RestartCoalesced, req.reason.clone());
+                    ctx.suppress(Reason::RestartCoalesced, Some(req.reason.clone()));
                     Handled
                 }
                 // A person's restart supersedes the one in flight, at once.
                 Origin::User => {
                     self.failures = 0;
-                    self.issue_restart(ctx, Origin::User, Reason::RestartRequested, req.reason.clone())
+                    self.issue_restart(ctx, Origin::User, Reason::RestartRequested, Some(req.reason.clone()))
                 }
             },
             Event::Progress(p) if !self.is_current_restart(ctx.ws, &p.restart_id) => {
@@ -390,7 +392,7 @@ impl Workspace {
                 Handled
             }
             Event::RestartRequested(req) if req.origin == Origin::System => {
-                ctx.suppress(Reason::Parked, req.reason.clone());
+                ctx.suppress(Reason::Parked, Some(req.reason.clone()));
                 Handled
             }
             Event::Lifecycle(LifecyclePhase::Paused | LifecyclePhase::Hibernated) => {
@@ -699,7 +701,7 @@ impl Workspace {
 
     /// A `restart_requested` outside Restarting and Parked.
     fn requested(&mut self, ctx: &mut Ctx<'_>, req: &RestartRequested) -> Outcome<State> {
-        let detail = req.reason.clone();
+        let detail = Some(req.reason.clone());
         match req.origin {
             Origin::User => {
                 self.failures = 0;

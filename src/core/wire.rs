@@ -155,7 +155,10 @@ impl<'a> RawInput<'a> {
                 let sent = self.sent_at.as_deref().map(|s| parse_at("sent_at", s)).transpose()?;
                 (own_at.ok_or(DecodeError::Missing("at"))?, sent)
             }
-            Stamping::ReceivedAt(now) => (now, own_at),
+            Stamping::ReceivedAt(now) => {
+                let sent = self.sent_at.as_deref().map(|s| parse_at("sent_at", s)).transpose()?;
+                (now, own_at.or(sent))
+            }
         };
         let ws = || -> Result<WorkspaceId, DecodeError> {
             let s = required("workspace", &self.workspace)?;
@@ -204,7 +207,7 @@ impl<'a> RawInput<'a> {
             "restart_requested" => InputKind::RestartRequested(RestartRequested {
                 workspace: ws()?,
                 origin: choice("origin", &self.origin, Origin::parse, &names(Origin::ALL, Origin::as_str))?,
-                reason: text("reason", &self.reason)?,
+                reason: text("reason", &self.reason)?.ok_or(DecodeError::Missing("reason"))?,
                 request_id: text("request_id", &self.request_id)?,
             }),
             "restart_progress" => InputKind::RestartProgress(RestartProgress {
@@ -265,7 +268,7 @@ impl<'a> RawInput<'a> {
             }
             InputKind::RestartRequested(e) => {
                 raw.origin = b(e.origin.as_str());
-                raw.reason = o(&e.reason);
+                raw.reason = b(&e.reason);
                 raw.request_id = o(&e.request_id);
             }
             InputKind::RestartProgress(e) => {

@@ -140,7 +140,7 @@ impl Scenario {
         self.apply(InputKind::RestartRequested(RestartRequested {
             workspace: ws(id),
             origin,
-            reason: None,
+            reason: format!("{origin} restart in a test"),
             request_id: None,
         }))
     }
