@@ -378,10 +378,10 @@ impl<T: Tombstones> Engine<T> {
                 None
             }
             (_, Some(LifecyclePhase::Removed)) => {
+                // Nothing to delete, but the tombstone still keeps a zombie agent from creating it.
                 self.tombstones.put(ws, Tombstone { removed_at: at, restarts: 0, probes: 0 });
-                let body =
-                    OutputBody::StateChanged { from: None, to: None, reason: Reason::Removed, retry_after_s: None };
-                self.push_output(out, Some(ws), at, body);
+                let detail = Some("removed before vigil saw it; tombstone recorded".to_string());
+                self.push_output(out, Some(ws), at, suppressed(Reason::UnknownWorkspace, type_name, detail));
                 None
             }
             (_, Some(LifecyclePhase::Paused)) => {

@@ -1,0 +1,361 @@
+//! Properties of the engine over random event streams (proptest).
+//!
+//! The rule tests show each rule on a chosen story; these check what must hold for *every* story:
+//! (a) replay is deterministic, also through the JSONL encoding; (b) transient probe errors alone
+//! never restart anything; (c) no workspace ever has two automatic restarts in flight, and the fleet
+//! never exceeds its cap; (d) no stream — valid or garbage — panics the engine. Every stream is also
+//! checked for the outputs' own consistency (state changes chain, time never runs backwards, ids are
+//! unique). Debug assertions are on in tests, so an engine invariant that breaks panics here too.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use vigil::core::event::*;
+use vigil::core::wire::{self, Stamping};
+use vigil::core::{At, Engine, Policy};
+
+const T0: i64 = 1_776_330_000_000; // 2026-04-16T09:00:00Z
+const WORKSPACES: &[&str] = &["ws-a", "ws-b", "ws-c", "ws-d", "ws-e", "ws-f"];
+const TRANSIENT: &[&str] = &[
+    "context deadline exceeded",
+    "EOF",
+    "dial unix /var/run/docker.sock: connect: connection refused",
+    "i/o timeout",
+    "cp 503",
+    "",
+];
+
+fn ws(i: usize) -> WorkspaceId {
+    WorkspaceId::parse(WORKSPACES[i % WORKSPACES.len()]).unwrap()
+}
+
+/// The kinds of input a random stream is made of.
+#[derive(Clone, Copy, Debug)]
+struct Mix {
+    definitive: bool,
+    requests: bool,
+    lifecycle: bool,
+}
+
+fn kind(mix: Mix) -> impl Strategy<Value = InputKind> {
+    let w = 0..WORKSPACES.len();
+    let heartbeat = (w.clone(), prop::option::of(prop::sample::select(vec![5u16, 30, 60])), prop::option::of(0u8..3))
+        .prop_map(|(i, interval_s, inc)| {
+            InputKind::Heartbeat(Heartbeat {
+                workspace: ws(i),
+                interval_s,
+                incarnation: inc.map(|n| format!("inc-{n}")),
+                active_tasks: None,
+            })
+        });
+    let transient = (w.clone(), prop::sample::select(TRANSIENT)).prop_map(|(i, e)| {
+        InputKind::Probe(Probe {
+            workspace: ws(i),
+            result: ProbeResult::Error,
+            error: Some(e.into()),
+            backend: None,
+            probe_id: None,
+        })
+    });
+    let benign =
+        (w.clone(), prop::sample::select(vec![ProbeResult::Running, ProbeResult::Pending])).prop_map(|(i, r)| {
+            InputKind::Probe(Probe { workspace: ws(i), result: r, error: None, backend: None, probe_id: None })
+        });
+    let upstream = (w.clone(), prop::option::of(prop::sample::select(vec![200u16, 404, 500, 502, 503, 504, 520, 524])))
+        .prop_map(|(i, status)| {
+            let error = status.is_none().then(|| "connection reset by peer".to_string());
+            InputKind::UpstreamError(UpstreamError { workspace: ws(i), status, error })
+        });
+    let definitive =
+        (w.clone(), prop::sample::select(vec![ProbeResult::NotRunning, ProbeResult::NotFound]), any::<bool>())
+            .prop_map(|(i, r, as_text)| {
+                let (result, error) =
+                    if as_text { (ProbeResult::Error, Some("No such container: x".into())) } else { (r, None) };
+                InputKind::Probe(Probe { workspace: ws(i), result, error, backend: None, probe_id: None })
+            });
+    let request = (w.clone(), prop::sample::select(Origin::ALL.to_vec()), prop::option::of(0u8..4)).prop_map(
+        |(i, origin, rid)| {
+            InputKind::RestartRequested(RestartRequested {
+                workspace: ws(i),
+                origin,
+                reason: "random".into(),
+                request_id: rid.map(|n| format!("r{n}")),
+            })
+        },
+    );
+    let progress = (w.clone(), 1u32..6, prop::sample::select(ProgressPhase::ALL.to_vec())).prop_map(|(i, n, phase)| {
+        let workspace = ws(i);
+        InputKind::RestartProgress(RestartProgress {
+            restart_id: format!("{workspace}:{n}"),
+            workspace,
+            phase,
+            error: None,
+        })
+    });
+    let lifecycle = (w, prop::sample::select(LifecyclePhase::ALL.to_vec()))
+        .prop_map(|(i, phase)| InputKind::Lifecycle(Lifecycle { workspace: ws(i), phase }));
+    let clock = prop_oneof![5 => Just(InputKind::Tick), 1 => Just(InputKind::Resume)];
+
+    let mut arms: Vec<(u32, BoxedStrategy<InputKind>)> = vec![
+        (40, heartbeat.boxed()),
+        (10, transient.boxed()),
+        (6, benign.boxed()),
+        (8, upstream.boxed()),
+        (6, clock.boxed()),
+    ];
+    if mix.definitive {
+        arms.push((8, definitive.boxed()));
+    }
+    if mix.requests {
+        arms.push((6, request.boxed()));
+        arms.push((8, progress.boxed()));
+    }
+    if mix.lifecycle {
+        arms.push((2, lifecycle.boxed()));
+    }
+    prop::strategy::Union::new_weighted(arms)
+}
+
+/// A stream of inputs with gaps of 0–`max_gap_ms` between them.
+fn stream(mix: Mix, max_gap_ms: i64, len: usize) -> impl Strategy<Value = Vec<Input>> {
+    prop::collection::vec((0..=max_gap_ms, kind(mix), prop::option::of(0u8..3)), 1..len).prop_map(|steps| {
+        let mut t = T0;
+        steps
+            .into_iter()
+            .map(|(gap, kind, id)| {
+                t += gap;
+                Input { at: At(t), sent_at: None, id: id.map(|n| format!("id-{n}")), kind }
+            })
+            .collect()
+    })
+}
+
+/// The stream, with every workspace heartbeating at its start and at least every `every_ms`.
+fn with_regular_heartbeats(inputs: &[Input], every_ms: i64) -> Vec<Input> {
+    let beat = |at: i64| {
+        (0..WORKSPACES.len()).map(move |i| Input {
+            at: At(at),
+            sent_at: None,
+            id: None,
+            kind: InputKind::Heartbeat(Heartbeat {
+                workspace: ws(i),
+                interval_s: None,
+                incarnation: None,
+                active_tasks: None,
+            }),
+        })
+    };
+    let mut out: Vec<Input> = beat(T0).collect();
+    let mut last = T0;
+    for input in inputs {
+        while input.at.millis() - last >= every_ms {
+            last += every_ms;
+            out.extend(beat(last));
+        }
+        out.push(input.clone());
+    }
+    out
+}
+
+fn fold(policy: &Policy, inputs: &[Input]) -> Vec<Output> {
+    let mut engine = Engine::new(policy.clone());
+    let mut out = Vec::new();
+    for input in inputs {
+        engine.apply(input, &mut out);
+    }
+    out
+}
+
+/// Consistency every output stream must have, whatever the inputs.
+fn check_outputs(outputs: &[Output]) -> Result<(), TestCaseError> {
+    let mut state: BTreeMap<String, Option<StateName>> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    let mut last_at = At(i64::MIN);
+    for o in outputs {
+        prop_assert!(o.at >= last_at, "time ran backwards at {}", o.id);
+        last_at = o.at;
+        prop_assert!(ids.insert(o.id.clone()), "duplicate output id {}", o.id);
+        if let (OutputBody::StateChanged { from, to, .. }, Some(ws)) = (&o.body, &o.workspace) {
+            let current = state.get(ws.as_str()).copied().flatten();
+            prop_assert_eq!(*from, current, "state change out of chain for {}", ws);
+            prop_assert_ne!(from, to, "a state change that changes nothing");
+            state.insert(ws.to_string(), *to);
+        }
+    }
+    Ok(())
+}
+
+fn jsonl(outputs: &[Output]) -> String {
+    vigil::replay::to_jsonl(outputs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// (a) The same log always gives the same bytes, also after a trip through its JSONL form.
+    #[test]
+    fn replay_is_deterministic(inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 40_000, 300)) {
+        let policy = Policy::default();
+        let first = fold(&policy, &inputs);
+        check_outputs(&first)?;
+        prop_assert_eq!(jsonl(&first), jsonl(&fold(&policy, &inputs)));
+        let exported: Vec<Input> = inputs
+            .iter()
+            .map(|i| wire::decode_json(&wire::encode_json(i), Stamping::Logged).unwrap())
+            .collect();
+        prop_assert_eq!(jsonl(&first), jsonl(&fold(&policy, &exported)));
+    }
+
+    /// (b) With heartbeats arriving, no amount of transient probe errors, pending or running
+    /// probes, upstream errors, ticks or restarts of vigil itself causes a restart or a suspicion.
+    #[test]
+    fn transient_probe_errors_alone_never_restart(inputs in stream(Mix { definitive: false, requests: false, lifecycle: false }, 3_000, 400)) {
+        let out = fold(&Policy::default(), &with_regular_heartbeats(&inputs, 60_000));
+        check_outputs(&out)?;
+        for o in &out {
+            prop_assert!(!matches!(o.body, OutputBody::Restart { .. }), "restart: {:?}", o);
+            prop_assert!(
+                !matches!(o.body, OutputBody::StateChanged { to: Some(StateName::Dead | StateName::Suspect), .. }),
+                "{:?}", o
+            );
+        }
+    }
+
+    /// (b') Even through long silences: without definitive evidence or a request, the only road to
+    /// a restart is `unprobeable` — silent for ttl and then unprobeable for ten more minutes.
+    #[test]
+    fn without_definitive_evidence_only_unprobeable_restarts(inputs in stream(Mix { definitive: false, requests: false, lifecycle: false }, 400_000, 200)) {
+        let out = fold(&Policy::default(), &inputs);
+        check_outputs(&out)?;
+        let mut unprobeable = BTreeSet::new();
+        for o in &out {
+            if let (OutputBody::Restart { reason, .. }, Some(ws)) = (&o.body, &o.workspace) {
+                match reason {
+                    Reason::Unprobeable => {
+                        unprobeable.insert(ws.clone());
+                    }
+                    // A retry of a restart that did not come back is fine, if it began as unprobeable.
+                    Reason::RestartTimeout | Reason::RestartFailed => prop_assert!(unprobeable.contains(ws), "{:?}", o),
+                    other => prop_assert!(false, "restart for {}: {:?}", other, o),
+                }
+            }
+        }
+    }
+
+    /// (c) No workspace ever has two automatic restarts in flight, and the fleet never has more
+    /// than `max_restarts_in_flight` automatic restarts running.
+    #[test]
+    fn never_two_system_restarts_in_flight(inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 400)) {
+        let policy = Policy { max_restarts_in_flight: 2, ..Policy::default() };
+        let out = fold(&policy, &inputs);
+        check_outputs(&out)?;
+        // The origin of the restart each workspace is in, if it is restarting.
+        let mut in_flight: BTreeMap<String, Origin> = BTreeMap::new();
+        for o in &out {
+            let ws = o.workspace.as_ref().map(|w| w.to_string()).unwrap_or_default();
+            match &o.body {
+                OutputBody::StateChanged { from: Some(StateName::Restarting), to, .. } if *to != Some(StateName::Restarting) => {
+                    in_flight.remove(&ws);
+                }
+                OutputBody::Restart { origin, restart_id, .. } => {
+                    if *origin == Origin::System {
+                        prop_assert!(!in_flight.contains_key(&ws), "{} issued while {} was already restarting", restart_id, ws);
+                    }
+                    in_flight.insert(ws, *origin);
+                    let automatic = in_flight.values().filter(|o| **o == Origin::System).count();
+                    prop_assert!(automatic as u32 <= policy.max_restarts_in_flight, "{} automatic restarts in flight", automatic);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// (d) Any bytes at all, decoded as JSONL or MessagePack and applied when valid, never panic.
+    #[test]
+    fn garbage_never_panics(lines in prop::collection::vec(garbage_line(), 1..200), blobs in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..50)) {
+        let mut engine = Engine::new(Policy::default());
+        let mut out = Vec::new();
+        for line in &lines {
+            if let Ok(input) = wire::decode_json(line, Stamping::Logged) {
+                engine.apply(&input, &mut out);
+            }
+        }
+        for blob in &blobs {
+            if let Ok(input) = wire::decode_msgpack(blob, Stamping::ReceivedAt(At(T0))) {
+                engine.apply(&input, &mut out);
+            }
+            let _ = wire::decode_output_msgpack(blob);
+        }
+        check_outputs(&out)?;
+    }
+}
+
+/// Lines that are JSON objects with plausible and implausible fields and values, or not JSON.
+fn garbage_line() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "v",
+        "type",
+        "workspace",
+        "at",
+        "id",
+        "interval_s",
+        "incarnation",
+        "result",
+        "error",
+        "status",
+        "origin",
+        "reason",
+        "restart_id",
+        "phase",
+        "request_id",
+        "sent_at",
+        "x",
+    ]);
+    let value = prop_oneof![
+        Just(serde_json::json!(1)),
+        Just(serde_json::json!(-7)),
+        Just(serde_json::json!(1e300)),
+        Just(serde_json::json!(null)),
+        Just(serde_json::json!([1, 2])),
+        Just(serde_json::json!({"a": 1})),
+        prop::sample::select(vec![
+            "heartbeat",
+            "probe",
+            "upstream_error",
+            "restart_requested",
+            "restart_progress",
+            "lifecycle",
+            "tick",
+            "resume",
+            "ws-a",
+            "ws.a",
+            "",
+            "2026-04-16T09:10:26.100Z",
+            "2026-13-45T99:99:99Z",
+            "not_found",
+            "error",
+            "user",
+            "system",
+            "mutation",
+            "started",
+            "failed",
+            "removed",
+            "created",
+            "paused",
+            "resumed",
+            "ws-a:1",
+            "No such container",
+        ])
+        .prop_map(serde_json::Value::from),
+        any::<String>().prop_map(serde_json::Value::from),
+        (0u64..5000).prop_map(serde_json::Value::from),
+    ];
+    prop_oneof![
+        4 => prop::collection::btree_map(key, value, 0..8).prop_map(|m| {
+            let mut obj: serde_json::Map<String, serde_json::Value> = m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            if obj.contains_key("type") { obj.insert("v".into(), 1.into()); }
+            serde_json::Value::Object(obj).to_string()
+        }),
+        1 => any::<String>(),
+    ]
+}
