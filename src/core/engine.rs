@@ -24,6 +24,7 @@ use crate::core::event::*;
 use crate::core::fleet::{Fleet, Handle};
 use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
 use crate::core::policy::Policy;
+use crate::core::snapshot::{Changes, FleetRecord, RestoreError, WorkspaceRecord};
 use crate::core::time::{At, Stamp};
 use crate::core::timers::{Entry, Timers};
 
@@ -69,6 +70,8 @@ impl Tombstones for MemoryTombstones {
 struct Slot {
     name: WorkspaceId,
     generation: u32,
+    /// Changed since the last checkpoint (and listed in `Engine::dirty`).
+    dirty: bool,
     /// The deadline of this slot's live timer entry, if any.
     armed: Stamp,
     machine: Option<Machine>,
@@ -159,6 +162,9 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     scratch: Vec<Emitted>,
     due: Vec<Entry>,
     draining: bool,
+    /// Slots changed since the last checkpoint, and workspaces removed since.
+    dirty: Vec<u32>,
+    removed: Vec<WorkspaceId>,
 }
 
 impl Engine<MemoryTombstones> {
@@ -214,6 +220,8 @@ impl<T: Tombstones> Engine<T> {
             scratch: Vec::new(),
             due: Vec::new(),
             draining: false,
+            dirty: Vec::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -424,7 +432,7 @@ impl<T: Tombstones> Engine<T> {
             *sm.state_mut() = State::initial_parked();
         }
         let idx = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot { name: ws.clone(), generation: 0, armed: Stamp::NEVER, machine: None });
+            self.slots.push(Slot { name: ws.clone(), generation: 0, dirty: false, armed: Stamp::NEVER, machine: None });
             (self.slots.len() - 1) as u32
         });
         let handle = self.handle(idx);
@@ -457,8 +465,18 @@ impl<T: Tombstones> Engine<T> {
         self.refresh_monitored();
         let body = OutputBody::StateChanged { from: None, to: Some(state), reason, retry_after_s: None };
         self.push_output(out, Some(ws), at, body);
+        self.touch(idx);
         self.rearm(idx);
         idx
+    }
+
+    /// Marks a slot as changed since the last checkpoint.
+    fn touch(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(idx);
+        }
     }
 
     /// Hands one event to one machine and keeps the fleet's books from the state before and after.
@@ -467,7 +485,10 @@ impl<T: Tombstones> Engine<T> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let slot = &mut self.slots[idx as usize];
         let Some(machine) = slot.machine.as_mut() else { return };
-        let before = machine.state().clone();
+        let (was, slot_before, list_before) = {
+            let before = machine.state();
+            (before.name(), before.holds_restart_slot(), fleet_list(before))
+        };
         let removed = {
             let mut ctx = Ctx {
                 now,
@@ -477,22 +498,20 @@ impl<T: Tombstones> Engine<T> {
                 fleet: &mut self.fleet,
                 out: &mut scratch,
                 input,
-                current: before.name(),
+                current: was,
                 removed: false,
             };
             machine.handle_with_context(event, &mut ctx);
             ctx.removed
         };
         let after = machine.state();
-        let (was, is) = (before.name(), after.name());
-        let released = before.holds_restart_slot() && (removed || !after.holds_restart_slot());
-        let acquired = !before.holds_restart_slot() && after.holds_restart_slot() && !removed;
-        let (list_before, list_after) =
-            (fleet_list(&before), if removed { FleetList::None } else { fleet_list(after) });
-        let name = slot.name.clone();
+        let is = after.name();
+        let released = slot_before && (removed || !after.holds_restart_slot());
+        let acquired = !slot_before && after.holds_restart_slot() && !removed;
+        let list_after = if removed { FleetList::None } else { fleet_list(after) };
         for e in scratch.drain(..) {
-            let ws = if e.fleet { None } else { Some(&name) };
-            out.push(Output { id: String::new(), workspace: ws.cloned(), at: now, body: e.body });
+            let workspace = if e.fleet { None } else { Some(slot.name.clone()) };
+            out.push(Output { id: String::new(), workspace, at: now, body: e.body });
         }
         self.scratch = scratch;
 
@@ -516,6 +535,7 @@ impl<T: Tombstones> Engine<T> {
         if removed {
             self.remove_slot(idx, now);
         } else {
+            self.touch(idx);
             self.rearm(idx);
         }
         if was == StateName::Parked || is == StateName::Parked || removed {
@@ -557,6 +577,8 @@ impl<T: Tombstones> Engine<T> {
         let name = slot.name.clone();
         slot.generation = slot.generation.wrapping_add(1);
         slot.armed = Stamp::NEVER;
+        slot.dirty = false;
+        self.removed.push(name.clone());
         let slots = &self.slots;
         if let Ok(entry) =
             self.index.find_entry(self.hasher.hash_one(name.as_str()), |&i| i == idx && slots[i as usize].name == name)
@@ -616,8 +638,10 @@ impl<T: Tombstones> Engine<T> {
             let slot = &self.slots[e.idx as usize];
             slot.generation == e.generation && slot.machine.is_some() && slot.armed == Stamp::at(deadline)
         });
-        due.sort_by(|a, b| self.slots[a.idx as usize].name.cmp(&self.slots[b.idx as usize].name));
-        due.dedup();
+        if due.len() > 1 {
+            due.sort_by(|a, b| self.slots[a.idx as usize].name.cmp(&self.slots[b.idx as usize].name));
+            due.dedup();
+        }
         for e in &due {
             self.slots[e.idx as usize].armed = Stamp::NEVER;
         }
@@ -673,6 +697,120 @@ impl<T: Tombstones> Engine<T> {
 
     fn push_output(&self, out: &mut Vec<Output>, ws: Option<&WorkspaceId>, at: At, body: OutputBody) {
         out.push(Output { id: String::new(), workspace: ws.cloned(), at, body });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Snapshots.
+    // -----------------------------------------------------------------------------------------
+
+    /// The workspaces changed and removed since the last call: what a checkpoint must write.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes =
+            Changes { upserts: Vec::with_capacity(self.dirty.len()), removed: std::mem::take(&mut self.removed) };
+        for idx in std::mem::take(&mut self.dirty) {
+            let slot = &mut self.slots[idx as usize];
+            if !slot.dirty {
+                continue;
+            }
+            slot.dirty = false;
+            if let Some(machine) = &slot.machine {
+                changes.upserts.push((slot.name.clone(), record_of(machine)));
+            }
+        }
+        changes
+    }
+
+    /// Fleet-wide state and the log position it stands at.
+    pub fn fleet_record(&self) -> FleetRecord {
+        let names = |hs: &mut dyn Iterator<Item = &Handle>| -> Vec<WorkspaceId> {
+            hs.filter(|h| self.valid(**h)).map(|h| self.slots[h.idx as usize].name.clone()).collect()
+        };
+        FleetRecord {
+            seq: self.seq,
+            clock: self.clock(),
+            breaker: self.fleet.breaker.clone(),
+            queue: names(&mut self.fleet.queue.iter()),
+            held: names(&mut self.fleet.held.iter()),
+            dedup: self.dedup.order.iter().map(|(t, k)| (*t, k.to_string())).collect(),
+        }
+    }
+
+    /// Every workspace's record, sorted by id.
+    pub fn records(&self) -> Vec<(WorkspaceId, WorkspaceRecord)> {
+        let mut all: Vec<_> =
+            self.slots.iter().filter_map(|s| s.machine.as_ref().map(|m| (s.name.clone(), record_of(m)))).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// A canonical encoding of everything the engine decides from: two engines with equal digests
+    /// give the same outputs for the same inputs from here on.
+    pub fn digest(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(&(self.fleet_record(), self.records())).expect("records always encode")
+    }
+
+    /// Rebuilds an engine from a checkpoint: the fleet record and every workspace record.
+    pub fn restore(
+        policy: Policy,
+        tombstones: T,
+        fleet: FleetRecord,
+        workspaces: impl IntoIterator<Item = (WorkspaceId, WorkspaceRecord)>,
+    ) -> Result<Self, RestoreError> {
+        let mut engine = Engine::with_tombstones(policy, tombstones);
+        engine.seq = fleet.seq;
+        if let Some(clock) = fleet.clock {
+            engine.clock = clock;
+        }
+        for (ws, record) in workspaces {
+            if engine.lookup(ws.as_str()).is_some() {
+                return Err(RestoreError::Duplicate(ws));
+            }
+            let idx = engine.slots.len() as u32;
+            let state = record.state.name();
+            let holds_slot = record.state.holds_restart_slot();
+            let mut sm = record.shared.uninitialized_state_machine();
+            *sm.state_mut() = record.state;
+            let mut scratch = Vec::new();
+            let machine = sm.init_with_context(&mut Ctx {
+                now: engine.clock,
+                policy: &engine.policy,
+                ws: &ws,
+                handle: Handle { idx, generation: 0 },
+                fleet: &mut engine.fleet,
+                out: &mut scratch,
+                input: None,
+                current: state,
+                removed: false,
+            });
+            debug_assert!(scratch.is_empty(), "no entry actions, so restoring emits nothing");
+            engine.slots.push(Slot {
+                name: ws.clone(),
+                generation: 0,
+                dirty: false,
+                armed: Stamp::NEVER,
+                machine: Some(machine),
+            });
+            let (slots, hasher) = (&engine.slots, engine.hasher);
+            engine.index.insert_unique(hasher.hash_one(ws.as_str()), idx, |&i| {
+                hasher.hash_one(slots[i as usize].name.as_str())
+            });
+            engine.counts[state_index(state)] += 1;
+            engine.fleet.in_flight += u32::from(holds_slot);
+            engine.rearm(idx);
+        }
+        engine.refresh_monitored();
+        let handle_of = |e: &Engine<T>, ws: WorkspaceId| {
+            e.lookup(ws.as_str()).map(|i| e.handle(i)).ok_or(RestoreError::UnknownInFleet(ws))
+        };
+        engine.fleet.queue = fleet.queue.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
+        engine.fleet.held = fleet.held.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
+        engine.fleet.breaker = fleet.breaker;
+        for (t, key) in fleet.dedup {
+            let key: Box<str> = key.into();
+            engine.dedup.seen.insert(key.clone(), t);
+            engine.dedup.order.push_back((t, key));
+        }
+        Ok(engine)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -745,6 +883,10 @@ impl<T: Tombstones> Engine<T> {
     }
 }
 
+fn record_of(machine: &Machine) -> WorkspaceRecord {
+    WorkspaceRecord { shared: machine.inner().clone(), state: machine.state().clone() }
+}
+
 /// The machine event for an input, if the machine handles it.
 fn machine_event(kind: &InputKind) -> Option<Event<'_>> {
     Some(match kind {
@@ -768,6 +910,6 @@ mod tests {
     /// not grow unnoticed. See BENCHMARKS.md for the measured figure.
     #[test]
     fn a_workspace_slot_stays_small() {
-        assert!(std::mem::size_of::<super::Slot>() <= 144, "Slot is {} bytes", std::mem::size_of::<super::Slot>());
+        assert!(std::mem::size_of::<super::Slot>() <= 160, "Slot is {} bytes", std::mem::size_of::<super::Slot>());
     }
 }

@@ -14,9 +14,11 @@ use crate::core::time::At;
 pub const WORKSPACE_MAX_LEN: usize = 128;
 
 /// A workspace id: 1–128 characters of `[A-Za-z0-9_-]`, so it is always a single NATS subject token.
+///
+/// Ids of up to 24 bytes are stored inline (no heap allocation, no pointer to chase on lookup).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct WorkspaceId(Box<str>);
+pub struct WorkspaceId(compact_str::CompactString);
 
 /// Why a workspace id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +43,7 @@ impl WorkspaceId {
         if s.len() > WORKSPACE_MAX_LEN {
             return Err(BadWorkspace::TooLong(s.len()));
         }
-        Ok(WorkspaceId(s.into()))
+        Ok(WorkspaceId(compact_str::CompactString::new(s)))
     }
 
     /// The id as a string.

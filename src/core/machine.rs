@@ -50,6 +50,9 @@ pub struct Workspace {
     pub left_restarting: Stamp,
     /// The incarnation of the latest heartbeat that counted.
     pub incarnation: Option<Box<str>>,
+    /// [`incarnation_hash`] of it (0 for none): compared on every heartbeat without touching the
+    /// string, which lives elsewhere on the heap.
+    pub incarnation_hash: u64,
 }
 
 /// Suspect's own data: the evidence gathered so far.
@@ -428,6 +431,7 @@ impl Workspace {
             last_restart: Stamp::NEVER,
             left_restarting: Stamp::NEVER,
             incarnation: None,
+            incarnation_hash: 0,
         }
     }
 
@@ -460,10 +464,12 @@ impl Workspace {
         if let Some(i) = hb.interval_s {
             self.interval_s = i;
         }
-        if let Some(inc) = &hb.incarnation
-            && self.incarnation.as_deref() != Some(inc.as_str())
-        {
-            self.incarnation = Some(inc.as_str().into());
+        if let Some(inc) = &hb.incarnation {
+            let hash = incarnation_hash(inc);
+            if hash != self.incarnation_hash {
+                self.incarnation = Some(inc.as_str().into());
+                self.incarnation_hash = hash;
+            }
         }
     }
 
@@ -799,7 +805,7 @@ impl Workspace {
     /// self-fire: is this heartbeat from the new incarnation?
     fn is_fresh(&self, ctx: &Ctx<'_>, r: &InFlight, hb: &Heartbeat) -> bool {
         match &hb.incarnation {
-            Some(inc) => self.incarnation.as_deref() != Some(inc.as_str()),
+            Some(inc) => incarnation_hash(inc) != self.incarnation_hash,
             None if r.progress_seen => r.started,
             None => self.last_restart.get().is_some_and(|t| ctx.now.since(t) > ctx.policy.fresh_after),
         }
@@ -811,6 +817,16 @@ impl Workspace {
             .and_then(|n| n.parse::<u32>().ok())
             .is_some_and(|n| n == self.restarts)
     }
+}
+
+/// FNV-1a (64-bit) of an incarnation, never 0. Stable across builds, so it may be persisted; two
+/// different incarnations colliding (about 2⁻⁶⁴) would only make a fresh heartbeat look stale, and
+/// the restart would time out and be retried.
+pub fn incarnation_hash(incarnation: &str) -> u64 {
+    let h = incarnation
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    h.max(1)
 }
 
 /// The deterministic restart id: `<workspace>:<n>`, n counting the workspace's restart commands.

@@ -10,6 +10,7 @@ pub mod event;
 pub mod fleet;
 pub mod machine;
 pub mod policy;
+pub mod snapshot;
 pub mod time;
 pub mod timers;
 pub mod wire;

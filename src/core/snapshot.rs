@@ -1,0 +1,59 @@
+//! The engine's state in a form that survives a restart: one record per workspace plus one for the
+//! fleet. The store writes them at checkpoints; `Engine::restore` rebuilds an engine from them that
+//! behaves exactly as the original would have from that point on.
+//!
+//! Records are plain serde data. The machine's state enum is part of the format (statig derives
+//! its variant names from the state handlers' names), so renaming a state is a format change:
+//! bump [`FORMAT`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::event::WorkspaceId;
+use crate::core::fleet::Breaker;
+use crate::core::machine::{State, Workspace};
+use crate::core::time::At;
+
+/// Version of the snapshot records.
+pub const FORMAT: u32 = 1;
+
+/// One workspace's machine: its shared storage and its state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceRecord {
+    pub shared: Workspace,
+    pub state: State,
+}
+
+/// Everything fleet-wide, and where in the log the snapshot stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetRecord {
+    /// The log sequence of the last input applied.
+    pub seq: u64,
+    /// The engine's clock.
+    pub clock: Option<At>,
+    pub breaker: Breaker,
+    /// Dead workspaces waiting for a restart slot, in order.
+    pub queue: Vec<WorkspaceId>,
+    /// Workspaces held by the breaker, in order.
+    pub held: Vec<WorkspaceId>,
+    /// Idempotency keys still inside the dedup window, oldest first.
+    pub dedup: Vec<(At, String)>,
+}
+
+/// What changed since the last checkpoint.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Workspaces whose machine changed (or was created), with their current record.
+    pub upserts: Vec<(WorkspaceId, WorkspaceRecord)>,
+    /// Workspaces removed since (a workspace removed and re-created appears in both lists; apply
+    /// removals first).
+    pub removed: Vec<WorkspaceId>,
+}
+
+/// Why records could not be turned back into an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("workspace {0} appears twice in the snapshot")]
+    Duplicate(WorkspaceId),
+    #[error("the fleet record names workspace {0}, which has no snapshot")]
+    UnknownInFleet(WorkspaceId),
+}
