@@ -45,6 +45,7 @@ bless: build
 
 bench:
 	$(CARGO) bench --bench engine
+	$(CARGO) run --release --example memory
 
 lint:
 	$(CARGO) fmt --all -- --check
