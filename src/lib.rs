@@ -12,3 +12,4 @@
 
 pub mod core;
 pub mod replay;
+pub mod store;

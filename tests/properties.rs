@@ -7,155 +7,15 @@
 //! checked for the outputs' own consistency (state changes chain, time never runs backwards, ids are
 //! unique). Debug assertions are on in tests, so an engine invariant that breaks panics here too.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use support::streams::{Mix, T0, stream, with_regular_heartbeats};
 use vigil::core::event::*;
 use vigil::core::wire::{self, Stamping};
 use vigil::core::{At, Engine, Policy};
-
-const T0: i64 = 1_776_330_000_000; // 2026-04-16T09:00:00Z
-const WORKSPACES: &[&str] = &["ws-a", "ws-b", "ws-c", "ws-d", "ws-e", "ws-f"];
-const TRANSIENT: &[&str] = &[
-    "context deadline exceeded",
-    "EOF",
-    "dial unix /var/run/docker.sock: connect: connection refused",
-    "i/o timeout",
-    "cp 503",
-    "",
-];
-
-fn ws(i: usize) -> WorkspaceId {
-    WorkspaceId::parse(WORKSPACES[i % WORKSPACES.len()]).unwrap()
-}
-
-/// The kinds of input a random stream is made of.
-#[derive(Clone, Copy, Debug)]
-struct Mix {
-    definitive: bool,
-    requests: bool,
-    lifecycle: bool,
-}
-
-fn kind(mix: Mix) -> impl Strategy<Value = InputKind> {
-    let w = 0..WORKSPACES.len();
-    let heartbeat = (w.clone(), prop::option::of(prop::sample::select(vec![5u16, 30, 60])), prop::option::of(0u8..3))
-        .prop_map(|(i, interval_s, inc)| {
-            InputKind::Heartbeat(Heartbeat {
-                workspace: ws(i),
-                interval_s,
-                incarnation: inc.map(|n| format!("inc-{n}")),
-                active_tasks: None,
-            })
-        });
-    let transient = (w.clone(), prop::sample::select(TRANSIENT)).prop_map(|(i, e)| {
-        InputKind::Probe(Probe {
-            workspace: ws(i),
-            result: ProbeResult::Error,
-            error: Some(e.into()),
-            backend: None,
-            probe_id: None,
-        })
-    });
-    let benign =
-        (w.clone(), prop::sample::select(vec![ProbeResult::Running, ProbeResult::Pending])).prop_map(|(i, r)| {
-            InputKind::Probe(Probe { workspace: ws(i), result: r, error: None, backend: None, probe_id: None })
-        });
-    let upstream = (w.clone(), prop::option::of(prop::sample::select(vec![200u16, 404, 500, 502, 503, 504, 520, 524])))
-        .prop_map(|(i, status)| {
-            let error = status.is_none().then(|| "connection reset by peer".to_string());
-            InputKind::UpstreamError(UpstreamError { workspace: ws(i), status, error })
-        });
-    let definitive =
-        (w.clone(), prop::sample::select(vec![ProbeResult::NotRunning, ProbeResult::NotFound]), any::<bool>())
-            .prop_map(|(i, r, as_text)| {
-                let (result, error) =
-                    if as_text { (ProbeResult::Error, Some("No such container: x".into())) } else { (r, None) };
-                InputKind::Probe(Probe { workspace: ws(i), result, error, backend: None, probe_id: None })
-            });
-    let request = (w.clone(), prop::sample::select(Origin::ALL.to_vec()), prop::option::of(0u8..4)).prop_map(
-        |(i, origin, rid)| {
-            InputKind::RestartRequested(RestartRequested {
-                workspace: ws(i),
-                origin,
-                reason: "random".into(),
-                request_id: rid.map(|n| format!("r{n}")),
-            })
-        },
-    );
-    let progress = (w.clone(), 1u32..6, prop::sample::select(ProgressPhase::ALL.to_vec())).prop_map(|(i, n, phase)| {
-        let workspace = ws(i);
-        InputKind::RestartProgress(RestartProgress {
-            restart_id: format!("{workspace}:{n}"),
-            workspace,
-            phase,
-            error: None,
-        })
-    });
-    let lifecycle = (w, prop::sample::select(LifecyclePhase::ALL.to_vec()))
-        .prop_map(|(i, phase)| InputKind::Lifecycle(Lifecycle { workspace: ws(i), phase }));
-    let clock = prop_oneof![5 => Just(InputKind::Tick), 1 => Just(InputKind::Resume)];
-
-    let mut arms: Vec<(u32, BoxedStrategy<InputKind>)> = vec![
-        (40, heartbeat.boxed()),
-        (10, transient.boxed()),
-        (6, benign.boxed()),
-        (8, upstream.boxed()),
-        (6, clock.boxed()),
-    ];
-    if mix.definitive {
-        arms.push((8, definitive.boxed()));
-    }
-    if mix.requests {
-        arms.push((6, request.boxed()));
-        arms.push((8, progress.boxed()));
-    }
-    if mix.lifecycle {
-        arms.push((2, lifecycle.boxed()));
-    }
-    prop::strategy::Union::new_weighted(arms)
-}
-
-/// A stream of inputs with gaps of 0–`max_gap_ms` between them.
-fn stream(mix: Mix, max_gap_ms: i64, len: usize) -> impl Strategy<Value = Vec<Input>> {
-    prop::collection::vec((0..=max_gap_ms, kind(mix), prop::option::of(0u8..3)), 1..len).prop_map(|steps| {
-        let mut t = T0;
-        steps
-            .into_iter()
-            .map(|(gap, kind, id)| {
-                t += gap;
-                Input { at: At(t), sent_at: None, id: id.map(|n| format!("id-{n}")), kind }
-            })
-            .collect()
-    })
-}
-
-/// The stream, with every workspace heartbeating at its start and at least every `every_ms`.
-fn with_regular_heartbeats(inputs: &[Input], every_ms: i64) -> Vec<Input> {
-    let beat = |at: i64| {
-        (0..WORKSPACES.len()).map(move |i| Input {
-            at: At(at),
-            sent_at: None,
-            id: None,
-            kind: InputKind::Heartbeat(Heartbeat {
-                workspace: ws(i),
-                interval_s: None,
-                incarnation: None,
-                active_tasks: None,
-            }),
-        })
-    };
-    let mut out: Vec<Input> = beat(T0).collect();
-    let mut last = T0;
-    for input in inputs {
-        while input.at.millis() - last >= every_ms {
-            last += every_ms;
-            out.extend(beat(last));
-        }
-        out.push(input.clone());
-    }
-    out
-}
 
 fn fold(policy: &Policy, inputs: &[Input]) -> Vec<Output> {
     let mut engine = Engine::new(policy.clone());
@@ -194,7 +54,7 @@ proptest! {
 
     /// (a) The same log always gives the same bytes, also after a trip through its JSONL form.
     #[test]
-    fn replay_is_deterministic(inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 40_000, 300)) {
+    fn replay_is_deterministic(inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 40_000, 1..300)) {
         let policy = Policy::default();
         let first = fold(&policy, &inputs);
         check_outputs(&first)?;
@@ -209,7 +69,7 @@ proptest! {
     /// (b) With heartbeats arriving, no amount of transient probe errors, pending or running
     /// probes, upstream errors, ticks or restarts of vigil itself causes a restart or a suspicion.
     #[test]
-    fn transient_probe_errors_alone_never_restart(inputs in stream(Mix { definitive: false, requests: false, lifecycle: false }, 3_000, 400)) {
+    fn transient_probe_errors_alone_never_restart(inputs in stream(Mix { definitive: false, requests: false, lifecycle: false }, 3_000, 1..400)) {
         let out = fold(&Policy::default(), &with_regular_heartbeats(&inputs, 60_000));
         check_outputs(&out)?;
         for o in &out {
@@ -224,7 +84,7 @@ proptest! {
     /// (b') Even through long silences: without definitive evidence or a request, the only road to
     /// a restart is `unprobeable` — silent for ttl and then unprobeable for ten more minutes.
     #[test]
-    fn without_definitive_evidence_only_unprobeable_restarts(inputs in stream(Mix { definitive: false, requests: false, lifecycle: false }, 400_000, 200)) {
+    fn without_definitive_evidence_only_unprobeable_restarts(inputs in stream(Mix { definitive: false, requests: false, lifecycle: false }, 400_000, 1..200)) {
         let out = fold(&Policy::default(), &inputs);
         check_outputs(&out)?;
         let mut unprobeable = BTreeSet::new();
@@ -245,7 +105,7 @@ proptest! {
     /// (c) No workspace ever has two automatic restarts in flight, and the fleet never has more
     /// than `max_restarts_in_flight` automatic restarts running.
     #[test]
-    fn never_two_system_restarts_in_flight(inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 400)) {
+    fn never_two_system_restarts_in_flight(inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 1..400)) {
         let policy = Policy { max_restarts_in_flight: 2, ..Policy::default() };
         let out = fold(&policy, &inputs);
         check_outputs(&out)?;
@@ -274,7 +134,7 @@ proptest! {
     /// as the store writes them) goes on exactly as the original: same outputs, same final state.
     #[test]
     fn a_restored_engine_continues_exactly_like_the_original(
-        inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 300),
+        inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 1..300),
         cut in any::<prop::sample::Index>(),
     ) {
         use vigil::core::snapshot::{FleetRecord, WorkspaceRecord};
@@ -303,7 +163,7 @@ proptest! {
     /// engine's full state, whatever the cut points.
     #[test]
     fn incremental_checkpoints_add_up_to_the_full_state(
-        inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 300),
+        inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 1..300),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
     ) {
         let mut engine = Engine::new(Policy::default());

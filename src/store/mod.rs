@@ -1,0 +1,566 @@
+//! Durability: the engine wrapped in a sled database.
+//!
+//! vigil's promise is that nothing it has acknowledged is ever lost, and that its state is exactly
+//! the fold of its log. The store keeps that promise: inputs are applied and committed in groups,
+//! each group written as one atomic batch (its log segment, its outputs in the outbox, the applied
+//! and stream positions) and flushed before the caller learns it is durable — only then may the bus
+//! acknowledge it. Machine states are written at checkpoints, atomically with the log position they
+//! cover; on open, the store restores the last checkpoint and re-applies the log after it, which
+//! gives back exactly the engine that was running (a property test holds it to that).
+//!
+//! Only this module knows sled. See [`keys`] for the layout.
+
+pub mod keys;
+mod segment;
+mod tombstones;
+
+use std::path::{Path, PathBuf};
+
+use crate::core::event::{Input, Output, WorkspaceId};
+use crate::core::snapshot::{FleetRecord, RestoreError, WorkspaceRecord};
+use crate::core::time::At;
+use crate::core::wire;
+use crate::core::{Engine, Policy};
+
+pub use keys::OutboxKey;
+pub use segment::SegmentError;
+pub use tombstones::SledTombstones;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// The engine as the store runs it.
+pub type StoredEngine = Engine<SledTombstones>;
+
+/// How the store behaves.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Write a checkpoint after this many inputs (0: only when [`Store::checkpoint`] is called).
+    pub checkpoint_every: u64,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { checkpoint_every: 100_000, cache_bytes: 128 << 20 }
+    }
+}
+
+/// Why the store could not do what was asked. None of these is a panic, and none leaves a
+/// silently empty state behind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no vigil data directory at {0}")]
+    Missing(PathBuf),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{0} holds data written by another program, not a vigil data directory")]
+    Foreign(PathBuf),
+    #[error("{path} is in use by another process (is `vigil serve` running on it?)")]
+    InUse { path: PathBuf },
+    #[error("{path} was written by a newer vigil (store format {found}; this build reads format {FORMAT})")]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("cannot open {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("disk error while {doing}: {detail}")]
+    Io { doing: &'static str, detail: String },
+    #[error("corrupted log record at sequence {seq}: {detail}")]
+    CorruptLog { seq: u64, detail: String },
+    #[error("corrupted {what} record {key:?}: {detail}")]
+    CorruptRecord { what: &'static str, key: String, detail: String },
+    #[error("the log is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("the checkpoint cannot be restored: {0}")]
+    Restore(#[from] RestoreError),
+    #[error("the store stopped accepting writes after an earlier failure: {0}")]
+    Poisoned(String),
+}
+
+fn io(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    move |e| StoreError::Io { doing, detail: describe(&e) }
+}
+
+fn describe(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.raw_os_error() == Some(28) => format!("the disk is full ({io})"),
+        sled::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// An output waiting in the outbox for the bus to confirm it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    pub key: OutboxKey,
+    pub output: Output,
+}
+
+/// What a group commit made durable.
+#[derive(Debug)]
+pub struct Committed {
+    /// Log sequences of the group's first and last input (`first > last` for an empty group).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The outputs the group caused, now in the outbox.
+    pub outputs: Vec<Pending>,
+}
+
+/// What opening the store found.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The log position the restored checkpoint covered.
+    pub checkpoint_seq: u64,
+    /// Inputs re-applied from the log after it.
+    pub replayed: u64,
+    /// Outputs never confirmed by the bus: publish them again (their ids de-duplicate).
+    pub pending: Vec<Pending>,
+    /// The directory was new.
+    pub created: bool,
+}
+
+/// Whether `open` may create a new data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    CreateIfMissing,
+    MustExist,
+}
+
+/// The engine and its durable log.
+pub struct Store {
+    db: sled::Db,
+    engine: StoredEngine,
+    config: StoreConfig,
+    since_checkpoint: u64,
+    checkpoint_seq: u64,
+    stream_seq: u64,
+    first_seq: u64,
+    poisoned: Option<String>,
+}
+
+impl Store {
+    /// Opens (or creates) the data directory and recovers the engine from it.
+    pub fn open(
+        path: &Path,
+        policy: Policy,
+        config: StoreConfig,
+        mode: OpenMode,
+    ) -> Result<(Store, Recovery), StoreError> {
+        let (db, created) = open_db(path, &config, mode)?;
+        let meta = read_meta(&db)?;
+        let workspaces = read_states(&db)?;
+        let tombstones = SledTombstones::new((*db).clone());
+        let mut engine = Engine::restore(policy, tombstones, meta.checkpoint.clone(), workspaces)?;
+        let replayed = replay_tail(&db, &mut engine, meta.checkpoint.seq, meta.applied)?;
+        let pending = read_outbox(&db)?;
+        let recovery = Recovery { checkpoint_seq: meta.checkpoint.seq, replayed, pending, created };
+        let store = Store {
+            db,
+            engine,
+            config,
+            since_checkpoint: replayed,
+            checkpoint_seq: meta.checkpoint.seq,
+            stream_seq: meta.stream,
+            first_seq: meta.first,
+            poisoned: None,
+        };
+        Ok((store, recovery))
+    }
+
+    /// The engine, for queries.
+    pub fn engine(&self) -> &StoredEngine {
+        &self.engine
+    }
+
+    /// The input stream sequence of the last committed message (0 if none): messages at or below
+    /// it were already applied and must not be applied again.
+    pub fn stream_seq(&self) -> u64 {
+        self.stream_seq
+    }
+
+    /// The first log sequence still stored (1 unless compacted).
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The log position of the last checkpoint.
+    pub fn checkpoint_seq(&self) -> u64 {
+        self.checkpoint_seq
+    }
+
+    /// Applies a group of inputs and makes them durable: one atomic batch (log segment, outbox,
+    /// positions) and one flush. `stream_seq` is the input stream sequence of the group's last
+    /// message, if the inputs came from one.
+    ///
+    /// On error the store is poisoned: its engine may be ahead of the disk, so it refuses further
+    /// writes; reopen it to recover from what is durable.
+    pub fn commit(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<Committed, StoreError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StoreError::Poisoned(why.clone()));
+        }
+        let result = self.commit_inner(inputs, stream_seq);
+        if let Err(e) = &result {
+            self.poisoned = Some(e.to_string());
+        }
+        result
+    }
+
+    fn commit_inner(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<Committed, StoreError> {
+        let first_seq = self.engine.seq() + 1;
+        let mut segment = segment::SegmentWriter::with_capacity(inputs.len());
+        let mut outputs = Vec::new();
+        let mut pending = Vec::new();
+        for input in inputs {
+            let before = outputs.len();
+            self.engine.apply(input, &mut outputs);
+            let seq = self.engine.seq();
+            pending.extend((before..outputs.len()).map(|i| OutboxKey { seq, n: (i - before) as u32 }));
+            segment.push(input);
+        }
+        if let Some(failure) = self.engine.tombstones().take_failure() {
+            return Err(StoreError::Io { doing: "reading tombstones", detail: failure });
+        }
+        let last_seq = self.engine.seq();
+        let mut batch = sled::Batch::default();
+        if !inputs.is_empty() {
+            batch.insert(&keys::log(first_seq)[..], segment.finish());
+            batch.insert(keys::META_APPLIED, &keys::u64_value(last_seq)[..]);
+        }
+        for (key, output) in pending.iter().zip(&outputs) {
+            batch.insert(&key.bytes()[..], wire::encode_output_msgpack(output));
+        }
+        if let Some(s) = stream_seq {
+            batch.insert(keys::META_STREAM, &keys::u64_value(s)[..]);
+        }
+        self.db.apply_batch(batch).map_err(io("writing a group commit"))?;
+        self.db.flush().map_err(io("flushing a group commit"))?;
+        if let Some(s) = stream_seq {
+            self.stream_seq = s;
+        }
+        self.since_checkpoint += inputs.len() as u64;
+        if self.config.checkpoint_every > 0 && self.since_checkpoint >= self.config.checkpoint_every {
+            self.checkpoint()?;
+        }
+        let outputs = pending.into_iter().zip(outputs).map(|(key, output)| Pending { key, output }).collect();
+        Ok(Committed { first_seq, last_seq, outputs })
+    }
+
+    /// Writes the machines changed since the last checkpoint, the tombstones and the fleet record,
+    /// tagged with the log position they cover, as one atomic batch.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StoreError::Poisoned(why.clone()));
+        }
+        let changes = self.engine.take_changes();
+        let fleet = self.engine.fleet_record();
+        let mut batch = sled::Batch::default();
+        for ws in &changes.removed {
+            batch.remove(keys::state(ws.as_str()));
+        }
+        for (ws, record) in &changes.upserts {
+            batch.insert(keys::state(ws.as_str()), rmp_serde::to_vec_named(record).expect("records always encode"));
+        }
+        self.engine.tombstones_mut().drain_into(&mut batch);
+        batch.insert(keys::META_CHECKPOINT, rmp_serde::to_vec_named(&fleet).expect("records always encode"));
+        let result = self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("writing a checkpoint"));
+        if let Err(e) = &result {
+            self.poisoned = Some(e.to_string());
+        }
+        result?;
+        self.checkpoint_seq = fleet.seq;
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// Removes outputs the bus has confirmed from the outbox. Not flushed on its own: if vigil
+    /// crashes first, they are published again and de-duplicated by their ids.
+    pub fn ack(&mut self, delivered: &[OutboxKey]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in delivered {
+            batch.remove(&key.bytes()[..]);
+        }
+        self.db.apply_batch(batch).map_err(io("clearing the outbox"))
+    }
+
+    /// Outputs still waiting in the outbox.
+    pub fn pending(&self) -> Result<Vec<Pending>, StoreError> {
+        read_outbox(&self.db)
+    }
+
+    /// Drops log segments that are entirely older than `before` and covered by the last checkpoint
+    /// (the snapshot carries their effect). Returns how many inputs were dropped.
+    pub fn compact(&mut self, before: At) -> Result<u64, StoreError> {
+        let mut dropped = 0;
+        let mut batch = sled::Batch::default();
+        let mut first = self.first_seq;
+        for item in self.db.range(keys::log(0)..=keys::log(u64::MAX)) {
+            let (key, value) = item.map_err(io("reading the log"))?;
+            let seq =
+                keys::log_seq(&key).ok_or_else(|| StoreError::Inconsistent("a log key without a sequence".into()))?;
+            let (count, last_at) =
+                segment::header(&value).ok_or(StoreError::CorruptLog { seq, detail: "segment header".into() })?;
+            let last = seq + u64::from(count).saturating_sub(1);
+            if last_at >= before || last > self.checkpoint_seq {
+                break;
+            }
+            batch.remove(key);
+            dropped += u64::from(count);
+            first = last + 1;
+        }
+        batch.insert(keys::META_FIRST, &keys::u64_value(first)[..]);
+        self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("compacting the log"))?;
+        self.first_seq = first;
+        Ok(dropped)
+    }
+
+    /// Writes a final checkpoint and flushes.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.checkpoint()
+    }
+}
+
+/// A read-only view of a data directory's log, for `vigil export`.
+pub struct LogReader {
+    db: sled::Db,
+    first_seq: u64,
+    applied: u64,
+}
+
+impl LogReader {
+    /// Opens an existing data directory without recovering the engine.
+    pub fn open(path: &Path) -> Result<LogReader, StoreError> {
+        let (db, _) = open_db(path, &StoreConfig::default(), OpenMode::MustExist)?;
+        let meta = read_meta(&db)?;
+        Ok(LogReader { db, first_seq: meta.first, applied: meta.applied })
+    }
+
+    /// The first sequence still stored (later than 1 when older entries were compacted).
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The last sequence committed.
+    pub fn last_seq(&self) -> u64 {
+        self.applied
+    }
+
+    /// Every stored input from sequence `from` on, in order, with its sequence.
+    pub fn records(&self, from: u64) -> impl Iterator<Item = Result<(u64, Input), StoreError>> + '_ {
+        let start = segment_start(&self.db, from).unwrap_or(from);
+        self.db
+            .range(keys::log(start)..=keys::log(u64::MAX))
+            .map(|item| {
+                let (key, value) = item.map_err(io("reading the log"))?;
+                let seq = keys::log_seq(&key)
+                    .ok_or_else(|| StoreError::Inconsistent("a log key without a sequence".into()))?;
+                decode_segment(seq, &value).map(|inputs| (seq, inputs))
+            })
+            .flat_map(move |segment| -> Box<dyn Iterator<Item = Result<(u64, Input), StoreError>>> {
+                match segment {
+                    Ok((first, inputs)) => Box::new(
+                        inputs
+                            .into_iter()
+                            .enumerate()
+                            .map(move |(i, input)| (first + i as u64, input))
+                            .filter(move |(s, _)| *s >= from)
+                            .map(Ok),
+                    ),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            })
+    }
+}
+
+// ---- opening ----------------------------------------------------------------------------------
+
+/// sled's own files in a data directory.
+const SLED_FILES: &[&str] = &["conf", "db", "blobs", "snap"];
+
+fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::Db, bool), StoreError> {
+    let existed = path.exists();
+    if existed && !path.is_dir() {
+        return Err(StoreError::NotADirectory(path.to_path_buf()));
+    }
+    if !existed && mode == OpenMode::MustExist {
+        return Err(StoreError::Missing(path.to_path_buf()));
+    }
+    if existed {
+        let entries: Vec<String> = std::fs::read_dir(path)
+            .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        let sleds = entries.iter().any(|n| SLED_FILES.iter().any(|s| n == s || n.starts_with("snap.")));
+        if !entries.is_empty() && !sleds {
+            return Err(StoreError::Foreign(path.to_path_buf()));
+        }
+        if entries.is_empty() && mode == OpenMode::MustExist {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+    }
+    let db = open_sled(path, config)?;
+    let created = match db.get(keys::META_FORMAT).map_err(io("reading the store format"))? {
+        Some(v) => {
+            let found = v
+                .strip_prefix(keys::MAGIC)
+                .and_then(|rest| rest.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| StoreError::Foreign(path.to_path_buf()))?;
+            if found > FORMAT {
+                return Err(StoreError::NewerFormat { path: path.to_path_buf(), found });
+            }
+            false
+        }
+        None if !db.is_empty() => return Err(StoreError::Foreign(path.to_path_buf())),
+        None if mode == OpenMode::MustExist => return Err(StoreError::Missing(path.to_path_buf())),
+        None => {
+            let mut format = keys::MAGIC.to_vec();
+            format.extend_from_slice(&FORMAT.to_be_bytes());
+            db.insert(keys::META_FORMAT, format).map_err(io("initialising the store"))?;
+            db.flush().map_err(io("initialising the store"))?;
+            true
+        }
+    };
+    Ok((db, created))
+}
+
+/// How long to wait for another holder of the directory's lock to let go (sled releases it from a
+/// background thread shortly after a database is dropped).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).cache_capacity(config.cache_bytes).open() {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an `Other` I/O error; its text is all there is to go by.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_PATIENCE {
+                    return Err(StoreError::InUse { path: path.to_path_buf() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(StoreError::Open { path: path.to_path_buf(), detail: describe(&e) }),
+        }
+    }
+}
+
+struct Meta {
+    applied: u64,
+    stream: u64,
+    first: u64,
+    checkpoint: FleetRecord,
+}
+
+fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
+    let number = |key: &[u8], default: u64| -> Result<u64, StoreError> {
+        match db.get(key).map_err(io("reading meta"))? {
+            None => Ok(default),
+            Some(v) => keys::read_u64(&v).ok_or_else(|| StoreError::CorruptRecord {
+                what: "meta",
+                key: String::from_utf8_lossy(&key[1..]).into_owned(),
+                detail: format!("{} bytes where 8 were expected", v.len()),
+            }),
+        }
+    };
+    let checkpoint = match db.get(keys::META_CHECKPOINT).map_err(io("reading the checkpoint"))? {
+        None => FleetRecord::default(),
+        Some(v) => rmp_serde::from_slice(&v).map_err(|e| StoreError::CorruptRecord {
+            what: "meta",
+            key: "checkpoint".into(),
+            detail: e.to_string(),
+        })?,
+    };
+    Ok(Meta {
+        applied: number(keys::META_APPLIED, 0)?,
+        stream: number(keys::META_STREAM, 0)?,
+        first: number(keys::META_FIRST, 1)?,
+        checkpoint,
+    })
+}
+
+fn read_states(db: &sled::Db) -> Result<Vec<(WorkspaceId, WorkspaceRecord)>, StoreError> {
+    db.scan_prefix([keys::STATE])
+        .map(|item| {
+            let (key, value) = item.map_err(io("reading workspace states"))?;
+            let corrupt = |detail: String| StoreError::CorruptRecord {
+                what: "workspace state",
+                key: String::from_utf8_lossy(&key[1..]).into_owned(),
+                detail,
+            };
+            let name = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(e.to_string()))?;
+            let ws = WorkspaceId::parse(name).map_err(|e| corrupt(e.to_string()))?;
+            let record = rmp_serde::from_slice(&value).map_err(|e| corrupt(e.to_string()))?;
+            Ok((ws, record))
+        })
+        .collect()
+}
+
+fn read_outbox(db: &sled::Db) -> Result<Vec<Pending>, StoreError> {
+    db.scan_prefix([keys::OUTBOX])
+        .map(|item| {
+            let (key, value) = item.map_err(io("reading the outbox"))?;
+            let corrupt =
+                |detail: String| StoreError::CorruptRecord { what: "outbox", key: format!("{key:?}"), detail };
+            let key = OutboxKey::parse(&key).ok_or_else(|| corrupt("malformed key".into()))?;
+            let output = wire::decode_output_msgpack(&value).map_err(|e| corrupt(e.to_string()))?;
+            Ok(Pending { key, output })
+        })
+        .collect()
+}
+
+/// The key of the segment holding sequence `seq`, if any.
+fn segment_start(db: &sled::Db, seq: u64) -> Option<u64> {
+    let (key, _) = db.range(keys::log(0)..=keys::log(seq)).next_back()?.ok()?;
+    keys::log_seq(&key)
+}
+
+fn decode_segment(first: u64, bytes: &[u8]) -> Result<Vec<Input>, StoreError> {
+    segment::decode(bytes).map_err(|e| {
+        let at = match &e {
+            SegmentError::Truncated { index } | SegmentError::Record { index, .. } => first + u64::from(*index),
+            SegmentError::Count { .. } => first,
+        };
+        StoreError::CorruptLog { seq: at, detail: e.to_string() }
+    })
+}
+
+/// Re-applies the inputs after the checkpoint, checking that the log has no gap.
+fn replay_tail(db: &sled::Db, engine: &mut StoredEngine, checkpoint: u64, applied: u64) -> Result<u64, StoreError> {
+    if applied < checkpoint {
+        return Err(StoreError::Inconsistent(format!(
+            "the checkpoint covers {checkpoint} but only {applied} were committed"
+        )));
+    }
+    let Some(start) = segment_start(db, checkpoint + 1).or((applied == checkpoint).then_some(checkpoint + 1)) else {
+        return Err(StoreError::Inconsistent(format!("no log segment holds sequence {}", checkpoint + 1)));
+    };
+    let mut replayed = 0;
+    let mut sink = Vec::new();
+    for item in db.range(keys::log(start)..=keys::log(u64::MAX)) {
+        let (key, value) = item.map_err(io("reading the log"))?;
+        let first =
+            keys::log_seq(&key).ok_or_else(|| StoreError::Inconsistent("a log key without a sequence".into()))?;
+        for (i, input) in decode_segment(first, &value)?.into_iter().enumerate() {
+            let seq = first + i as u64;
+            if seq <= checkpoint {
+                continue;
+            }
+            if seq != engine.seq() + 1 || seq > applied {
+                return Err(StoreError::Inconsistent(format!("expected sequence {}, found {seq}", engine.seq() + 1)));
+            }
+            engine.apply(&input, &mut sink);
+            sink.clear();
+            replayed += 1;
+        }
+    }
+    if engine.seq() != applied {
+        return Err(StoreError::Inconsistent(format!(
+            "{applied} inputs were committed but the log ends at {}",
+            engine.seq()
+        )));
+    }
+    if let Some(failure) = engine.tombstones().take_failure() {
+        return Err(StoreError::Io { doing: "reading tombstones", detail: failure });
+    }
+    Ok(replayed)
+}

@@ -1,0 +1,285 @@
+//! The store on a real sled database in a temporary directory: what is committed survives, the
+//! recovered engine is exactly the fold of the log, and bad disks and bad data are clear errors.
+
+mod support;
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use support::streams::{Mix, stream};
+use vigil::core::event::{Input, Output};
+use vigil::core::{Engine, Policy};
+use vigil::store::{LogReader, OpenMode, Store, StoreConfig, StoreError};
+
+fn open(dir: &Path, checkpoint_every: u64) -> (Store, vigil::store::Recovery) {
+    let config = StoreConfig { checkpoint_every, ..StoreConfig::default() };
+    Store::open(dir, Policy::default(), config, OpenMode::CreateIfMissing).expect("open store")
+}
+
+/// Opens the directory with sled directly, to damage it the way a bad disk or another program
+/// would. (sled lets go of a dropped database's lock from a background thread, hence the wait.)
+fn raw_sled(dir: &Path) -> sled::Db {
+    for _ in 0..200 {
+        if let Ok(db) = sled::open(dir) {
+            return db;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("cannot open {} with sled", dir.display())
+}
+
+fn fold(inputs: &[Input]) -> (Engine, Vec<Output>) {
+    let mut engine = Engine::new(Policy::default());
+    let mut out = Vec::new();
+    for i in inputs {
+        engine.apply(i, &mut out);
+    }
+    (engine, out)
+}
+
+fn sample(len: usize, seed: u64) -> Vec<Input> {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    let config = Config { rng_seed: RngSeed::Fixed(seed), ..Config::default() };
+    let mut runner = TestRunner::new(config);
+    let mix = Mix { definitive: true, requests: true, lifecycle: true };
+    stream(mix, 30_000, len).new_tree(&mut runner).unwrap().current()
+}
+
+#[test]
+fn committed_groups_survive_a_reopen_and_fold_to_the_same_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = sample(400, 1);
+    let (mut store, recovery) = open(dir.path(), 0);
+    assert!(recovery.created);
+    let mut handed_out = Vec::new();
+    for group in inputs.chunks(37) {
+        let committed = store.commit(group, None).unwrap();
+        handed_out.extend(committed.outputs.into_iter().map(|p| p.output));
+    }
+    drop(store); // no checkpoint, no close: everything comes back from the log
+    let (store, recovery) = open(dir.path(), 0);
+    let (engine, outputs) = fold(&inputs);
+    assert_eq!(recovery.replayed, inputs.len() as u64);
+    assert_eq!(store.engine().digest(), engine.digest());
+    assert_eq!(handed_out, outputs, "the outputs handed out are the fold's");
+    let pending: Vec<Output> = recovery.pending.into_iter().map(|p| p.output).collect();
+    assert_eq!(pending, outputs, "nothing was acknowledged, so everything is still in the outbox");
+}
+
+#[test]
+fn a_checkpoint_plus_the_log_tail_is_the_same_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = sample(500, 2);
+    let (mut store, _) = open(dir.path(), 0);
+    store.commit(&inputs[..300], None).unwrap();
+    store.checkpoint().unwrap();
+    store.commit(&inputs[300..], None).unwrap();
+    drop(store);
+    let (store, recovery) = open(dir.path(), 0);
+    assert_eq!(recovery.checkpoint_seq, 300);
+    assert_eq!(recovery.replayed, 200);
+    assert_eq!(store.engine().digest(), fold(&inputs).0.digest());
+}
+
+#[test]
+fn acknowledged_outputs_leave_the_outbox_and_the_stream_position_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = sample(200, 3);
+    let (mut store, _) = open(dir.path(), 0);
+    let committed = store.commit(&inputs, Some(4242)).unwrap();
+    assert!(committed.outputs.len() > 2, "the sample causes outputs");
+    let (acked, kept) = committed.outputs.split_at(committed.outputs.len() / 2);
+    store.ack(&acked.iter().map(|p| p.key).collect::<Vec<_>>()).unwrap();
+    store.close().unwrap();
+    let (store, recovery) = open(dir.path(), 0);
+    assert_eq!(recovery.pending, kept);
+    assert_eq!(store.stream_seq(), 4242);
+}
+
+#[test]
+fn automatic_checkpoints_keep_the_tail_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = sample(450, 4);
+    let (mut store, _) = open(dir.path(), 100);
+    for group in inputs.chunks(50) {
+        store.commit(group, None).unwrap();
+    }
+    drop(store);
+    let (store, recovery) = open(dir.path(), 100);
+    assert_eq!(recovery.checkpoint_seq, 400);
+    assert_eq!(recovery.replayed, 50);
+    assert_eq!(store.engine().digest(), fold(&inputs).0.digest());
+}
+
+#[test]
+fn compaction_drops_old_segments_without_changing_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = sample(300, 5);
+    let (mut store, _) = open(dir.path(), 0);
+    for group in inputs.chunks(100) {
+        store.commit(group, None).unwrap();
+    }
+    store.checkpoint().unwrap();
+    let cutoff = inputs[150].at;
+    let dropped = store.compact(cutoff).unwrap();
+    assert_eq!(dropped, 100, "only the segment entirely before the cutoff goes");
+    assert_eq!(store.first_seq(), 101);
+    drop(store);
+    let (store, _) = open(dir.path(), 0);
+    assert_eq!(store.engine().digest(), fold(&inputs).0.digest());
+    drop(store);
+    let reader = LogReader::open(dir.path()).unwrap();
+    assert_eq!(reader.first_seq(), 101);
+    let exported: Vec<Input> = reader.records(1).map(|r| r.unwrap().1).collect();
+    assert_eq!(exported, inputs[100..]);
+}
+
+#[test]
+fn the_log_reads_back_exactly_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = sample(250, 6);
+    let (mut store, _) = open(dir.path(), 0);
+    for group in inputs.chunks(33) {
+        store.commit(group, None).unwrap();
+    }
+    drop(store);
+    let reader = LogReader::open(dir.path()).unwrap();
+    let all: Vec<(u64, Input)> = reader.records(1).map(Result::unwrap).collect();
+    assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=250).collect::<Vec<_>>());
+    assert_eq!(all.into_iter().map(|(_, i)| i).collect::<Vec<_>>(), inputs);
+    let from_100: Vec<u64> = reader.records(100).map(|r| r.unwrap().0).collect();
+    assert_eq!(from_100.first(), Some(&100));
+}
+
+// ---- bad disks and bad data --------------------------------------------------------------------
+
+#[test]
+fn a_directory_of_someone_elses_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a database").unwrap();
+    let err =
+        Store::open(dir.path(), Policy::default(), StoreConfig::default(), OpenMode::CreateIfMissing).err().unwrap();
+    assert!(matches!(err, StoreError::Foreign(_)), "{err}");
+    assert!(dir.path().join("notes.txt").exists(), "and left untouched");
+}
+
+#[test]
+fn another_programs_sled_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = raw_sled(dir.path());
+        db.insert(b"user:1", b"alice").unwrap();
+        db.flush().unwrap();
+    }
+    let err =
+        Store::open(dir.path(), Policy::default(), StoreConfig::default(), OpenMode::CreateIfMissing).err().unwrap();
+    assert!(matches!(err, StoreError::Foreign(_)), "{err}");
+}
+
+#[test]
+fn a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path(), 0).0.close().unwrap();
+    {
+        let db = raw_sled(dir.path());
+        let mut v = b"vigil-store".to_vec();
+        v.extend_from_slice(&99u32.to_be_bytes());
+        db.insert(b"mformat", v).unwrap();
+        db.flush().unwrap();
+    }
+    let err =
+        Store::open(dir.path(), Policy::default(), StoreConfig::default(), OpenMode::CreateIfMissing).err().unwrap();
+    assert!(matches!(err, StoreError::NewerFormat { found: 99, .. }), "{err}");
+}
+
+#[test]
+fn a_corrupted_log_record_is_reported_with_its_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = sample(30, 7);
+    let (mut store, _) = open(dir.path(), 0);
+    store.commit(&inputs[..10], None).unwrap();
+    store.commit(&inputs[10..], None).unwrap();
+    drop(store);
+    {
+        let db = raw_sled(dir.path());
+        let key = [&[b'l'][..], &11u64.to_be_bytes()].concat();
+        let mut segment = db.get(&key).unwrap().unwrap().to_vec();
+        // The first record starts after the 12-byte header and its 4-byte length.
+        segment[16] = 0xc1;
+        db.insert(&key, segment).unwrap();
+        db.flush().unwrap();
+    }
+    let err =
+        Store::open(dir.path(), Policy::default(), StoreConfig::default(), OpenMode::CreateIfMissing).err().unwrap();
+    assert!(matches!(err, StoreError::CorruptLog { seq: 11, .. }), "{err}");
+    let reader = LogReader::open(dir.path()).unwrap();
+    let first_error = reader.records(1).find_map(Result::err).unwrap();
+    assert!(matches!(first_error, StoreError::CorruptLog { seq: 11, .. }), "{first_error}");
+}
+
+#[test]
+fn a_missing_or_unusable_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let err = Store::open(&missing, Policy::default(), StoreConfig::default(), OpenMode::MustExist).err().unwrap();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let err = Store::open(&file, Policy::default(), StoreConfig::default(), OpenMode::CreateIfMissing).err().unwrap();
+    assert!(matches!(err, StoreError::NotADirectory(_)), "{err}");
+    // /proc refuses new directories even to root: the store cannot be created there.
+    let err = Store::open(
+        Path::new("/proc/vigil-data"),
+        Policy::default(),
+        StoreConfig::default(),
+        OpenMode::CreateIfMissing,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+}
+
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, _) = open(dir.path(), 0);
+    let err =
+        Store::open(dir.path(), Policy::default(), StoreConfig::default(), OpenMode::CreateIfMissing).err().unwrap();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever the stream, the group sizes, the checkpoints and the point where the process
+    /// stops without closing the store, reopening gives the engine a full replay of the committed
+    /// log gives.
+    #[test]
+    fn recovery_equals_a_full_replay(
+        inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 1..200),
+        groups in prop::collection::vec(1usize..40, 1..20),
+        checkpoints in prop::collection::vec(any::<bool>(), 20),
+        stop in any::<prop::sample::Index>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = open(dir.path(), 0);
+        let stop = stop.index(inputs.len() + 1);
+        let mut done = 0;
+        for (g, size) in groups.iter().cycle().enumerate() {
+            if done >= stop {
+                break;
+            }
+            let end = (done + size).min(stop);
+            store.commit(&inputs[done..end], None).unwrap();
+            done = end;
+            if checkpoints[g % checkpoints.len()] {
+                store.checkpoint().unwrap();
+            }
+        }
+        drop(store);
+        let (store, _) = open(dir.path(), 0);
+        prop_assert_eq!(store.engine().digest(), fold(&inputs[..stop]).0.digest());
+        prop_assert_eq!(store.engine().seq(), stop as u64);
+    }
+}
