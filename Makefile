@@ -10,7 +10,7 @@ TOOLS := $(CURDIR)/.tools
 NATS_SERVER := $(TOOLS)/nats/bin/nats-server
 REPLAYS := $(sort $(wildcard replays/*/events.jsonl))
 
-.PHONY: all build test run bench replay bless nats-server lint fmt clean
+.PHONY: all build test run bench soak replay bless nats-server lint fmt clean
 
 all: build
 
@@ -42,6 +42,10 @@ bless: build
 		./target/release/vigil replay --json --strict $$f > $$(dirname $$f)/expected.jsonl || exit 1; \
 	done
 	@git --no-pager diff --stat -- replays/ || true
+
+# The crash test with many more SIGKILLs than CI runs.
+soak:
+	VIGIL_CRASH_KILLS=$${KILLS:-300} $(CARGO) test --release --test crash -- --nocapture
 
 bench:
 	$(CARGO) bench --bench engine

@@ -2,6 +2,7 @@
 //! turns errors into messages and exit codes.
 
 mod replay_cmd;
+mod store_cmds;
 
 use std::process::ExitCode;
 
@@ -25,15 +26,37 @@ enum Command {
     /// not a valid event is reported on stderr with its line number and skipped (--strict stops
     /// there instead); the exit status is 1 if any line was skipped.
     Replay(replay_cmd::ReplayArgs),
+    /// Print a data directory's log as JSONL, the format `vigil replay` reads.
+    ///
+    /// Replaying a full export reproduces, byte for byte, the outputs vigil produced. Entries removed
+    /// by retention are reported with a warning. The directory must not be in use by `vigil serve`.
+    Export(store_cmds::ExportArgs),
+    /// Show the workspaces' states recovered from a data directory.
+    ///
+    /// Without WORKSPACE: fleet counts and one line per workspace. With it: state, since, last
+    /// heartbeat, incarnation, restart attempt, pending coalesced restart, next timer.
+    Inspect(store_cmds::InspectArgs),
+    /// (testing) Commit a JSONL log to a data directory, reporting what becomes durable.
+    #[command(hide = true)]
+    DebugIngest(store_cmds::IngestArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay_cmd::run(args),
+        Command::Export(args) => store_cmds::export(args),
+        Command::Inspect(args) => store_cmds::inspect(args),
+        Command::DebugIngest(args) => store_cmds::ingest(args),
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`vigil export | head`): not an error worth a message.
+        Err(err)
+            if err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("vigil: {err:#}");
             ExitCode::from(2)
