@@ -186,7 +186,7 @@ fn sigkill_at_random_points_loses_nothing_durable_and_recovers_the_exact_state()
         assert!(attempts < kills * 4, "only {killed} of {attempts} runs were still running when killed");
         // One kill in four may land while the child recovers; the rest land among group commits.
         let delay = Duration::from_millis(rng.next() % 120);
-        let kill = if rng.next() % 4 == 0 { Kill::FromStart(delay) } else { Kill::AfterRecovery(delay) };
+        let kill = if rng.next().is_multiple_of(4) { Kill::FromStart(delay) } else { Kill::AfterRecovery(delay) };
         let (run, was_killed) = run_child(&data, &input_path, Some(kill));
         check(&run, &mut durable_so_far);
         if was_killed {
