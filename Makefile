@@ -49,6 +49,7 @@ soak:
 
 bench:
 	$(CARGO) bench --bench engine
+	$(CARGO) bench --bench store
 	$(CARGO) run --release --example memory
 
 lint:

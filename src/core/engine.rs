@@ -26,7 +26,23 @@ use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
 use crate::core::policy::Policy;
 use crate::core::snapshot::{Changes, FleetRecord, RestoreError, WorkspaceRecord};
 use crate::core::time::{At, Stamp};
-use crate::core::timers::{Entry, Timers};
+use crate::core::timers::Timers;
+
+/// How many inputs ahead `apply_batch` prefetches.
+pub const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to start loading the cache lines of `len` bytes at `p` (a hint; never dereferenced).
+#[inline]
+fn prefetch_lines(p: *const i8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for offset in (0..len).step_by(64) {
+        // SAFETY: a prefetch is only a hint and never faults; `wrapping_add` keeps the address
+        // computation itself free of undefined behaviour.
+        unsafe { std::arch::x86_64::_mm_prefetch(p.wrapping_add(offset), std::arch::x86_64::_MM_HINT_T0) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
 
 /// How many times one workspace's timer may fire at one instant before it is considered stuck.
 const MAX_FIRES_PER_INSTANT: usize = 8;
@@ -160,10 +176,9 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     dedup: Dedup,
     tombstones: T,
     scratch: Vec<Emitted>,
-    due: Vec<Entry>,
+    due: Vec<u32>,
     draining: bool,
-    /// Slots changed since the last checkpoint, and workspaces removed since.
-    dirty: Vec<u32>,
+    /// Workspaces removed since the last checkpoint (changed ones carry `Slot::dirty`).
     removed: Vec<WorkspaceId>,
 }
 
@@ -220,7 +235,6 @@ impl<T: Tombstones> Engine<T> {
             scratch: Vec::new(),
             due: Vec::new(),
             draining: false,
-            dirty: Vec::new(),
             removed: Vec::new(),
         }
     }
@@ -266,6 +280,31 @@ impl<T: Tombstones> Engine<T> {
         match (self.timers.peek(), self.fleet.breaker.close_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies inputs in order, exactly like `apply` on each, prefetching a few inputs ahead.
+    pub fn apply_batch(&mut self, inputs: &[Input], out: &mut Vec<Output>) {
+        for chunk in inputs.chunks(PREFETCH_AHEAD) {
+            self.prefetch(chunk);
+            for input in chunk {
+                self.apply(input, out);
+            }
+        }
+    }
+
+    /// Hints the CPU to fetch the slots these inputs will touch, so that their cache misses overlap
+    /// instead of queueing one after another (most of an event's cost at 100 000 workspaces is
+    /// waiting for memory). Changes nothing: `apply` does the real lookup.
+    pub fn prefetch(&self, inputs: &[Input]) {
+        for input in inputs {
+            let Some(ws) = input.kind.workspace() else { continue };
+            // The first entry whose 7-bit tag matches: only a hint.
+            if let Some(&i) = self.index.find(self.hash(ws.as_str()), |_| true)
+                && let Some(slot) = self.slots.get(i as usize)
+            {
+                prefetch_lines(slot as *const Slot as *const i8, std::mem::size_of::<Slot>());
+            }
         }
     }
 
@@ -472,11 +511,7 @@ impl<T: Tombstones> Engine<T> {
 
     /// Marks a slot as changed since the last checkpoint.
     fn touch(&mut self, idx: u32) {
-        let slot = &mut self.slots[idx as usize];
-        if !slot.dirty {
-            slot.dirty = true;
-            self.dirty.push(idx);
-        }
+        self.slots[idx as usize].dirty = true;
     }
 
     /// Hands one event to one machine and keeps the fleet's books from the state before and after.
@@ -592,14 +627,13 @@ impl<T: Tombstones> Engine<T> {
 
     /// Makes sure the slot's next deadline has a live timer entry (lazily: see `core::timers`).
     fn rearm(&mut self, idx: u32) {
-        let handle = self.handle(idx);
         let slot = &mut self.slots[idx as usize];
         let Some(machine) = slot.machine.as_ref() else { return };
         if let Some(next) = machine.state().next_deadline(machine.inner(), &self.policy)
             && slot.armed.get().is_none_or(|armed| next < armed)
         {
             slot.armed = Stamp::at(next);
-            self.timers.push(next, handle);
+            self.timers.push(next, idx);
         }
     }
 
@@ -634,32 +668,33 @@ impl<T: Tombstones> Engine<T> {
         let mut due = std::mem::take(&mut self.due);
         self.timers.pop_at(deadline, &mut due);
         let at = deadline.max(self.clock);
-        due.retain(|e| {
-            let slot = &self.slots[e.idx as usize];
-            slot.generation == e.generation && slot.machine.is_some() && slot.armed == Stamp::at(deadline)
+        due.retain(|&idx| {
+            let slot = &self.slots[idx as usize];
+            slot.machine.is_some() && slot.armed == Stamp::at(deadline)
         });
         if due.len() > 1 {
-            due.sort_by(|a, b| self.slots[a.idx as usize].name.cmp(&self.slots[b.idx as usize].name));
+            due.sort_by(|&a, &b| self.slots[a as usize].name.cmp(&self.slots[b as usize].name));
             due.dedup();
         }
-        for e in &due {
-            self.slots[e.idx as usize].armed = Stamp::NEVER;
+        for &idx in &due {
+            self.slots[idx as usize].armed = Stamp::NEVER;
         }
-        for e in due.drain(..) {
+        for idx in due.drain(..) {
             // Several of one machine's deadlines may fall on the same instant; each dispatch must
-            // settle one of them, and a handler that does not is a bug, never a hang.
+            // settle one of them, and a handler that does not is a bug, never a hang. (Timers
+            // never remove a workspace, so the slot stays occupied throughout.)
             for round in 0.. {
-                if !self.valid(e.handle()) || self.deadline_of(e.idx).is_none_or(|d| d > at) {
+                if self.deadline_of(idx).is_none_or(|d| d > at) {
                     break;
                 }
                 if round == MAX_FIRES_PER_INSTANT {
-                    debug_assert!(false, "timer for {} does not advance", self.slots[e.idx as usize].name);
+                    debug_assert!(false, "timer for {} does not advance", self.slots[idx as usize].name);
                     break;
                 }
-                self.dispatch(e.idx, &Event::Timer, at, None, out);
+                self.dispatch(idx, &Event::Timer, at, None, out);
             }
-            if self.valid(e.handle()) && self.deadline_of(e.idx).is_none_or(|d| d > at) {
-                self.rearm(e.idx);
+            if self.deadline_of(idx).is_none_or(|d| d > at) {
+                self.rearm(idx);
             }
         }
         self.due = due;
@@ -705,13 +740,10 @@ impl<T: Tombstones> Engine<T> {
 
     /// The workspaces changed and removed since the last call: what a checkpoint must write.
     pub fn take_changes(&mut self) -> Changes {
-        let mut changes =
-            Changes { upserts: Vec::with_capacity(self.dirty.len()), removed: std::mem::take(&mut self.removed) };
-        for idx in std::mem::take(&mut self.dirty) {
-            let slot = &mut self.slots[idx as usize];
-            if !slot.dirty {
-                continue;
-            }
+        // A scan of the slab per checkpoint costs less than a list of changed slots would cost in
+        // memory between checkpoints, with every workspace heartbeating.
+        let mut changes = Changes { upserts: Vec::new(), removed: std::mem::take(&mut self.removed) };
+        for slot in self.slots.iter_mut().filter(|s| s.dirty) {
             slot.dirty = false;
             if let Some(machine) = &slot.machine {
                 changes.upserts.push((slot.name.clone(), record_of(machine)));
@@ -910,6 +942,6 @@ mod tests {
     /// not grow unnoticed. See BENCHMARKS.md for the measured figure.
     #[test]
     fn a_workspace_slot_stays_small() {
-        assert!(std::mem::size_of::<super::Slot>() <= 160, "Slot is {} bytes", std::mem::size_of::<super::Slot>());
+        assert!(std::mem::size_of::<super::Slot>() <= 168, "Slot is {} bytes", std::mem::size_of::<super::Slot>());
     }
 }

@@ -48,8 +48,8 @@ pub struct Workspace {
     pub last_restart: Stamp,
     /// When the workspace last left Restarting (settle window).
     pub left_restarting: Stamp,
-    /// The incarnation of the latest heartbeat that counted.
-    pub incarnation: Option<Box<str>>,
+    /// The incarnation of the latest heartbeat that counted (inline up to 24 bytes).
+    pub incarnation: Option<compact_str::CompactString>,
     /// [`incarnation_hash`] of it (0 for none): compared on every heartbeat without touching the
     /// string, which lives elsewhere on the heap.
     pub incarnation_hash: u64,
@@ -467,7 +467,7 @@ impl Workspace {
         if let Some(inc) = &hb.incarnation {
             let hash = incarnation_hash(inc);
             if hash != self.incarnation_hash {
-                self.incarnation = Some(inc.as_str().into());
+                self.incarnation = Some(compact_str::CompactString::new(inc));
                 self.incarnation_hash = hash;
             }
         }

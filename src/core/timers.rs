@@ -9,22 +9,17 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::core::fleet::Handle;
 use crate::core::time::At;
 
-/// One armed deadline.
+/// One armed deadline: 12 bytes (packed), since there is one per workspace.
+///
+/// It carries no slot generation: an entry left behind by a removed workspace can only ever make
+/// the engine look at the slot's current occupant, which fires only if its own deadline is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, packed(4))]
 pub struct Entry {
     pub deadline: At,
     pub idx: u32,
-    pub generation: u32,
-}
-
-impl Entry {
-    /// The slot the entry belongs to.
-    pub fn handle(&self) -> Handle {
-        Handle { idx: self.idx, generation: self.generation }
-    }
 }
 
 /// Min-heap of deadlines.
@@ -35,8 +30,8 @@ pub struct Timers {
 
 impl Timers {
     /// Arms `deadline` for a slot.
-    pub fn push(&mut self, deadline: At, h: Handle) {
-        self.heap.push(Reverse(Entry { deadline, idx: h.idx, generation: h.generation }));
+    pub fn push(&mut self, deadline: At, idx: u32) {
+        self.heap.push(Reverse(Entry { deadline, idx }));
     }
 
     /// The earliest armed deadline (possibly stale).
@@ -44,13 +39,13 @@ impl Timers {
         self.heap.peek().map(|Reverse(e)| e.deadline)
     }
 
-    /// Removes and returns every entry due exactly at `deadline`.
-    pub fn pop_at(&mut self, deadline: At, into: &mut Vec<Entry>) {
-        while let Some(Reverse(e)) = self.heap.peek() {
-            if e.deadline != deadline {
+    /// Removes every entry due exactly at `deadline` and returns their slots.
+    pub fn pop_at(&mut self, deadline: At, into: &mut Vec<u32>) {
+        while let Some(&Reverse(e)) = self.heap.peek() {
+            if { e.deadline } != deadline {
                 break;
             }
-            into.push(e.to_owned());
+            into.push(e.idx);
             self.heap.pop();
         }
     }
