@@ -159,15 +159,16 @@ proptest! {
         prop_assert_eq!(original.digest(), restored.digest());
     }
 
-    /// (f) Checkpoints written incrementally — only what changed since the last one — add up to the
-    /// engine's full state, whatever the cut points.
+    /// (f) Checkpoints written incrementally — only the slab chunks that changed since the last
+    /// one — add up to the engine's full state, whatever the cut points and chunk size.
     #[test]
     fn incremental_checkpoints_add_up_to_the_full_state(
         inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 1..300),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+        size in 1usize..5,
     ) {
         let mut engine = Engine::new(Policy::default());
-        let mut stored = BTreeMap::new();
+        let mut stored: BTreeMap<u32, Vec<_>> = BTreeMap::new();
         let mut points: Vec<usize> = cuts.iter().map(|c| c.index(inputs.len() + 1)).collect();
         points.push(inputs.len());
         points.sort();
@@ -177,13 +178,13 @@ proptest! {
                 engine.apply(input, &mut out);
             }
             done = point;
-            let changes = engine.take_changes();
-            for ws in changes.removed {
-                stored.remove(&ws);
-            }
-            stored.extend(changes.upserts);
+            let chunks = engine.take_dirty_chunks(size, false);
+            stored.extend(chunks.chunks);
+            stored.retain(|k, _| *k < chunks.count);
         }
-        prop_assert_eq!(stored.into_iter().collect::<Vec<_>>(), engine.records());
+        let mut all: Vec<_> = stored.into_values().flatten().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        prop_assert_eq!(all, engine.records());
     }
 
     /// (d) Any bytes at all, decoded as JSONL or MessagePack and applied when valid, never panic.

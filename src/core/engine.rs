@@ -24,7 +24,7 @@ use crate::core::event::*;
 use crate::core::fleet::{Fleet, Handle};
 use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
 use crate::core::policy::Policy;
-use crate::core::snapshot::{Changes, FleetRecord, RestoreError, WorkspaceRecord};
+use crate::core::snapshot::{Chunks, FleetRecord, RestoreError, WorkspaceRecord};
 use crate::core::time::{At, Stamp};
 use crate::core::timers::Timers;
 
@@ -178,8 +178,6 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     scratch: Vec<Emitted>,
     due: Vec<u32>,
     draining: bool,
-    /// Workspaces removed since the last checkpoint (changed ones carry `Slot::dirty`).
-    removed: Vec<WorkspaceId>,
 }
 
 impl Engine<MemoryTombstones> {
@@ -235,7 +233,6 @@ impl<T: Tombstones> Engine<T> {
             scratch: Vec::new(),
             due: Vec::new(),
             draining: false,
-            removed: Vec::new(),
         }
     }
 
@@ -612,8 +609,8 @@ impl<T: Tombstones> Engine<T> {
         let name = slot.name.clone();
         slot.generation = slot.generation.wrapping_add(1);
         slot.armed = Stamp::NEVER;
-        slot.dirty = false;
-        self.removed.push(name.clone());
+        // Its chunk must be rewritten without it.
+        slot.dirty = true;
         let slots = &self.slots;
         if let Ok(entry) =
             self.index.find_entry(self.hasher.hash_one(name.as_str()), |&i| i == idx && slots[i as usize].name == name)
@@ -738,18 +735,30 @@ impl<T: Tombstones> Engine<T> {
     // Snapshots.
     // -----------------------------------------------------------------------------------------
 
-    /// The workspaces changed and removed since the last call: what a checkpoint must write.
-    pub fn take_changes(&mut self) -> Changes {
-        // A scan of the slab per checkpoint costs less than a list of changed slots would cost in
-        // memory between checkpoints, with every workspace heartbeating.
-        let mut changes = Changes { upserts: Vec::new(), removed: std::mem::take(&mut self.removed) };
-        for slot in self.slots.iter_mut().filter(|s| s.dirty) {
-            slot.dirty = false;
-            if let Some(machine) = &slot.machine {
-                changes.upserts.push((slot.name.clone(), record_of(machine)));
+    /// The machines to checkpoint: the slab is cut into chunks of `size` slots, and every chunk in
+    /// which a workspace changed (was created, removed, or handled an event) since the last call is
+    /// returned whole — or every chunk, with `all`. Also says how many chunks the slab spans now.
+    ///
+    /// A chunk is a stable unit only while the slab is: after `restore` (which packs the slab), the
+    /// first checkpoint must be taken with `all`.
+    pub fn take_dirty_chunks(&mut self, size: usize, all: bool) -> Chunks {
+        let size = size.max(1);
+        let count = self.slots.len().div_ceil(size);
+        let mut chunks = Vec::new();
+        for (k, range) in self.slots.chunks_mut(size).enumerate() {
+            if !all && !range.iter().any(|s| s.dirty) {
+                continue;
             }
+            let records = range
+                .iter_mut()
+                .filter_map(|slot| {
+                    slot.dirty = false;
+                    slot.machine.as_ref().map(|m| (slot.name.clone(), record_of(m)))
+                })
+                .collect();
+            chunks.push((k as u32, records));
         }
-        changes
+        Chunks { chunks, count: count as u32 }
     }
 
     /// Fleet-wide state and the log position it stands at.
@@ -789,6 +798,11 @@ impl<T: Tombstones> Engine<T> {
         workspaces: impl IntoIterator<Item = (WorkspaceId, WorkspaceRecord)>,
     ) -> Result<Self, RestoreError> {
         let mut engine = Engine::with_tombstones(policy, tombstones);
+        let workspaces = workspaces.into_iter();
+        let expected = workspaces.size_hint().0;
+        engine.slots.reserve(expected);
+        let hasher = engine.hasher;
+        engine.index.reserve(expected, |&i| hasher.hash_one(engine.slots[i as usize].name.as_str()));
         engine.seq = fleet.seq;
         if let Some(clock) = fleet.clock {
             engine.clock = clock;

@@ -39,14 +39,13 @@ pub struct FleetRecord {
     pub dedup: Vec<(At, String)>,
 }
 
-/// What changed since the last checkpoint.
+/// The machines a checkpoint writes, chunk by chunk (see `Engine::take_dirty_chunks`).
 #[derive(Debug, Default)]
-pub struct Changes {
-    /// Workspaces whose machine changed (or was created), with their current record.
-    pub upserts: Vec<(WorkspaceId, WorkspaceRecord)>,
-    /// Workspaces removed since (a workspace removed and re-created appears in both lists; apply
-    /// removals first).
-    pub removed: Vec<WorkspaceId>,
+pub struct Chunks {
+    /// Chunk number and every live workspace in it, for each chunk to (re)write.
+    pub chunks: Vec<(u32, Vec<(WorkspaceId, WorkspaceRecord)>)>,
+    /// How many chunks the slab spans: stored chunks numbered from here on are obsolete.
+    pub count: u32,
 }
 
 /// Why records could not be turned back into an engine.

@@ -5,7 +5,7 @@
 //! | prefix | key                      | value                                               |
 //! |--------|--------------------------|-----------------------------------------------------|
 //! | `l`    | first seq (u64, BE)      | a log segment: the inputs of one group commit        |
-//! | `s`    | workspace id             | the workspace's machine, as of the last checkpoint   |
+//! | `s`    | chunk (u32, BE)          | the machines of one slab chunk, as of the checkpoint |
 //! | `t`    | workspace id             | a removed workspace's tombstone                      |
 //! | `o`    | seq (u64 BE), n (u32 BE) | an output not yet confirmed by the bus (the outbox)  |
 //! | `m`    | name                     | meta: format, applied seq, stream seq, checkpoint    |
@@ -28,6 +28,8 @@ pub const META_STREAM: &[u8] = b"mstream";
 pub const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 /// Meta: the first log sequence still stored, after compaction (u64 BE).
 pub const META_FIRST: &[u8] = b"mfirst";
+/// Meta: how many state chunks the last checkpoint spans (u64 BE).
+pub const META_CHUNKS: &[u8] = b"mchunks";
 
 /// What a vigil database says first.
 pub const MAGIC: &[u8] = b"vigil-store";
@@ -42,8 +44,10 @@ pub fn log_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
-pub fn state(ws: &str) -> Vec<u8> {
-    prefixed(STATE, ws.as_bytes())
+pub fn state(chunk: u32) -> [u8; 5] {
+    let mut k = [STATE; 5];
+    k[1..].copy_from_slice(&chunk.to_be_bytes());
+    k
 }
 
 pub fn tomb(ws: &str) -> Vec<u8> {
