@@ -9,7 +9,16 @@
 //! - [`core`]: the pure part — event types and their wire encoding, the policy, the statig state
 //!   machine (`core::machine`, the transition table), the fleet breaker and the engine.
 //! - [`replay`]: reads JSONL logs, runs them through the engine, writes transcripts.
+//! - [`store`]: the engine made durable on sled: log segments, outbox, checkpoints, recovery.
+//! - [`bus`]: the service over NATS JetStream, and the producers' [`client`].
+//! - [`config`], [`telemetry`]: how `vigil serve` is configured, logs and metrics.
 
+pub mod bus;
+pub mod config;
 pub mod core;
 pub mod replay;
 pub mod store;
+pub mod telemetry;
+
+/// The producer's client (`vigil::client::Client`): publish events, heartbeat on an interval.
+pub use bus::client;

@@ -2,6 +2,7 @@
 //! turns errors into messages and exit codes.
 
 mod replay_cmd;
+mod serve_cmd;
 mod store_cmds;
 
 use std::process::ExitCode;
@@ -18,6 +19,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: consume events from NATS JetStream, decide, publish outputs.
+    ///
+    /// Inputs are read from the stream over `<prefix>.in.>` (created if missing) with a durable
+    /// consumer, committed to the data directory, then acknowledged. Outputs are published on
+    /// `<prefix>.out.<type>.<workspace>`; invalid inputs go to `<prefix>.dlq`. State queries:
+    /// `<prefix>.query.state.<workspace>` and `<prefix>.query.fleet`. SIGTERM or Ctrl-C stops it
+    /// cleanly.
+    Serve(serve_cmd::ServeArgs),
+    /// Publish one event, e.g. `vigil emit heartbeat ws-a --interval_s 30`.
+    Emit(serve_cmd::EmitArgs),
+    /// Print vigil's outputs as they are published.
+    Watch(serve_cmd::WatchArgs),
     /// Replay JSONL event logs through the engine (no NATS, no disk) and print what vigil decides.
     ///
     /// Each FILE holds one input event per line (the format of `vigil export` and of replays/*/
@@ -44,6 +57,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve_cmd::serve(args),
+        Command::Emit(args) => serve_cmd::emit(args),
+        Command::Watch(args) => serve_cmd::watch(args),
         Command::Replay(args) => replay_cmd::run(args),
         Command::Export(args) => store_cmds::export(args),
         Command::Inspect(args) => store_cmds::inspect(args),

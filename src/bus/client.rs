@@ -1,0 +1,117 @@
+//! A small client for producers: what an agent runtime, a provisioner or a proxy links to publish
+//! events to vigil (`vigil::client`), and what `vigil emit` and `vigil watch` use.
+//!
+//! Events are published with JetStream acknowledgement, so `publish` returning `Ok` means the event
+//! is stored in vigil's input stream and will be applied even if vigil is down right now.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage as Publish};
+use futures::StreamExt;
+
+use crate::bus::subjects::Subjects;
+use crate::bus::{BusError, serve::wall_clock};
+use crate::core::event::{Heartbeat, Input, InputKind, Output, WorkspaceId};
+use crate::core::wire;
+
+/// A connection to vigil's subjects.
+#[derive(Clone)]
+pub struct Client {
+    js: jetstream::Context,
+    nats: async_nats::Client,
+    subjects: Subjects,
+}
+
+impl Client {
+    /// Connects to `url` (no auth) with the default prefix `vigil`.
+    pub async fn connect(url: &str) -> Result<Client, BusError> {
+        let nats =
+            async_nats::connect(url).await.map_err(|e| BusError::Connect { url: url.into(), detail: e.to_string() })?;
+        Ok(Client::with(nats, "vigil"))
+    }
+
+    /// Wraps an existing NATS connection, for a given subject prefix.
+    pub fn with(nats: async_nats::Client, prefix: &str) -> Client {
+        Client { js: jetstream::new(nats.clone()), nats, subjects: Subjects::new(prefix) }
+    }
+
+    /// Publishes one event and waits until vigil's input stream has stored it. The event's `at`
+    /// is the producer's clock; vigil keeps it as `sent_at` and stamps its own receive time.
+    pub async fn publish(&self, input: &Input) -> Result<(), BusError> {
+        let Some(ws) = input.kind.workspace() else {
+            return Err(BusError::Config(format!("`{}` events are vigil's own", input.kind.type_name())));
+        };
+        let subject = self.subjects.input(input.kind.type_name(), ws);
+        let mut message = Publish::build().payload(wire::encode_msgpack(input).into());
+        if let Some(id) = &input.id {
+            message = message.message_id(id);
+        }
+        let ack = self.js.send_publish(subject, message).await.map_err(|e| BusError::Nats(e.to_string()))?;
+        ack.await.map(|_| ()).map_err(|e| BusError::Nats(e.to_string()))
+    }
+
+    /// Publishes one heartbeat.
+    pub async fn heartbeat(
+        &self,
+        workspace: &WorkspaceId,
+        interval: Duration,
+        incarnation: Option<&str>,
+    ) -> Result<(), BusError> {
+        let input = Input {
+            at: wall_clock(),
+            sent_at: None,
+            id: None,
+            kind: InputKind::Heartbeat(Heartbeat {
+                workspace: workspace.clone(),
+                interval_s: Some(interval.as_secs().clamp(1, 3600) as u16),
+                incarnation: incarnation.map(str::to_string),
+                active_tasks: None,
+            }),
+        };
+        self.publish(&input).await
+    }
+
+    /// Heartbeats every `interval` on a background task (on its own, so a busy agent loop cannot
+    /// starve it) until the returned handle is dropped. Failures are logged and retried next beat.
+    pub fn spawn_heartbeats(
+        &self,
+        workspace: WorkspaceId,
+        interval: Duration,
+        incarnation: Option<String>,
+    ) -> Heartbeats {
+        let client = self.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Err(e) = client.heartbeat(&workspace, interval, incarnation.as_deref()).await {
+                    tracing::warn!(workspace = %workspace, error = %e, "heartbeat not published");
+                }
+            }
+        });
+        Heartbeats(task)
+    }
+
+    /// Every output vigil publishes from now on (optionally only one workspace's), as they arrive.
+    pub async fn watch(
+        &self,
+        workspace: Option<&WorkspaceId>,
+    ) -> Result<impl futures::Stream<Item = Result<Output, String>>, BusError> {
+        let subject = match workspace {
+            Some(ws) => format!("{}.out.*.{ws}", self.subjects.prefix()),
+            None => format!("{}.out.>", self.subjects.prefix()),
+        };
+        let sub = self.nats.subscribe(subject).await.map_err(|e| BusError::Nats(e.to_string()))?;
+        Ok(sub.map(|m| wire::decode_output_msgpack(&m.payload).map_err(|e| e.to_string())))
+    }
+}
+
+/// Background heartbeats; they stop when this is dropped.
+pub struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,112 @@
+//! Connecting to NATS with the configured credentials and TLS, and declaring vigil's streams and
+//! consumer (idempotently: every start creates or updates them).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::bus::BusError;
+use crate::bus::subjects::Subjects;
+use crate::config::ServeConfig;
+
+/// Connects with the configured auth. Reconnection after a lost connection is automatic and
+/// unlimited; the first connection must succeed, so a wrong URL or credentials fail fast.
+pub async fn connect(cfg: &ServeConfig, name: &str) -> Result<async_nats::Client, BusError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None::<usize>)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("lost the NATS connection; reconnecting"),
+                async_nats::Event::SlowConsumer(sid) => tracing::warn!(sid, "slow consumer: messages dropped"),
+                other => tracing::info!(event = %other, "NATS event"),
+            }
+        });
+    if let Some(path) = &cfg.creds_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| BusError::Config(format!("credentials file {}: {e}", path.display())))?;
+    }
+    if let Some(token) = &cfg.token {
+        opts = opts.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(user.clone(), password.clone());
+    }
+    if cfg.tls_required {
+        opts = opts.require_tls(true);
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    let urls = cfg.nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect::<Vec<_>>().join(",");
+    opts.connect(urls.as_str())
+        .await
+        .map_err(|e| BusError::Connect { url: cfg.nats_url.clone(), detail: e.to_string() })
+}
+
+/// Creates or updates the input, output and DLQ streams, and the durable input consumer.
+pub async fn declare(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    cfg: &ServeConfig,
+) -> Result<consumer::PullConsumer, BusError> {
+    let declare = |name: String, subject: String, max_age: Duration, dedup: Duration| stream::Config {
+        name,
+        subjects: vec![subject],
+        storage: stream::StorageType::File,
+        max_age,
+        duplicate_window: dedup,
+        ..Default::default()
+    };
+    let input = js
+        .create_or_update_stream(declare(
+            subjects.input_stream(),
+            subjects.inputs(),
+            cfg.input_max_age,
+            cfg.input_duplicate_window,
+        ))
+        .await
+        .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
+    js.create_or_update_stream(declare(
+        subjects.output_stream(),
+        subjects.outputs(),
+        cfg.output_max_age,
+        cfg.output_duplicate_window,
+    ))
+    .await
+    .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.output_stream())))?;
+    js.create_or_update_stream(declare(
+        subjects.dlq_stream(),
+        subjects.dlq(),
+        cfg.input_max_age,
+        cfg.input_duplicate_window,
+    ))
+    .await
+    .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.dlq_stream())))?;
+    let stream = js
+        .get_stream(input.config.name.clone())
+        .await
+        .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
+    stream
+        .get_or_create_consumer(
+            &cfg.consumer,
+            consumer::pull::Config {
+                durable_name: Some(cfg.consumer.clone()),
+                description: Some("vigil's input consumer: applied, made durable, then acknowledged".into()),
+                // One ack per group commit covers every message up to it.
+                ack_policy: consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| BusError::Declare(format!("consumer {}: {e}", cfg.consumer)))
+}

@@ -1,0 +1,78 @@
+//! The outbox publisher: sends outputs to the output stream and reports which ones the server
+//! confirmed, so the serve loop can clear them from the outbox.
+//!
+//! Every output is published with its id as `Nats-Msg-Id`; the stream's de-duplication window makes
+//! a re-publish (after a crash, or a retry after a lost confirmation) a no-op. A publish that fails
+//! is retried with backoff until it succeeds: an output is never dropped, only delayed.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage as Publish};
+use tokio::sync::mpsc;
+
+use crate::bus::subjects::Subjects;
+use crate::core::wire;
+use crate::store::{OutboxKey, Pending};
+
+/// Publishes batches from `outbox` until it closes; reports confirmed keys on `confirmed`.
+pub async fn run(
+    js: jetstream::Context,
+    subjects: Subjects,
+    mut outbox: mpsc::Receiver<Vec<Pending>>,
+    confirmed: mpsc::UnboundedSender<Vec<OutboxKey>>,
+) {
+    while let Some(batch) = outbox.recv().await {
+        if batch.is_empty() {
+            continue;
+        }
+        // Send them all, then wait for the confirmations: one round trip per batch, not per output.
+        let mut waiting = Vec::with_capacity(batch.len());
+        for p in &batch {
+            waiting.push(send(&js, &subjects, p).await);
+        }
+        let mut keys = Vec::with_capacity(batch.len());
+        for (p, sent) in batch.iter().zip(waiting) {
+            let ok = match sent {
+                Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ok {
+                tracing::warn!(id = %p.output.id, error = %e, "publishing an output failed; retrying");
+                publish_until_confirmed(&js, &subjects, p).await;
+            }
+            metrics::counter!("vigil_outputs_published_total").increment(1);
+            keys.push(p.key);
+        }
+        if confirmed.send(keys).is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    p: &Pending,
+) -> Result<jetstream::context::PublishAckFuture, String> {
+    let payload = wire::encode_output_msgpack(&p.output);
+    let message = Publish::build().payload(payload.into()).message_id(&p.output.id);
+    js.send_publish(subjects.output(&p.output), message).await.map_err(|e| e.to_string())
+}
+
+async fn publish_until_confirmed(js: &jetstream::Context, subjects: &Subjects, p: &Pending) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = match send(js, subjects, p).await {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(id = %p.output.id, error = %e, retry_in = ?backoff, "publishing an output failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

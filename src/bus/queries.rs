@@ -1,0 +1,21 @@
+//! Answers to `<prefix>.query.state.<workspace>` and `<prefix>.query.fleet`, as JSON: what a proxy
+//! needs to answer a 503 with `Retry-After`, and what an operator needs at a glance.
+
+use async_nats::service::{Request, error::Error as ServiceError};
+use bytes::Bytes;
+
+use crate::core::{Engine, Tombstones};
+
+/// The workspace named by the last token of the request subject.
+pub fn state<T: Tombstones>(engine: &Engine<T>, request: &Request) -> Result<Bytes, ServiceError> {
+    let ws = request.message.subject.rsplit('.').next().unwrap_or_default();
+    match engine.view(ws) {
+        Some(view) => Ok(serde_json::to_vec(&view).expect("views serialise").into()),
+        None => Err(ServiceError { status: format!("no workspace {ws:?}"), code: 404 }),
+    }
+}
+
+/// Counts per state and the breaker's status.
+pub fn fleet<T: Tombstones>(engine: &Engine<T>) -> Result<Bytes, ServiceError> {
+    Ok(serde_json::to_vec(&engine.fleet_view()).expect("views serialise").into())
+}

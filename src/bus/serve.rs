@@ -1,0 +1,384 @@
+//! `vigil serve`: the loop that connects NATS, the store and the engine.
+//!
+//! One task owns the store (and so the engine); everything that touches them happens here, in
+//! order, so there are no locks and the log order is the apply order:
+//!
+//! - a batch of input messages: decode (bad ones to the DLQ), one group commit, then one
+//!   acknowledgement for the batch (the consumer acknowledges everything up to it);
+//! - a deadline reached with no input: a `tick` is committed, so the log replays with the same
+//!   timing;
+//! - the publisher confirmed outputs: they leave the outbox;
+//! - a query: answered from the engine;
+//! - shutdown: stop fetching, let the publisher drain, checkpoint, return.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, message::PublishMessage as Publish};
+use async_nats::service::ServiceExt;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::bus::subjects::Subjects;
+use crate::bus::{BusError, connect, publisher, queries};
+use crate::config::ServeConfig;
+use crate::core::event::{Input, InputKind, OutputBody, StateName};
+use crate::core::wire::{self, DecodeError, Stamping};
+use crate::core::{At, Policy};
+use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
+
+/// How long shutdown waits for the publisher to confirm what is left (the rest stays in the
+/// outbox and is published on the next start).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The wall clock, in the core's terms. Only the shells read it.
+pub fn wall_clock() -> At {
+    At(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+/// Runs the service until `shutdown` completes or a fatal error occurs.
+pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
+    let subjects = Subjects::new(&cfg.prefix);
+    let client = connect::connect(&cfg, "vigil").await?;
+    let js = jetstream::new(client.clone());
+    let consumer = connect::declare(&js, &subjects, &cfg).await?;
+
+    let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
+    let data_dir = cfg.data_dir.clone();
+    let (store, recovery) =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, policy, store_config, OpenMode::CreateIfMissing))
+            .await
+            .map_err(|e| BusError::Nats(format!("opening the store panicked: {e}")))??;
+    tracing::info!(
+        data_dir = %cfg.data_dir.display(),
+        workspaces = store.engine().len(),
+        log_seq = store.engine().seq(),
+        checkpoint = recovery.checkpoint_seq,
+        replayed = recovery.replayed,
+        unconfirmed = recovery.pending.len(),
+        "store recovered"
+    );
+
+    let (outbox, outbox_rx) = mpsc::channel::<Vec<Pending>>(1024);
+    let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
+    let publisher = tokio::spawn(publisher::run(js.clone(), subjects.clone(), outbox_rx, confirmed_tx));
+    if !recovery.pending.is_empty() {
+        let _ = outbox.send(recovery.pending).await;
+    }
+
+    let service = client
+        .service_builder()
+        .description("vigil: liveness and restart decisions for agent workspaces")
+        .start("vigil", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| BusError::Service(e.to_string()))?;
+    let group = service.group(subjects.query_group());
+    let state_endpoint = group.endpoint("state.*").await.map_err(|e| BusError::Service(e.to_string()))?;
+    let fleet_endpoint = group.endpoint("fleet").await.map_err(|e| BusError::Service(e.to_string()))?;
+
+    let mut serve =
+        Serve { cfg, subjects, js, store, outbox, last_stamp: At(i64::MIN), last_checkpoint: Instant::now() };
+    // vigil was away: every deadline gets full grace from now (SPEC §1 `resume`).
+    let resume = Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume };
+    serve.commit(vec![resume], None).await?;
+    tracing::info!(prefix = serve.subjects.prefix(), "serving");
+
+    let result = serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, shutdown).await;
+    serve.shutdown(publisher, confirmed, result).await
+}
+
+struct Serve {
+    cfg: ServeConfig,
+    subjects: Subjects,
+    js: jetstream::Context,
+    store: Store,
+    outbox: mpsc::Sender<Vec<Pending>>,
+    last_stamp: At,
+    last_checkpoint: Instant,
+}
+
+impl Serve {
+    /// The receive time for what arrives now; never earlier than the last one given out.
+    fn stamp(&mut self) -> At {
+        self.last_stamp = self.last_stamp.max(wall_clock());
+        self.last_stamp
+    }
+
+    async fn run_loop(
+        &mut self,
+        consumer: &jetstream::consumer::PullConsumer,
+        mut state_endpoint: async_nats::service::endpoint::Endpoint,
+        mut fleet_endpoint: async_nats::service::endpoint::Endpoint,
+        confirmed: &mut mpsc::UnboundedReceiver<Vec<OutboxKey>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), BusError> {
+        tokio::pin!(shutdown);
+        let mut messages = self.pull(consumer).await;
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                Some(keys) = confirmed.recv() => {
+                    tokio::task::block_in_place(|| self.store.ack(&keys))?;
+                }
+                batch = messages.next() => match batch {
+                    Some(batch) => self.handle_batch(batch).await?,
+                    None => {
+                        tracing::warn!("the input consumer's message stream ended; pulling again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        messages = self.pull(consumer).await;
+                    }
+                },
+                Some(request) = state_endpoint.next() => {
+                    let answer = queries::state(self.store.engine(), &request);
+                    if let Err(e) = request.respond(answer).await {
+                        tracing::warn!(error = %e, "answering a state query failed");
+                    }
+                }
+                Some(request) = fleet_endpoint.next() => {
+                    let answer = queries::fleet(self.store.engine());
+                    if let Err(e) = request.respond(answer).await {
+                        tracing::warn!(error = %e, "answering a fleet query failed");
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => self.on_clock().await?,
+            }
+        }
+    }
+
+    /// The input messages, in batches of whatever is ready (at most `batch_max`).
+    async fn pull(
+        &self,
+        consumer: &jetstream::consumer::PullConsumer,
+    ) -> std::pin::Pin<Box<dyn futures::Stream<Item = Vec<Result<jetstream::Message, String>>> + Send>> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let stream = consumer
+                .stream()
+                .max_messages_per_batch(self.cfg.batch_max)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            match stream {
+                Ok(stream) => {
+                    return stream.map(|m| m.map_err(|e| e.to_string())).ready_chunks(self.cfg.batch_max).boxed();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot pull from the input consumer");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// When the loop must wake up on its own: the engine's next deadline, or a checkpoint.
+    fn next_wake(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let checkpoint = now + self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+        let deadline = self.store.engine().next_deadline().map(|d| {
+            let wait = d.millis().saturating_sub(wall_clock().millis()).max(0) as u64;
+            now + Duration::from_millis(wait)
+        });
+        deadline.map_or(checkpoint, |d| d.min(checkpoint)).min(now + Duration::from_secs(1))
+    }
+
+    /// A deadline may be due with nothing else arriving: commit a tick so that it fires (and the
+    /// log says when). Also checkpoints on schedule.
+    async fn on_clock(&mut self) -> Result<(), BusError> {
+        let now = self.stamp();
+        if self.store.engine().next_deadline().is_some_and(|d| d <= now) {
+            let tick = Input { at: now, sent_at: None, id: None, kind: InputKind::Tick };
+            self.commit(vec![tick], None).await?;
+        }
+        if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
+            tokio::task::block_in_place(|| self.store.checkpoint())?;
+            self.last_checkpoint = Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn handle_batch(&mut self, batch: Vec<Result<jetstream::Message, String>>) -> Result<(), BusError> {
+        let started = Instant::now();
+        let now = self.stamp();
+        let mut inputs = Vec::with_capacity(batch.len());
+        let mut last_message = None;
+        let mut last_seq = self.store.stream_seq();
+        for item in batch {
+            let message = match item {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pulling input messages");
+                    continue;
+                }
+            };
+            let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
+                tracing::warn!(subject = %message.subject, "a message without JetStream metadata; ignored");
+                continue;
+            };
+            if seq <= last_seq {
+                // Redelivered after a crash or a lost acknowledgement: already applied.
+                metrics::counter!("vigil_redelivered_total").increment(1);
+                last_message = Some(message);
+                continue;
+            }
+            match self.decode(&message, now) {
+                Ok(input) => {
+                    metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
+                    inputs.push(input);
+                }
+                Err(rejection) => self.dead_letter(&message, seq, &rejection).await,
+            }
+            last_seq = seq;
+            last_message = Some(message);
+        }
+        if last_seq > self.store.stream_seq() {
+            self.commit(inputs, Some(last_seq)).await?;
+        }
+        if let Some(message) = last_message
+            && let Err(e) = message.ack().await
+        {
+            // Harmless: the messages come again and are recognised by their stream sequence.
+            tracing::warn!(error = %e, "acknowledging a batch failed");
+        }
+        metrics::histogram!("vigil_batch_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Decodes one input message, checking it against its subject.
+    fn decode(&self, message: &jetstream::Message, now: At) -> Result<Input, Rejection> {
+        if message.payload.len() > self.cfg.max_payload {
+            return Err(Rejection::new(
+                "too_large",
+                format!("{} bytes; at most {} are accepted", message.payload.len(), self.cfg.max_payload),
+            ));
+        }
+        let Some(subject) = self.subjects.parse_input(&message.subject) else {
+            return Err(Rejection::new(
+                "bad_subject",
+                format!("expected {}.in.<type>.<workspace>", self.subjects.prefix()),
+            ));
+        };
+        let input = wire::decode_msgpack(&message.payload, Stamping::ReceivedAt(now)).map_err(Rejection::from)?;
+        let kind = input.kind.type_name();
+        if matches!(input.kind, InputKind::Tick | InputKind::Resume) {
+            return Err(Rejection::new("internal_type", format!("`{kind}` events are vigil's own")));
+        }
+        if kind != subject.kind {
+            return Err(Rejection::new(
+                "subject_mismatch",
+                format!("the subject says {}, the payload {kind}", subject.kind),
+            ));
+        }
+        if input.kind.workspace().is_none_or(|w| w.as_str() != subject.workspace) {
+            return Err(Rejection::new("subject_mismatch", "the subject's workspace is not the payload's".to_string()));
+        }
+        Ok(input)
+    }
+
+    /// Publishes a rejected message to the DLQ with the reason in its headers. De-duplicated by the
+    /// input's stream sequence, so a redelivery does not dead-letter it twice.
+    async fn dead_letter(&self, message: &jetstream::Message, seq: u64, rejection: &Rejection) {
+        metrics::counter!("vigil_dlq_total", "reason" => rejection.code).increment(1);
+        tracing::warn!(subject = %message.subject, seq, reason = rejection.code, detail = %rejection.detail, "dead-lettered an input");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Vigil-Reason", rejection.code);
+        headers.insert("Vigil-Error", rejection.detail.as_str());
+        headers.insert("Vigil-Subject", message.subject.as_str());
+        headers.insert("Vigil-Stream-Seq", seq.to_string().as_str());
+        let publish = Publish::build()
+            .headers(headers)
+            .payload(message.payload.clone())
+            .message_id(format!("dlq-{}-{seq}", self.subjects.input_stream()));
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..10 {
+            let sent = match self.js.send_publish(self.subjects.dlq(), publish.clone()).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing to the DLQ failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        tracing::error!(seq, "could not publish to the DLQ; the rejection is only in the logs and metrics");
+    }
+
+    /// One group commit; its outputs go to the publisher.
+    async fn commit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
+        let committed = tokio::task::block_in_place(|| self.store.commit(&inputs, stream_seq))?;
+        for p in &committed.outputs {
+            metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);
+            if let OutputBody::Suppressed { reason, .. } = p.output.body {
+                metrics::counter!("vigil_suppressed_total", "reason" => reason.as_str()).increment(1);
+            }
+        }
+        self.record_gauges();
+        if !committed.outputs.is_empty() && self.outbox.send(committed.outputs).await.is_err() {
+            return Err(BusError::Nats("the output publisher stopped".into()));
+        }
+        Ok(())
+    }
+
+    fn record_gauges(&self) {
+        let fleet = self.store.engine().fleet_view();
+        for (state, n) in [
+            (StateName::Alive, fleet.alive),
+            (StateName::Suspect, fleet.suspect),
+            (StateName::Restarting, fleet.restarting),
+            (StateName::Dead, fleet.dead),
+            (StateName::Parked, fleet.parked),
+        ] {
+            metrics::gauge!("vigil_workspaces", "state" => state.as_str()).set(f64::from(n));
+        }
+        metrics::gauge!("vigil_breaker_open").set(if fleet.breaker_open { 1.0 } else { 0.0 });
+        metrics::gauge!("vigil_restarts_in_flight").set(f64::from(fleet.restarts_in_flight));
+    }
+
+    /// Stops: lets the publisher confirm what it can, clears that from the outbox, checkpoints.
+    async fn shutdown(
+        self,
+        publisher: tokio::task::JoinHandle<()>,
+        mut confirmed: mpsc::UnboundedReceiver<Vec<OutboxKey>>,
+        result: Result<(), BusError>,
+    ) -> Result<(), BusError> {
+        tracing::info!("shutting down");
+        let Serve { mut store, outbox, .. } = self;
+        drop(outbox); // the publisher finishes what it has, then stops
+        if tokio::time::timeout(DRAIN_TIMEOUT, publisher).await.is_err() {
+            tracing::warn!("outputs still unconfirmed at shutdown stay in the outbox for the next start");
+        }
+        while let Ok(keys) = confirmed.try_recv() {
+            tokio::task::block_in_place(|| store.ack(&keys))?;
+        }
+        let closed = tokio::task::block_in_place(|| store.close());
+        result?;
+        closed?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Why an input message went to the DLQ.
+struct Rejection {
+    code: &'static str,
+    detail: String,
+}
+
+impl Rejection {
+    fn new(code: &'static str, detail: String) -> Rejection {
+        Rejection { code, detail }
+    }
+}
+
+impl From<DecodeError> for Rejection {
+    fn from(e: DecodeError) -> Rejection {
+        Rejection { code: e.code(), detail: e.to_string() }
+    }
+}

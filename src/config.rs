@@ -1,0 +1,142 @@
+//! How `vigil serve` is configured: one struct with sane defaults, read from a TOML file, then
+//! overridden by environment variables and flags (the binary does the overriding; see `vigil serve
+//! --help`). The liveness policy is separate (`core::Policy`, its own TOML file), because it is part
+//! of what a replay must reproduce, while everything here is how the service is run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `vigil serve` needs besides the policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// NATS server URL(s), comma-separated.
+    pub nats_url: String,
+    /// A NATS credentials (.creds) file.
+    pub creds_file: Option<PathBuf>,
+    /// A NATS token.
+    pub token: Option<String>,
+    /// NATS user (with `password`).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Require TLS; `tls_ca` adds a root certificate, `tls_cert` + `tls_key` a client certificate.
+    pub tls_required: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The first token of every subject: `<prefix>.in.>`, `<prefix>.out.>`, `<prefix>.dlq`,
+    /// `<prefix>.query.>`.
+    pub prefix: String,
+    /// The sled data directory.
+    pub data_dir: PathBuf,
+    /// A TOML policy file (windows and thresholds); SPEC defaults otherwise.
+    pub policy_file: Option<PathBuf>,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// At most this many messages per group commit.
+    pub batch_max: usize,
+    /// Inputs larger than this go to the DLQ.
+    pub max_payload: usize,
+    /// Checkpoint after this many inputs...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last checkpoint, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// How long the input stream keeps messages, and its de-duplication window for producers'
+    /// `Nats-Msg-Id`.
+    #[serde(with = "humantime_serde")]
+    pub input_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub input_duplicate_window: Duration,
+    /// How long the output stream keeps messages, and its de-duplication window: a restart command
+    /// re-published after a crash is dropped as a duplicate if vigil is back within this window.
+    #[serde(with = "humantime_serde")]
+    pub output_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub output_duplicate_window: Duration,
+    /// Where Prometheus metrics are served (`/metrics`); `None` to serve none.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `human` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            creds_file: None,
+            token: None,
+            user: None,
+            password: None,
+            tls_required: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            prefix: "vigil".into(),
+            data_dir: PathBuf::from(".data/vigil"),
+            policy_file: None,
+            consumer: "vigil".into(),
+            batch_max: 1000,
+            max_payload: 64 * 1024,
+            checkpoint_every: 100_000,
+            checkpoint_interval: Duration::from_secs(30),
+            input_max_age: Duration::from_secs(7 * 24 * 3600),
+            input_duplicate_window: Duration::from_secs(120),
+            output_max_age: Duration::from_secs(7 * 24 * 3600),
+            output_duplicate_window: Duration::from_secs(3600),
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Toml { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServeConfig {
+    /// Reads a TOML file; keys left out keep their defaults, unknown keys are an error.
+    pub fn from_file(path: &std::path::Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Toml { path: path.into(), source })
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.prefix.is_empty() || self.prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' '])) {
+            return bad("prefix must be one or more dot-separated subject tokens without wildcards");
+        }
+        if self.batch_max == 0 {
+            return bad("batch_max must be at least 1");
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return bad("user and password go together");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key go together");
+        }
+        if self.input_duplicate_window > self.input_max_age || self.output_duplicate_window > self.output_max_age {
+            return bad("a stream's duplicate window cannot be longer than its max age");
+        }
+        Ok(())
+    }
+}
