@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod connect;
+mod fault;
 mod publisher;
 mod queries;
 pub mod serve;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use tokio::sync::mpsc;
 
+use crate::bus::fault;
 use crate::bus::subjects::Subjects;
 use crate::core::wire;
 use crate::store::{OutboxKey, Pending};
@@ -43,6 +44,7 @@ pub async fn run(
             metrics::counter!("vigil_outputs_published_total").increment(1);
             keys.push(p.key);
         }
+        fault::after_publish();
         if confirmed.send(keys).is_err() {
             return;
         }

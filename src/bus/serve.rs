@@ -20,7 +20,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::bus::subjects::Subjects;
-use crate::bus::{BusError, connect, publisher, queries};
+use crate::bus::{BusError, connect, fault, publisher, queries};
 use crate::config::ServeConfig;
 use crate::core::event::{Input, InputKind, OutputBody, StateName};
 use crate::core::wire::{self, DecodeError, Stamping};
@@ -76,8 +76,20 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let state_endpoint = group.endpoint("state.*").await.map_err(|e| BusError::Service(e.to_string()))?;
     let fleet_endpoint = group.endpoint("fleet").await.map_err(|e| BusError::Service(e.to_string()))?;
 
-    let mut serve =
-        Serve { cfg, subjects, js, store, outbox, last_stamp: At(i64::MIN), last_checkpoint: Instant::now() };
+    let input_stream = js
+        .get_stream(subjects.input_stream())
+        .await
+        .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
+    let mut serve = Serve {
+        cfg,
+        subjects,
+        js,
+        input_stream,
+        store,
+        outbox,
+        last_stamp: At(i64::MIN),
+        last_checkpoint: Instant::now(),
+    };
     // vigil was away: every deadline gets full grace from now (SPEC §1 `resume`).
     let resume = Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume };
     serve.commit(vec![resume], None).await?;
@@ -91,6 +103,8 @@ struct Serve {
     cfg: ServeConfig,
     subjects: Subjects,
     js: jetstream::Context,
+    /// The input stream, for reading messages the consumer did not deliver in order.
+    input_stream: jetstream::stream::Stream,
     store: Store,
     outbox: mpsc::Sender<Vec<Pending>>,
     last_stamp: At,
@@ -219,18 +233,19 @@ impl Serve {
                 continue;
             };
             if seq <= last_seq {
-                // Redelivered after a crash or a lost acknowledgement: already applied.
+                // Redelivered after a lost acknowledgement or a crash: already applied.
                 metrics::counter!("vigil_redelivered_total").increment(1);
                 last_message = Some(message);
                 continue;
             }
-            match self.decode(&message, now) {
-                Ok(input) => {
-                    metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
-                    inputs.push(input);
-                }
-                Err(rejection) => self.dead_letter(&message, seq, &rejection).await,
+            if seq > last_seq + 1 {
+                // Messages the consumer delivered elsewhere (to an instance that crashed before
+                // committing them, or to a pull request lost with the connection) come back only
+                // after the ack wait, out of order, and would be acknowledged by this batch's ack.
+                // The stream sequence is the truth: read them from the stream, in order.
+                self.fill_gap(last_seq + 1..seq, now, &mut inputs).await?;
             }
+            self.accept(&message.subject, &message.payload, seq, now, &mut inputs).await;
             last_seq = seq;
             last_message = Some(message);
         }
@@ -247,21 +262,62 @@ impl Serve {
         Ok(())
     }
 
+    /// Decodes one input into `inputs`, or dead-letters it.
+    async fn accept(&self, subject: &str, payload: &[u8], seq: u64, now: At, inputs: &mut Vec<Input>) {
+        match self.decode(subject, payload, now) {
+            Ok(input) => {
+                metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
+                inputs.push(input);
+            }
+            Err(rejection) => self.dead_letter(subject, payload, seq, &rejection).await,
+        }
+    }
+
+    /// Reads the input messages with stream sequences in `missing` directly from the stream.
+    async fn fill_gap(&self, missing: std::ops::Range<u64>, now: At, inputs: &mut Vec<Input>) -> Result<(), BusError> {
+        tracing::info!(from = missing.start, to = missing.end - 1, "reading undelivered inputs from the stream");
+        for seq in missing {
+            let mut attempt = 0;
+            loop {
+                match self.input_stream.get_raw_message(seq).await {
+                    Ok(m) => {
+                        metrics::counter!("vigil_gap_filled_total").increment(1);
+                        self.accept(&m.subject, &m.payload, seq, now, inputs).await;
+                        break;
+                    }
+                    Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                        // Expired (max age) or deleted before vigil read it: nothing left to apply.
+                        metrics::counter!("vigil_input_gaps_total").increment(1);
+                        tracing::warn!(seq, "an input expired or was deleted before vigil read it");
+                        break;
+                    }
+                    Err(e) if attempt < 20 => {
+                        attempt += 1;
+                        tracing::warn!(seq, error = %e, "reading an input from the stream failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                    Err(e) => return Err(BusError::Nats(format!("reading input {seq} from the stream: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes one input message, checking it against its subject.
-    fn decode(&self, message: &jetstream::Message, now: At) -> Result<Input, Rejection> {
-        if message.payload.len() > self.cfg.max_payload {
+    fn decode(&self, subject: &str, payload: &[u8], now: At) -> Result<Input, Rejection> {
+        if payload.len() > self.cfg.max_payload {
             return Err(Rejection::new(
                 "too_large",
-                format!("{} bytes; at most {} are accepted", message.payload.len(), self.cfg.max_payload),
+                format!("{} bytes; at most {} are accepted", payload.len(), self.cfg.max_payload),
             ));
         }
-        let Some(subject) = self.subjects.parse_input(&message.subject) else {
+        let Some(subject) = self.subjects.parse_input(subject) else {
             return Err(Rejection::new(
                 "bad_subject",
                 format!("expected {}.in.<type>.<workspace>", self.subjects.prefix()),
             ));
         };
-        let input = wire::decode_msgpack(&message.payload, Stamping::ReceivedAt(now)).map_err(Rejection::from)?;
+        let input = wire::decode_msgpack(payload, Stamping::ReceivedAt(now)).map_err(Rejection::from)?;
         let kind = input.kind.type_name();
         if matches!(input.kind, InputKind::Tick | InputKind::Resume) {
             return Err(Rejection::new("internal_type", format!("`{kind}` events are vigil's own")));
@@ -280,17 +336,17 @@ impl Serve {
 
     /// Publishes a rejected message to the DLQ with the reason in its headers. De-duplicated by the
     /// input's stream sequence, so a redelivery does not dead-letter it twice.
-    async fn dead_letter(&self, message: &jetstream::Message, seq: u64, rejection: &Rejection) {
+    async fn dead_letter(&self, subject: &str, payload: &[u8], seq: u64, rejection: &Rejection) {
         metrics::counter!("vigil_dlq_total", "reason" => rejection.code).increment(1);
-        tracing::warn!(subject = %message.subject, seq, reason = rejection.code, detail = %rejection.detail, "dead-lettered an input");
+        tracing::warn!(subject, seq, reason = rejection.code, detail = %rejection.detail, "dead-lettered an input");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Vigil-Reason", rejection.code);
         headers.insert("Vigil-Error", rejection.detail.as_str());
-        headers.insert("Vigil-Subject", message.subject.as_str());
+        headers.insert("Vigil-Subject", subject);
         headers.insert("Vigil-Stream-Seq", seq.to_string().as_str());
         let publish = Publish::build()
             .headers(headers)
-            .payload(message.payload.clone())
+            .payload(bytes::Bytes::copy_from_slice(payload))
             .message_id(format!("dlq-{}-{seq}", self.subjects.input_stream()));
         let mut backoff = Duration::from_millis(100);
         for _ in 0..10 {
@@ -313,6 +369,7 @@ impl Serve {
     /// One group commit; its outputs go to the publisher.
     async fn commit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
         let committed = tokio::task::block_in_place(|| self.store.commit(&inputs, stream_seq))?;
+        fault::after_commit();
         for p in &committed.outputs {
             metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);
             if let OutputBody::Suppressed { reason, .. } = p.output.body {

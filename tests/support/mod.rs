@@ -1,5 +1,6 @@
 //! Test support shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod scenario;
 pub mod streams;

@@ -1,0 +1,43 @@
+//! Crash points for the end-to-end tests, so that they can kill vigil exactly where a crash is
+//! dangerous rather than hoping a random SIGKILL lands there:
+//!
+//! - `VIGIL_TEST_ABORT_AFTER_COMMITS=n`: abort right after the n-th group commit is durable, before
+//!   its outputs reach the publisher (they must come back from the outbox);
+//! - `VIGIL_TEST_ABORT_AFTER_PUBLISHES=n`: abort after the n-th batch of outputs is confirmed by the
+//!   server, before the outbox is cleared (the re-publish must be de-duplicated).
+//!
+//! Unset, they cost one relaxed atomic load. `abort()` is as abrupt as SIGKILL: no destructors,
+//! no flush.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Point {
+    limit: Option<u64>,
+    count: AtomicU64,
+}
+
+fn point(cell: &'static OnceLock<Point>, var: &str) -> &'static Point {
+    cell.get_or_init(|| Point { limit: std::env::var(var).ok().and_then(|v| v.parse().ok()), count: AtomicU64::new(0) })
+}
+
+fn reached(p: &Point) {
+    if let Some(limit) = p.limit
+        && p.count.fetch_add(1, Ordering::Relaxed) + 1 >= limit
+    {
+        eprintln!("vigil: test crash point reached; aborting");
+        std::process::abort();
+    }
+}
+
+/// Called after each durable group commit.
+pub fn after_commit() {
+    static P: OnceLock<Point> = OnceLock::new();
+    reached(point(&P, "VIGIL_TEST_ABORT_AFTER_COMMITS"));
+}
+
+/// Called after each batch of outputs is confirmed, before the outbox learns of it.
+pub fn after_publish() {
+    static P: OnceLock<Point> = OnceLock::new();
+    reached(point(&P, "VIGIL_TEST_ABORT_AFTER_PUBLISHES"));
+}

@@ -1,0 +1,353 @@
+//! vigil end to end: a real `nats-server` with JetStream (started here, on a free loopback port,
+//! storing in a temp dir), `vigil serve` as a child process on a real sled directory, and producers
+//! and consumers talking plain NATS. Each test tells one story:
+//!
+//! - every incident in `replays/`, published over NATS, yields outputs whose export replays to the
+//!   same bytes;
+//! - a restart command reaches a consumer exactly once, however vigil is killed around it;
+//! - a NATS server restart in the middle of a stream loses nothing;
+//! - bad inputs land in the DLQ with their reasons, and the service goes on; queries answer;
+//! - with user/password auth, vigil works with the credentials and refuses to start without.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull};
+use support::nats::{NatsServer, Vigil};
+use vigil::client::Client;
+use vigil::core::event::{Input, InputKind, Output, OutputBody, ProbeResult, WorkspaceId};
+use vigil::core::wire::{self, Stamping};
+use vigil::core::{At, Policy};
+use vigil::replay;
+
+async fn nats(url: &str) -> async_nats::Client {
+    async_nats::connect(url).await.expect("connect to the test nats-server")
+}
+
+/// Waits until vigil has taken (and acknowledged) everything in its input stream.
+async fn wait_processed(js: &jetstream::Context, prefix: &str) {
+    let name = format!("{}_IN", prefix.to_uppercase());
+    let started = Instant::now();
+    loop {
+        let mut stream = js.get_stream(&name).await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut consumer = stream.get_consumer::<pull::Config>("vigil").await.unwrap();
+        let floor = consumer.info().await.unwrap().ack_floor.stream_sequence;
+        if floor >= last {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "vigil acknowledged {floor} of {last} inputs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every message in a stream, in order: subject, headers, payload.
+async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<jetstream::message::StreamMessage> {
+    let mut stream = js.get_stream(name).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut all = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            all.push(m);
+        }
+    }
+    all
+}
+
+async fn outputs(js: &jetstream::Context, prefix: &str) -> Vec<Output> {
+    read_stream(js, &format!("{}_OUT", prefix.to_uppercase()))
+        .await
+        .iter()
+        .map(|m| wire::decode_output_msgpack(&m.payload).expect("outputs decode"))
+        .collect()
+}
+
+fn export(data: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["export", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn replay_export(export: &str) -> String {
+    let result = replay::run(Policy::default(), replay::parse_jsonl("export", export), true);
+    assert!(result.malformed.is_empty(), "{:?}", result.malformed);
+    replay::to_jsonl(&result.outputs)
+}
+
+fn input(kind: InputKind) -> Input {
+    Input { at: vigil::bus::serve::wall_clock(), sent_at: None, id: None, kind }
+}
+
+fn ws(id: &str) -> WorkspaceId {
+    WorkspaceId::parse(id).unwrap()
+}
+
+fn not_found(id: &str) -> Input {
+    input(InputKind::Probe(vigil::core::event::Probe {
+        workspace: ws(id),
+        result: ProbeResult::NotFound,
+        error: None,
+        backend: Some("docker".into()),
+        probe_id: None,
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replay_published_over_nats_exports_to_the_same_outputs() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("replays");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    for (n, dir) in dirs.iter().enumerate() {
+        let prefix = format!("r{n}");
+        let data = tempfile::tempdir().unwrap();
+        let vigil = Vigil::start(&server.url(), data.path(), &["--prefix", &prefix], &[]);
+        let producer = Client::with(client.clone(), &prefix);
+        let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+        let mut published = 0;
+        for line in text.lines() {
+            let event = wire::decode_json(line, Stamping::Logged).unwrap();
+            if event.kind.workspace().is_some() {
+                producer.publish(&event).await.unwrap();
+                published += 1;
+            }
+        }
+        wait_processed(&js, &prefix).await;
+        vigil.stop();
+        let exported = export(data.path());
+        let applied =
+            exported.lines().filter(|l| !l.contains("\"type\":\"resume\"") && !l.contains("\"type\":\"tick\"")).count();
+        assert_eq!(applied, published, "{}: every published event is in the log once", dir.display());
+        let published_outputs: String =
+            outputs(&js, &prefix).await.iter().map(|o| wire::encode_output_json(o) + "\n").collect();
+        assert!(!published_outputs.is_empty(), "{}", dir.display());
+        assert_eq!(
+            replay_export(&exported),
+            published_outputs,
+            "{}: the export replays to the published outputs",
+            dir.display()
+        );
+    }
+}
+
+/// Publishes one probe that kills a workspace, with vigil set to crash at `crash`, then starts it
+/// again; returns the restart commands on the output stream.
+async fn restart_across_a_crash(crash: (&str, &str)) -> Vec<Output> {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let mut crashing = Vigil::start(&server.url(), data.path(), &[], &[crash]);
+    Client::with(client.clone(), "vigil").publish(&not_found("ws-dead")).await.unwrap();
+    let status = crashing.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "vigil was meant to crash; log:\n{}", crashing.log());
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    wait_processed(&js, "vigil").await;
+    // Give the publisher its round trip, then stop cleanly (which drains the outbox).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    vigil.stop();
+    outputs(&js, "vigil").await.into_iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_committed_but_never_published_is_published_once_after_a_crash() {
+    // Commit 1 is vigil's own `resume`; commit 2 holds the probe and its restart command.
+    let restarts = restart_across_a_crash(("VIGIL_TEST_ABORT_AFTER_COMMITS", "2")).await;
+    let ids: Vec<_> = restarts.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, ["ws-dead:1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_published_but_not_cleared_is_not_delivered_twice_after_a_crash() {
+    // The first confirmed batch is the restart's: vigil dies before clearing it from the outbox,
+    // publishes it again on restart, and the stream drops the duplicate by its Nats-Msg-Id.
+    let restarts = restart_across_a_crash(("VIGIL_TEST_ABORT_AFTER_PUBLISHES", "1")).await;
+    let ids: Vec<_> = restarts.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, ["ws-dead:1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_commands_are_delivered_exactly_once_across_sigkills_mid_stream() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    // Sixty deaths in a few seconds would (rightly) trip the fleet breaker after the third and fill
+    // the restart cap after sixteen; this story is about delivery, so both are set out of the way.
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "breaker_min = 10000\nmax_restarts_in_flight = 1000\n").unwrap();
+    let args = ["--policy", policy.to_str().unwrap()];
+    let store = data.path().join("store");
+    let producer = Client::with(client.clone(), "vigil");
+    let mut vigil = Vigil::start(&server.url(), &store, &args, &[]);
+    let publishing = tokio::spawn(async move {
+        for i in 0..60 {
+            producer.publish(&not_found(&format!("ws-{i:02}"))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    });
+    for delay in [150, 220, 310] {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        vigil.kill();
+        vigil = Vigil::start(&server.url(), &store, &args, &[]);
+    }
+    publishing.await.unwrap();
+    wait_processed(&js, "vigil").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    vigil.stop();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for o in outputs(&js, "vigil").await {
+        if let OutputBody::Restart { restart_id, .. } = &o.body {
+            *seen.entry(restart_id.clone()).or_default() += 1;
+        }
+    }
+    let expected: BTreeMap<String, usize> = (0..60).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
+    assert_eq!(seen, expected, "every restart command exactly once");
+    // And every probe is in the log exactly once: none lost with a killed instance, none twice.
+    let mut probed: Vec<String> = export(&store)
+        .lines()
+        .map(|l| wire::decode_json(l, Stamping::Logged).unwrap())
+        .filter_map(|i| match i.kind {
+            InputKind::Probe(p) => Some(p.workspace.to_string()),
+            _ => None,
+        })
+        .collect();
+    probed.sort();
+    assert_eq!(probed, (0..60).map(|i| format!("ws-{i:02}")).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restart_mid_stream_loses_nothing() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&url, data.path(), &[], &[]);
+    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(&url).await.unwrap();
+    let producer = Client::with(client.clone(), "vigil");
+    let total = 300;
+    let publishing = tokio::spawn(async move {
+        for i in 0..total {
+            let mut beat = input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
+                workspace: ws(&format!("ws-{:02}", i % 20)),
+                interval_s: Some(30),
+                incarnation: Some("c1".into()),
+                active_tasks: None,
+            }));
+            beat.id = Some(format!("beat-{i}"));
+            // A producer retries until the stream has it; the id makes a retry harmless.
+            while producer.publish(&beat).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.restart(Duration::from_millis(800));
+    publishing.await.unwrap();
+    let js = jetstream::new(client.clone());
+    wait_processed(&js, "vigil").await;
+    vigil.stop();
+    let exported = export(data.path());
+    let mut ids: Vec<String> =
+        exported.lines().map(|l| wire::decode_json(l, Stamping::Logged).unwrap()).filter_map(|i| i.id).collect();
+    ids.sort();
+    let mut expected: Vec<String> = (0..total).map(|i| format!("beat-{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every heartbeat applied exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    let heartbeat = |ws: &str| {
+        wire::encode_msgpack(&input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
+            workspace: self::ws(ws),
+            interval_s: Some(30),
+            incarnation: None,
+            active_tasks: None,
+        })))
+    };
+    let tick = wire::encode_msgpack(&Input { at: At(0), sent_at: None, id: None, kind: InputKind::Tick });
+    let unknown = rmp_serde::to_vec_named(&serde_json::json!({"v": 1, "type": "reboot", "workspace": "ws-a"})).unwrap();
+    let bad_ws =
+        rmp_serde::to_vec_named(&serde_json::json!({"v": 1, "type": "heartbeat", "workspace": "ws.a"})).unwrap();
+    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("vigil.in.heartbeat.ws-a", b"not msgpack at all".to_vec(), "syntax"),
+        ("vigil.in.reboot.ws-a", unknown, "unknown_type"),
+        ("vigil.in.heartbeat.ws-a", bad_ws, "bad_field"),
+        ("vigil.in.heartbeat.ws-a", heartbeat("ws-b"), "subject_mismatch"),
+        ("vigil.in.probe.ws-a", heartbeat("ws-a"), "subject_mismatch"),
+        ("vigil.in.heartbeat.ws-a", vec![0x90; 70 * 1024], "too_large"),
+        ("vigil.in.tick.ws-a", tick, "internal_type"),
+    ];
+    for (subject, payload, _) in &bad {
+        // A plain publish: the stream captures it; producers need no JetStream.
+        client.publish(subject.to_string(), payload.clone().into()).await.unwrap();
+    }
+    client.publish("vigil.in.heartbeat.ws-ok", heartbeat("ws-ok").into()).await.unwrap();
+    client.flush().await.unwrap();
+    wait_processed(&js, "vigil").await;
+
+    let dlq = read_stream(&js, "VIGIL_DLQ").await;
+    let reasons: Vec<String> = dlq.iter().map(|m| m.headers.get("Vigil-Reason").unwrap().to_string()).collect();
+    assert_eq!(reasons, bad.iter().map(|b| b.2).collect::<Vec<_>>());
+    assert!(dlq.iter().all(|m| m.headers.get("Vigil-Error").is_some() && m.headers.get("Vigil-Subject").is_some()));
+
+    // The valid heartbeat after them was applied; the queries say so.
+    let reply = client.request("vigil.query.state.ws-ok", "".into()).await.unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(state["state"], "alive");
+    assert_eq!(state["interval_s"], 30);
+    let reply = client.request("vigil.query.fleet", "".into()).await.unwrap();
+    let fleet: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(fleet["alive"], 1);
+    assert_eq!(fleet["breaker_open"], false);
+    let missing = client.request("vigil.query.state.ws-nobody", "".into()).await.unwrap();
+    assert_eq!(
+        missing.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).map(|v| v.to_string()),
+        Some("404".into())
+    );
+    let ping = client.request("$SRV.PING.vigil", "".into()).await.unwrap();
+    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "vigil");
+    vigil.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_user_and_password_vigil_works_with_credentials_and_refuses_without() {
+    let server = NatsServer::start_with(&["--user", "vigil", "--pass", "s3cret"]);
+    let data = tempfile::tempdir().unwrap();
+    let mut refused = Vigil::spawn(&server.url(), data.path(), &[], &[]);
+    let status = refused.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(refused.log().to_lowercase().contains("authorization"), "{}", refused.log());
+
+    let vigil = Vigil::start(&server.url(), data.path(), &["--user", "vigil", "--password", "s3cret"], &[]);
+    let client = async_nats::ConnectOptions::with_user_and_password("vigil".into(), "s3cret".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    Client::with(client.clone(), "vigil").publish(&not_found("ws-auth")).await.unwrap();
+    wait_processed(&jetstream::new(client.clone()), "vigil").await;
+    vigil.stop();
+    let restarts: Vec<_> = outputs(&jetstream::new(client), "vigil")
+        .await
+        .into_iter()
+        .filter(|o| matches!(o.body, OutputBody::Restart { .. }))
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(restarts, ["ws-auth:1"]);
+}
