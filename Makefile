@@ -10,7 +10,7 @@ TOOLS := $(CURDIR)/.tools
 NATS_SERVER := $(TOOLS)/nats/bin/nats-server
 REPLAYS := $(sort $(wildcard replays/*/events.jsonl))
 
-.PHONY: all build test run bench soak replay bless nats-server lint fmt clean
+.PHONY: all build test run replays bench soak replay bless nats-server lint fmt clean
 
 all: build
 
@@ -22,8 +22,13 @@ test: nats-server
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
 	$(CARGO) test --doc --quiet
 
-# For now: replay every incident in replays/ and print its transcript.
-run: build
+# Start vigil: a local nats-server with JetStream is started first if none answers on
+# $VIGIL_NATS_URL (default nats://127.0.0.1:4222). Ctrl-C stops both.
+run: build nats-server
+	./scripts/run.sh
+
+# Replay every incident in replays/ and print its transcript.
+replays: build
 	@for f in $(REPLAYS); do \
 		dir=$$(dirname $$f); \
 		echo; echo "=== $$dir ==="; \
