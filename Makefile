@@ -52,9 +52,10 @@ bless: build
 soak:
 	VIGIL_CRASH_KILLS=$${KILLS:-300} $(CARGO) test --release --test crash -- --nocapture
 
-bench:
+bench: nats-server
 	$(CARGO) bench --bench engine
 	$(CARGO) bench --bench store
+	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench nats
 	$(CARGO) run --release --example memory
 
 lint:

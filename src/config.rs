@@ -36,8 +36,11 @@ pub struct ServeConfig {
     pub policy_file: Option<PathBuf>,
     /// The durable consumer's name.
     pub consumer: String,
-    /// At most this many messages per group commit.
+    /// At most this many messages per group commit...
     pub batch_max: usize,
+    /// ...gathered for at most this long after the first (fewer flushes under load).
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
     /// Inputs larger than this go to the DLQ.
     pub max_payload: usize,
     /// Checkpoint after this many inputs...
@@ -88,8 +91,9 @@ impl Default for ServeConfig {
             policy_file: None,
             consumer: "vigil".into(),
             batch_max: 1000,
+            batch_wait: Duration::from_millis(0),
             max_payload: 64 * 1024,
-            checkpoint_every: 100_000,
+            checkpoint_every: 1_000_000,
             checkpoint_interval: Duration::from_secs(30),
             input_max_age: Duration::from_secs(7 * 24 * 3600),
             input_duplicate_window: Duration::from_secs(120),

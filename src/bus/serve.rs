@@ -137,7 +137,10 @@ impl Serve {
                     tokio::task::block_in_place(|| self.store.ack(&keys))?;
                 }
                 batch = messages.next() => match batch {
-                    Some(batch) => self.handle_batch(batch).await?,
+                    Some(mut batch) => {
+                        self.fill_batch(&mut messages, &mut batch).await;
+                        self.handle_batch(batch).await?
+                    }
                     None => {
                         tracing::warn!("the input consumer's message stream ended; pulling again");
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -162,10 +165,7 @@ impl Serve {
     }
 
     /// The input messages, in batches of whatever is ready (at most `batch_max`).
-    async fn pull(
-        &self,
-        consumer: &jetstream::consumer::PullConsumer,
-    ) -> std::pin::Pin<Box<dyn futures::Stream<Item = Vec<Result<jetstream::Message, String>>> + Send>> {
+    async fn pull(&self, consumer: &jetstream::consumer::PullConsumer) -> MessageBatches {
         let mut backoff = Duration::from_millis(100);
         loop {
             let stream = consumer
@@ -184,6 +184,18 @@ impl Serve {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+    }
+
+    /// Grows a batch with what arrives within `batch_wait` (up to `batch_max`): under load, bigger
+    /// groups mean fewer flushes; when idle, an event waits at most `batch_wait` longer.
+    async fn fill_batch(&self, messages: &mut MessageBatches, batch: &mut Vec<Result<jetstream::Message, String>>) {
+        let until = tokio::time::Instant::now() + self.cfg.batch_wait;
+        while batch.len() < self.cfg.batch_max {
+            match tokio::time::timeout_at(until, messages.next()).await {
+                Ok(Some(more)) => batch.extend(more),
+                Ok(None) | Err(_) => break,
             }
         }
     }
@@ -421,6 +433,9 @@ impl Serve {
         Ok(())
     }
 }
+
+/// Input messages in batches of whatever is ready.
+type MessageBatches = std::pin::Pin<Box<dyn futures::Stream<Item = Vec<Result<jetstream::Message, String>>> + Send>>;
 
 /// Why an input message went to the DLQ.
 struct Rejection {

@@ -7,7 +7,7 @@
 //! | `l`    | first seq (u64, BE)      | a log segment: the inputs of one group commit        |
 //! | `s`    | chunk (u32, BE)          | the machines of one slab chunk, as of the checkpoint |
 //! | `t`    | workspace id             | a removed workspace's tombstone                      |
-//! | `o`    | seq (u64 BE), n (u32 BE) | an output not yet confirmed by the bus (the outbox)  |
+//! | `o`    | first seq (u64 BE)       | a group's outputs not yet confirmed by the bus       |
 //! | `m`    | name                     | meta: format, applied seq, stream seq, checkpoint    |
 //!
 //! Numbers are big-endian so that keys sort in numeric order.
@@ -54,26 +54,23 @@ pub fn tomb(ws: &str) -> Vec<u8> {
     prefixed(TOMB, ws.as_bytes())
 }
 
-/// The position of an output: the log sequence of the input that caused it, and its index.
+/// The outbox entry of one group commit: the log sequence of the group's first input. All the
+/// outputs a group caused are one value, written with the group and removed when all of them are
+/// confirmed (one sled insert and one remove per group, however many outputs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OutboxKey {
     pub seq: u64,
-    pub n: u32,
 }
 
 impl OutboxKey {
-    pub fn bytes(self) -> [u8; 13] {
-        let mut k = [OUTBOX; 13];
-        k[1..9].copy_from_slice(&self.seq.to_be_bytes());
-        k[9..].copy_from_slice(&self.n.to_be_bytes());
+    pub fn bytes(self) -> [u8; 9] {
+        let mut k = [OUTBOX; 9];
+        k[1..].copy_from_slice(&self.seq.to_be_bytes());
         k
     }
 
     pub fn parse(key: &[u8]) -> Option<OutboxKey> {
-        Some(OutboxKey {
-            seq: u64::from_be_bytes(key.get(1..9)?.try_into().ok()?),
-            n: u32::from_be_bytes(key.get(9..13)?.try_into().ok()?),
-        })
+        Some(OutboxKey { seq: u64::from_be_bytes(key.get(1..9)?.try_into().ok()?) })
     }
 }
 

@@ -49,7 +49,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { checkpoint_every: 100_000, cache_bytes: 128 << 20 }
+        StoreConfig { checkpoint_every: 1_000_000, cache_bytes: 128 << 20 }
     }
 }
 
@@ -221,14 +221,10 @@ impl Store {
         let first_seq = self.engine.seq() + 1;
         let mut segment = segment::SegmentWriter::with_capacity(inputs.len());
         let mut outputs = Vec::new();
-        let mut pending = Vec::new();
         for chunk in inputs.chunks(PREFETCH_AHEAD) {
             self.engine.prefetch(chunk);
             for input in chunk {
-                let before = outputs.len();
                 self.engine.apply(input, &mut outputs);
-                let seq = self.engine.seq();
-                pending.extend((before..outputs.len()).map(|i| OutboxKey { seq, n: (i - before) as u32 }));
                 segment.push(input);
             }
         }
@@ -241,8 +237,9 @@ impl Store {
             batch.insert(&keys::log(first_seq)[..], segment.finish());
             batch.insert(keys::META_APPLIED, &keys::u64_value(last_seq)[..]);
         }
-        for (key, output) in pending.iter().zip(&outputs) {
-            batch.insert(&key.bytes()[..], wire::encode_output_msgpack(output));
+        let key = OutboxKey { seq: first_seq };
+        if !outputs.is_empty() {
+            batch.insert(&key.bytes()[..], encode_outputs(&outputs));
         }
         if let Some(s) = stream_seq {
             batch.insert(keys::META_STREAM, &keys::u64_value(s)[..]);
@@ -256,7 +253,7 @@ impl Store {
         if self.config.checkpoint_every > 0 && self.since_checkpoint >= self.config.checkpoint_every {
             self.checkpoint()?;
         }
-        let outputs = pending.into_iter().zip(outputs).map(|(key, output)| Pending { key, output }).collect();
+        let outputs = outputs.into_iter().map(|output| Pending { key, output }).collect();
         Ok(Committed { first_seq, last_seq, outputs })
     }
 
@@ -291,11 +288,15 @@ impl Store {
         Ok(())
     }
 
-    /// Removes outputs the bus has confirmed from the outbox. Not flushed on its own: if vigil
-    /// crashes first, they are published again and de-duplicated by their ids.
+    /// Removes groups whose outputs the bus has all confirmed from the outbox (a key may appear
+    /// once per output). Not flushed on its own: if vigil crashes first, the outputs are
+    /// published again and de-duplicated by their ids.
     pub fn ack(&mut self, delivered: &[OutboxKey]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for key in delivered {
+        let mut keys = delivered.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
             batch.remove(&key.bytes()[..]);
         }
         self.db.apply_batch(batch).map_err(io("clearing the outbox"))
@@ -512,16 +513,39 @@ fn read_states(db: &sled::Db) -> Result<Vec<(WorkspaceId, WorkspaceRecord)>, Sto
 }
 
 fn read_outbox(db: &sled::Db) -> Result<Vec<Pending>, StoreError> {
-    db.scan_prefix([keys::OUTBOX])
-        .map(|item| {
-            let (key, value) = item.map_err(io("reading the outbox"))?;
-            let corrupt =
-                |detail: String| StoreError::CorruptRecord { what: "outbox", key: format!("{key:?}"), detail };
-            let key = OutboxKey::parse(&key).ok_or_else(|| corrupt("malformed key".into()))?;
-            let output = wire::decode_output_msgpack(&value).map_err(|e| corrupt(e.to_string()))?;
-            Ok(Pending { key, output })
-        })
-        .collect()
+    let mut pending = Vec::new();
+    for item in db.scan_prefix([keys::OUTBOX]) {
+        let (key, value) = item.map_err(io("reading the outbox"))?;
+        let corrupt = |detail: String| StoreError::CorruptRecord { what: "outbox", key: format!("{key:?}"), detail };
+        let key = OutboxKey::parse(&key).ok_or_else(|| corrupt("malformed key".into()))?;
+        for output in decode_outputs(&value).map_err(corrupt)? {
+            pending.push(Pending { key, output });
+        }
+    }
+    Ok(pending)
+}
+
+/// A group's outputs as one value: each a length-prefixed MessagePack map, as on the wire.
+fn encode_outputs(outputs: &[Output]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(outputs.len() * 160);
+    for o in outputs {
+        let one = wire::encode_output_msgpack(o);
+        bytes.extend_from_slice(&(one.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&one);
+    }
+    bytes
+}
+
+fn decode_outputs(mut bytes: &[u8]) -> Result<Vec<Output>, String> {
+    let mut outputs = Vec::new();
+    while !bytes.is_empty() {
+        let len = bytes.get(..4).ok_or("truncated")?;
+        let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+        let one = bytes.get(4..4 + len).ok_or("truncated")?;
+        outputs.push(wire::decode_output_msgpack(one).map_err(|e| e.to_string())?);
+        bytes = &bytes[4 + len..];
+    }
+    Ok(outputs)
 }
 
 /// The key of the segment holding sequence `seq`, if any.

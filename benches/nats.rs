@@ -1,0 +1,197 @@
+//! vigil over NATS (`make bench`): sustained durable ingest and heartbeat-to-output latency, next to
+//! the raw JetStream ceiling measured in the same run with the same payloads.
+//!
+//! 1. **Ceiling**: the same MessagePack heartbeats published to a plain file-backed stream and
+//!    consumed by a durable pull consumer that acknowledges each batch — publish, consume, ack, no
+//!    processing. Events/s from the first publish to the last acknowledgement.
+//! 2. **vigil**: the same payloads published to `vigil.in.heartbeat.<ws>` while `vigil serve` (the
+//!    release binary) consumes them: decode, engine, sled group commit and flush, then ack. The
+//!    fleet is created first (one heartbeat each), so the figure is sustained heartbeat ingest.
+//!    Events/s from the first publish until vigil has acknowledged the last one.
+//!    Targets: ≥ 0.7 of the ceiling and ≥ 100 000 events/s.
+//! 3. **Latency**: heartbeats of new workspaces at 10 000 events/s for 5 s; each causes a
+//!    `state_changed` output; the time from publishing the heartbeat to receiving its output, p50
+//!    and p99. Target: p99 < 10 ms.
+//!
+//! Both servers run on this machine, sharing its 2 cores with the publisher and the consumer.
+
+#[path = "../tests/support/nats.rs"]
+#[allow(dead_code)]
+mod nats;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use nats::{NatsServer, Vigil};
+use vigil::core::event::{Heartbeat, Input, InputKind, WorkspaceId};
+use vigil::core::wire;
+
+const EVENTS: usize = 300_000;
+const WORKSPACES: usize = 100_000;
+
+fn heartbeat(n: usize) -> Vec<u8> {
+    wire::encode_msgpack(&Input {
+        at: vigil::bus::serve::wall_clock(),
+        sent_at: None,
+        id: None,
+        kind: InputKind::Heartbeat(Heartbeat {
+            workspace: WorkspaceId::parse(&format!("ws-{:07}", n % WORKSPACES)).unwrap(),
+            interval_s: Some(30),
+            incarnation: Some(format!("c-{}", n % WORKSPACES)),
+            active_tasks: Some(1),
+        }),
+    })
+}
+
+/// Publishes every payload as a plain NATS publish — what a heartbeating agent does; the stream
+/// captures it — then flushes.
+async fn publish_all(client: &async_nats::Client, subjects: &[String], payloads: &[Vec<u8>]) {
+    for (subject, payload) in subjects.iter().zip(payloads) {
+        client.publish(subject.clone(), payload.clone().into()).await.expect("publish");
+    }
+    client.flush().await.expect("flush");
+}
+
+async fn ceiling(payloads: &[Vec<u8>]) -> f64 {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .create_stream(stream::Config {
+            name: "BENCH_IN".into(),
+            subjects: vec!["bench.in.>".into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: consumer::AckPolicy::All,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subjects: Vec<String> =
+        (0..payloads.len()).map(|n| format!("bench.in.heartbeat.ws-{:07}", n % WORKSPACES)).collect();
+    let started = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.unwrap().ready_chunks(1000);
+        let mut seen = 0;
+        while seen < EVENTS {
+            let batch = messages.next().await.unwrap();
+            seen += batch.len();
+            batch.last().unwrap().as_ref().unwrap().ack().await.unwrap();
+        }
+    });
+    publish_all(&client, &subjects, payloads).await;
+    consume.await.unwrap();
+    payloads.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn acked(js: &jetstream::Context) -> u64 {
+    let stream = js.get_stream("VIGIL_IN").await.unwrap();
+    let mut consumer = stream.get_consumer::<consumer::pull::Config>("vigil").await.unwrap();
+    consumer.info().await.unwrap().ack_floor.stream_sequence
+}
+
+async fn wait_acked(js: &jetstream::Context) {
+    let last = js.get_stream("VIGIL_IN").await.unwrap().info().await.unwrap().state.last_sequence;
+    while acked(js).await < last {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn through_vigil(payloads: &[Vec<u8>]) -> f64 {
+    let server = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let subjects: Vec<String> =
+        (0..payloads.len()).map(|n| format!("vigil.in.heartbeat.ws-{:07}", n % WORKSPACES)).collect();
+    // The fleet first (each workspace's first heartbeat creates it), then the sustained stream.
+    publish_all(&client, &subjects[..WORKSPACES], &payloads[..WORKSPACES]).await;
+    wait_acked(&js).await;
+    let started = Instant::now();
+    publish_all(&client, &subjects, payloads).await;
+    wait_acked(&js).await;
+    let rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
+    vigil.stop();
+    rate
+}
+
+async fn latency() -> (Duration, Duration, usize) {
+    let server = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut outputs = client.subscribe("vigil.out.state_changed.>").await.unwrap();
+    let rate = 10_000u64;
+    let total = 50_000usize;
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(HashMap::with_capacity(total)));
+    let sent_by_publisher = sent.clone();
+    let publisher = tokio::spawn(async move {
+        let started = Instant::now();
+        for n in 0..total {
+            let due = started + Duration::from_micros(n as u64 * 1_000_000 / rate);
+            tokio::time::sleep_until(due.into()).await;
+            let ws = format!("lat-{n:07}");
+            let payload = wire::encode_msgpack(&Input {
+                at: vigil::bus::serve::wall_clock(),
+                sent_at: None,
+                id: None,
+                kind: InputKind::Heartbeat(Heartbeat {
+                    workspace: WorkspaceId::parse(&ws).unwrap(),
+                    interval_s: Some(30),
+                    incarnation: None,
+                    active_tasks: None,
+                }),
+            });
+            sent_by_publisher.lock().unwrap().insert(ws.clone(), Instant::now());
+            // A plain publish, as a heartbeating agent would; the stream captures it.
+            client.publish(format!("vigil.in.heartbeat.{ws}"), payload.into()).await.unwrap();
+        }
+        client.flush().await.unwrap();
+    });
+    let mut latencies = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latencies.len() < total && Instant::now() < deadline {
+        let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), outputs.next()).await else { break };
+        let received = Instant::now();
+        let ws = message.subject.rsplit('.').next().unwrap().to_string();
+        if let Some(at) = sent.lock().unwrap().get(&ws) {
+            latencies.push(received - *at);
+        }
+    }
+    publisher.await.unwrap();
+    drop(js);
+    vigil.stop();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (pick(0.50), pick(0.99), latencies.len())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let payloads: Vec<Vec<u8>> = (0..EVENTS).map(heartbeat).collect();
+        let raw = ceiling(&payloads).await;
+        let vigil = through_vigil(&payloads).await;
+        println!(
+            "durable ingest, {EVENTS} heartbeats over {WORKSPACES} workspaces: {vigil:.0} events/s through vigil; raw JetStream \
+             ceiling {raw:.0} events/s; ratio {:.2} (targets ≥ 100 000 events/s and ≥ 0.7)",
+            vigil / raw
+        );
+        let (p50, p99, n) = latency().await;
+        println!("latency at 10 000 events/s, heartbeat to output, {n} samples: p50 {p50:?}, p99 {p99:?} (target p99 < 10 ms)");
+    });
+}
