@@ -144,3 +144,34 @@ impl ServeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_defaults_and_typos_are_refused() {
+        let cfg: ServeConfig = toml::from_str("nats_url = \"nats://a:4222\"\nbatch_wait = \"5ms\"\n").unwrap();
+        assert_eq!(cfg.nats_url, "nats://a:4222");
+        assert_eq!(cfg.batch_wait, Duration::from_millis(5));
+        assert_eq!(cfg.prefix, "vigil");
+        assert!(toml::from_str::<ServeConfig>("nats_urll = \"x\"").is_err());
+        assert!(ServeConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused() {
+        let with = |f: fn(&mut ServeConfig)| {
+            let mut c = ServeConfig::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert!(with(|c| c.prefix = "vigil.*".into()).is_err());
+        assert!(with(|c| c.prefix = "a..b".into()).is_err());
+        assert!(with(|c| c.batch_max = 0).is_err());
+        assert!(with(|c| c.user = Some("u".into())).is_err());
+        assert!(with(|c| c.tls_key = Some("k.pem".into())).is_err());
+        assert!(with(|c| c.output_duplicate_window = Duration::from_secs(30 * 24 * 3600)).is_err());
+        assert!(with(|c| c.prefix = "acme.vigil".into()).is_ok());
+    }
+}
