@@ -24,18 +24,9 @@ const GROUP: usize = 1_000;
 const INGEST_EVENTS: usize = 2_000_000;
 const START: i64 = 1_780_272_000_000;
 
-/// SplitMix64: the same stream on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
+#[path = "../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// The i-th event of a heartbeat-dominated stream over `fleet` workspaces, 30 s cadence.
 fn event(i: usize, fleet: usize, rng: &mut Rng) -> Input {

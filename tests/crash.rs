@@ -19,25 +19,13 @@ use std::time::Duration;
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngSeed, TestRunner};
+use support::rng::Rng;
 use support::streams::{Mix, stream};
 use vigil::core::event::Input;
 use vigil::core::wire;
 use vigil::core::{Engine, Policy};
 
 const SEED: u64 = 0x5EED_C4A5;
-
-/// SplitMix64, for the kill delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 fn inputs(len: usize) -> Vec<Input> {
     let mut runner = TestRunner::new(Config { rng_seed: RngSeed::Fixed(SEED), ..Config::default() });

@@ -57,41 +57,24 @@ pub async fn declare(
     subjects: &Subjects,
     cfg: &ServeConfig,
 ) -> Result<consumer::PullConsumer, BusError> {
-    let declare = |name: String, subject: String, max_age: Duration, dedup: Duration| stream::Config {
-        name,
-        subjects: vec![subject],
-        storage: stream::StorageType::File,
-        max_age,
-        duplicate_window: dedup,
-        ..Default::default()
-    };
-    let input = js
-        .create_or_update_stream(declare(
-            subjects.input_stream(),
-            subjects.inputs(),
-            cfg.input_max_age,
-            cfg.input_duplicate_window,
-        ))
-        .await
-        .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
-    js.create_or_update_stream(declare(
-        subjects.output_stream(),
-        subjects.outputs(),
-        cfg.output_max_age,
-        cfg.output_duplicate_window,
-    ))
-    .await
-    .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.output_stream())))?;
-    js.create_or_update_stream(declare(
-        subjects.dlq_stream(),
-        subjects.dlq(),
-        cfg.input_max_age,
-        cfg.input_duplicate_window,
-    ))
-    .await
-    .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.dlq_stream())))?;
+    let streams = [
+        (subjects.input_stream(), subjects.inputs(), cfg.input_max_age, cfg.input_duplicate_window),
+        (subjects.output_stream(), subjects.outputs(), cfg.output_max_age, cfg.output_duplicate_window),
+        (subjects.dlq_stream(), subjects.dlq(), cfg.input_max_age, cfg.input_duplicate_window),
+    ];
+    for (name, subject, max_age, duplicate_window) in streams {
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![subject],
+            storage: stream::StorageType::File,
+            max_age,
+            duplicate_window,
+            ..Default::default()
+        };
+        js.create_or_update_stream(config).await.map_err(|e| BusError::Declare(format!("stream {name}: {e}")))?;
+    }
     let stream = js
-        .get_stream(input.config.name.clone())
+        .get_stream(subjects.input_stream())
         .await
         .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
     stream

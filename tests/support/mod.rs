@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod rng;
 pub mod scenario;
 pub mod streams;
