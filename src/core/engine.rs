@@ -322,13 +322,6 @@ impl<T: Tombstones> Engine<T> {
         self.number(start, out);
     }
 
-    /// Applies one input and returns its outputs.
-    pub fn apply_one(&mut self, input: &Input) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.apply(input, &mut out);
-        out
-    }
-
     /// Gives the outputs of the current input their ids: the restart id for restarts (it is also
     /// the `Nats-Msg-Id`), `<seq>.<n>` otherwise.
     fn number(&self, start: usize, out: &mut [Output]) {

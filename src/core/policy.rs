@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::time::At;
 
 /// Liveness and restart policy. `Policy::default()` is SPEC §3's defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -200,11 +199,6 @@ impl Policy {
     pub fn breaker_exceeded(&self, declarations: usize, monitored: usize) -> bool {
         let d = declarations as u64;
         d > u64::from(self.breaker_min) && d * 100 > u64::from(self.breaker_pct) * monitored as u64
-    }
-
-    /// The instant a window that started at `start` ends.
-    pub fn deadline(&self, start: At, window: Duration) -> At {
-        start.plus(window)
     }
 }
 

@@ -155,12 +155,6 @@ impl Default for Stamp {
     }
 }
 
-impl From<Option<At>> for Stamp {
-    fn from(at: Option<At>) -> Self {
-        at.map_or(Stamp::NEVER, Stamp::at)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,21 +50,6 @@ impl Timers {
         }
     }
 
-    /// Entries held, stale ones included.
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// True when nothing is armed.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
-    /// Drops every entry (before re-arming from scratch).
-    pub fn clear(&mut self) {
-        self.heap.clear();
-    }
-
     /// Bytes reserved by the heap (for memory accounting).
     pub fn capacity_bytes(&self) -> usize {
         self.heap.capacity() * std::mem::size_of::<Reverse<Entry>>()

@@ -195,11 +195,6 @@ impl Store {
         self.first_seq
     }
 
-    /// The log position of the last checkpoint.
-    pub fn checkpoint_seq(&self) -> u64 {
-        self.checkpoint_seq
-    }
-
     /// Applies a group of inputs and makes them durable: one atomic batch (log segment, outbox,
     /// positions) and one flush. `stream_seq` is the input stream sequence of the group's last
     /// message, if the inputs came from one.
@@ -300,11 +295,6 @@ impl Store {
             batch.remove(&key.bytes()[..]);
         }
         self.db.apply_batch(batch).map_err(io("clearing the outbox"))
-    }
-
-    /// Outputs still waiting in the outbox.
-    pub fn pending(&self) -> Result<Vec<Pending>, StoreError> {
-        read_outbox(&self.db)
     }
 
     /// Drops log segments that are entirely older than `before` and covered by the last checkpoint
