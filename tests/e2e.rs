@@ -152,8 +152,7 @@ async fn restart_across_a_crash(crash: (&str, &str)) -> Vec<Output> {
     assert!(!status.success(), "vigil was meant to crash; log:\n{}", crashing.log());
     let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
     wait_processed(&js, "vigil").await;
-    // Give the publisher its round trip, then stop cleanly (which drains the outbox).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A clean stop waits for the publisher to drain the outbox.
     vigil.stop();
     outputs(&js, "vigil").await.into_iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).collect()
 }
@@ -202,7 +201,6 @@ async fn restart_commands_are_delivered_exactly_once_across_sigkills_mid_stream(
     }
     publishing.await.unwrap();
     wait_processed(&js, "vigil").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     vigil.stop();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for o in outputs(&js, "vigil").await {
