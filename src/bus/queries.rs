@@ -15,7 +15,11 @@ pub fn state<T: Tombstones>(engine: &Engine<T>, request: &Request) -> Result<Byt
     }
 }
 
-/// Counts per state and the breaker's status.
-pub fn fleet<T: Tombstones>(engine: &Engine<T>) -> Result<Bytes, ServiceError> {
-    Ok(serde_json::to_vec(&engine.fleet_view()).expect("views serialise").into())
+/// Counts per state, the breaker's status, and how far vigil has read its input stream (the
+/// stream sequence of the last input committed).
+pub fn fleet<T: Tombstones>(engine: &Engine<T>, input_stream_seq: u64) -> Result<Bytes, ServiceError> {
+    let mut view = serde_json::to_value(engine.fleet_view()).expect("views serialise");
+    view["input_stream_seq"] = input_stream_seq.into();
+    view["log_seq"] = engine.seq().into();
+    Ok(serde_json::to_vec(&view).expect("views serialise").into())
 }

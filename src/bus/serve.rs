@@ -41,7 +41,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let subjects = Subjects::new(&cfg.prefix);
     let client = connect::connect(&cfg, "vigil").await?;
     let js = jetstream::new(client.clone());
-    let consumer = connect::declare(&js, &subjects, &cfg).await?;
+    let mut consumer = connect::declare(&js, &subjects, &cfg).await?;
 
     let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
     let data_dir = cfg.data_dir.clone();
@@ -93,6 +93,10 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     // vigil was away: every deadline gets full grace from now (SPEC §1 `resume`).
     let resume = Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume };
     serve.commit(vec![resume], None).await?;
+    // Inputs a crashed instance received but did not commit are redelivered only after the ack
+    // wait; read them from the stream now instead of stalling for it.
+    let delivered = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?.delivered.stream_sequence;
+    serve.catch_up(delivered).await?;
     tracing::info!(prefix = serve.subjects.prefix(), "serving");
 
     let result = serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, shutdown).await;
@@ -154,7 +158,7 @@ impl Serve {
                     }
                 }
                 Some(request) = fleet_endpoint.next() => {
-                    let answer = queries::fleet(self.store.engine());
+                    let answer = queries::fleet(self.store.engine(), self.store.stream_seq());
                     if let Err(e) = request.respond(answer).await {
                         tracing::warn!(error = %e, "answering a fleet query failed");
                     }
@@ -283,6 +287,19 @@ impl Serve {
             }
             Err(rejection) => self.dead_letter(subject, payload, seq, &rejection).await,
         }
+    }
+
+    /// Applies, in order and in groups, the inputs between the last committed one and `through`.
+    async fn catch_up(&mut self, through: u64) -> Result<(), BusError> {
+        while self.store.stream_seq() < through {
+            let from = self.store.stream_seq() + 1;
+            let to = through.min(from + self.cfg.batch_max as u64 - 1);
+            let mut inputs = Vec::new();
+            let now = self.stamp();
+            self.fill_gap(from..to + 1, now, &mut inputs).await?;
+            self.commit(inputs, Some(to)).await?;
+        }
+        Ok(())
     }
 
     /// Reads the input messages with stream sequences in `missing` directly from the stream.
