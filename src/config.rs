@@ -48,6 +48,10 @@ pub struct ServeConfig {
     /// ...or this long after the last checkpoint, whichever comes first.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// Log entries older than this (and covered by a checkpoint) are dropped; the checkpoint
+    /// carries their effect. `vigil export` warns when asked for a range that is gone.
+    #[serde(with = "humantime_serde")]
+    pub log_retention: Duration,
     /// How long the input stream keeps messages, and its de-duplication window for producers'
     /// `Nats-Msg-Id`.
     #[serde(with = "humantime_serde")]
@@ -95,6 +99,7 @@ impl Default for ServeConfig {
             max_payload: 64 * 1024,
             checkpoint_every: 1_000_000,
             checkpoint_interval: Duration::from_secs(30),
+            log_retention: Duration::from_secs(7 * 24 * 3600),
             input_max_age: Duration::from_secs(7 * 24 * 3600),
             input_duplicate_window: Duration::from_secs(120),
             output_max_age: Duration::from_secs(7 * 24 * 3600),

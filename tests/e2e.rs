@@ -267,6 +267,47 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
     assert_eq!(ids, expected, "every heartbeat applied exactly once");
 }
 
+async fn state_of(client: &async_nats::Client, ws: &str) -> Option<String> {
+    let reply = client.request(format!("vigil.query.state.{ws}"), "".into()).await.unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    value["state"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_positions_only_count_in_the_stream_they_came_from() {
+    let heartbeat = |ws: &str| {
+        input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
+            workspace: self::ws(ws),
+            interval_s: Some(30),
+            incarnation: None,
+            active_tasks: None,
+        }))
+    };
+    let data = tempfile::tempdir().unwrap();
+    let first = NatsServer::start();
+    let client = nats(&first.url()).await;
+    let vigil = Vigil::start(&first.url(), data.path(), &[], &[]);
+    Client::with(client.clone(), "vigil").publish(&heartbeat("ws-a")).await.unwrap();
+    wait_processed(&jetstream::new(client.clone()), "vigil").await;
+    vigil.stop();
+
+    // A fresh data directory on the same stream does not re-apply what was handled before.
+    let fresh = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&first.url(), fresh.path(), &[], &[]);
+    assert_eq!(state_of(&client, "ws-a").await, None, "old inputs are not applied again");
+    vigil.stop();
+
+    // The same data directory on a new stream (the NATS state was lost): sequence 1 there is new.
+    let second = NatsServer::start();
+    let client = nats(&second.url()).await;
+    let vigil = Vigil::start(&second.url(), data.path(), &[], &[]);
+    Client::with(client.clone(), "vigil").publish(&heartbeat("ws-b")).await.unwrap();
+    wait_processed(&jetstream::new(client.clone()), "vigil").await;
+    assert_eq!(state_of(&client, "ws-b").await.as_deref(), Some("alive"), "not mistaken for a redelivery");
+    assert_eq!(state_of(&client, "ws-a").await.as_deref(), Some("alive"), "and the old state is still there");
+    vigil.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
     let server = NatsServer::start();

@@ -247,6 +247,18 @@ fn a_second_not_running_after_the_window_restarts_the_count() {
 }
 
 #[test]
+fn a_suspect_with_a_stale_heartbeat_still_needs_two_not_runnings_within_the_window() {
+    // Suspect on a recent heartbeat; the heartbeat goes stale, but the workspace was never silent
+    // for a ttl: a second not-running 40 s after the first starts the count again (SPEC §3.3).
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    s.at(50.0).probe("ws-a", NotFound);
+    let out = s.at(90.0).probe("ws-a", NotFound);
+    assert_eq!(out.last().unwrap(), "ws-a suppressed awaiting_confirmation");
+    assert_eq!(s.at(95.0).probe("ws-a", NotFound)[0], "ws-a suspect->dead confirmed_not_running");
+}
+
+#[test]
 fn after_a_heartbeat_timeout_one_not_running_is_death() {
     let mut s = Scenario::new();
     s.at(0.0).heartbeat("ws-a");
@@ -597,13 +609,45 @@ fn the_breaker_holds_mass_death_as_suspect_and_re_probes_after_a_calm_minute() {
     assert!(s.at(76.0).restart("ws-05", User).iter().any(|o| o.contains("RESTART ws-05:1 user")));
     // A held workspace that heartbeats is simply alive again.
     assert_eq!(s.at(80.0).heartbeat("ws-04"), ["ws-04 suspect->alive refuted"]);
-    // Declarations at 70–75 s; the window falls to 3 at 102 s; 60 s of calm later it closes,
+    // Declarations at 70–75 s; the window falls to 3 just after 102 s; 60 s of calm later it closes,
     // and the held workspace gets full grace and a fresh probe.
     assert!(s.at(161.0).tick().is_empty());
-    assert_eq!(s.at(163.0).tick(), ["@162 fleet ALERT breaker_closed", "@162 ws-03 probe? breaker_calm"]);
-    // Fresh definitive evidence, below the threshold: now it may die.
-    assert_eq!(s.at(170.0).probe("ws-03", NotFound)[0], "ws-03 suspect->dead not_running_no_heartbeat");
+    assert_eq!(s.at(163.0).tick(), ["@162.001 fleet ALERT breaker_closed", "@162.001 ws-03 probe? breaker_calm"]);
+    // Old evidence is forgotten: it dies only on fresh evidence, confirmed like any suspicion.
+    assert_eq!(s.at(170.0).probe("ws-03", NotFound), ["ws-03 suppressed awaiting_confirmation"]);
+    let out = s.at(175.0).probe("ws-03", NotFound);
+    assert_eq!(
+        out[..2],
+        ["@172.001 ws-03 probe? not_running_no_heartbeat", "ws-03 suspect->dead confirmed_not_running"]
+    );
     assert!(s.all.iter().all(|o| !s.summary(o, o.at).contains("ws-03 alive->dead")));
+}
+
+#[test]
+fn restarts_failing_across_the_fleet_trip_the_breaker_and_wait_for_it() {
+    // A sick control plane fails every restart at once: the retries must not stampede it.
+    let mut s = Scenario::new();
+    let ids = fleet(6);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids {
+        s.at(1.0).restart(id, Mutation);
+    }
+    for id in &ids[..3] {
+        assert_eq!(
+            s.at(80.0).progress(id, &format!("{id}:1"), Failed)[0],
+            format!("{id} restarting->dead restart_failed")
+        );
+    }
+    let out = s.at(80.0).progress("ws-03", "ws-03:1", Failed);
+    assert_eq!(
+        out[..3],
+        ["fleet ALERT breaker_open", "ws-03 restarting->dead restart_failed", "ws-03 suppressed restart_backoff"]
+    );
+    // Each waits out its backoff, then the breaker: nothing restarts while it is open.
+    let out = s.at(150.0).tick();
+    assert!(out.iter().all(|o| !o.contains("RESTART")), "{out:?}");
+    assert_eq!(out.iter().filter(|o| o.ends_with("suppressed breaker_open")).count(), 4, "{out:?}");
+    assert_eq!(s.engine.fleet_view().held, 4);
 }
 
 #[test]
@@ -642,6 +686,23 @@ fn silence_vigil_did_not_observe_is_not_evidence() {
     assert!(s.at(170.0).resume().is_empty());
     assert!(s.at(340.0).tick().is_empty());
     assert_eq!(s.at(351.0).tick()[0], "@350 ws-a alive->suspect heartbeat_timeout");
+}
+
+#[test]
+fn deadlines_that_passed_while_vigil_was_away_do_not_fire_on_resume() {
+    // Down for 20 minutes: long enough for a TTL, ten minutes of unprobeable, a restart timeout.
+    let mut s = Scenario::new();
+    for ws in ["ws-a", "ws-b", "ws-c"] {
+        s.at(0.0).heartbeat(ws);
+    }
+    s.at(10.0).restart("ws-c", User);
+    assert!(s.at(1200.0).resume().is_empty(), "nothing expires at once when vigil comes back");
+    assert_eq!(s.state("ws-a"), Some(StateName::Alive));
+    assert_eq!(s.state("ws-c"), Some(StateName::Restarting));
+    // Each gets a full ttl (or restart timeout) from the resume.
+    assert!(s.at(1379.0).tick().is_empty());
+    assert_eq!(s.at(1381.0).tick()[0], "@1380 ws-a alive->suspect heartbeat_timeout");
+    assert_eq!(s.engine.view("ws-c").unwrap().next_deadline, Some(s.t(1200.0 + 720.0)));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::store::{OutboxKey, Pending};
 pub async fn run(
     js: jetstream::Context,
     subjects: Subjects,
-    mut outbox: mpsc::Receiver<Vec<Pending>>,
+    mut outbox: mpsc::UnboundedReceiver<Vec<Pending>>,
     confirmed: mpsc::UnboundedSender<Vec<OutboxKey>>,
 ) {
     while let Some(batch) = outbox.recv().await {

@@ -27,6 +27,9 @@ use crate::core::wire::{self, DecodeError, Stamping};
 use crate::core::{At, Policy};
 use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
 
+/// Deadlines within this many milliseconds of each other fire in one tick.
+const TICK_GRANULARITY_MS: i64 = 10;
+
 /// How long shutdown waits for the publisher to confirm what is left (the rest stays in the
 /// outbox and is published on the next start).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,11 +62,13 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         "store recovered"
     );
 
-    let (outbox, outbox_rx) = mpsc::channel::<Vec<Pending>>(1024);
+    // Unbounded: the outputs are durable in the outbox anyway, and the loop must never block on
+    // a publisher stuck behind a NATS outage (it would stop answering queries and SIGTERM).
+    let (outbox, outbox_rx) = mpsc::unbounded_channel::<Vec<Pending>>();
     let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
     let publisher = tokio::spawn(publisher::run(js.clone(), subjects.clone(), outbox_rx, confirmed_tx));
     if !recovery.pending.is_empty() {
-        let _ = outbox.send(recovery.pending).await;
+        let _ = outbox.send(recovery.pending);
     }
 
     let service = client
@@ -76,15 +81,18 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let state_endpoint = group.endpoint("state.*").await.map_err(|e| BusError::Service(e.to_string()))?;
     let fleet_endpoint = group.endpoint("fleet").await.map_err(|e| BusError::Service(e.to_string()))?;
 
-    let input_stream = js
+    let mut input_stream = js
         .get_stream(subjects.input_stream())
         .await
         .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
+    let created = input_stream.info().await.map_err(|e| BusError::Nats(e.to_string()))?.created;
+    let stream_id = format!("{}@{}", subjects.input_stream(), created.unix_timestamp_nanos());
     let mut serve = Serve {
         cfg,
         subjects,
         js,
         input_stream,
+        stream_id,
         store,
         outbox,
         last_stamp: At(i64::MIN),
@@ -92,6 +100,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     };
     // vigil was away: every deadline gets full grace from now (SPEC §1 `resume`).
     let resume = Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume };
+    serve.adopt_input_stream(&mut consumer).await?;
     serve.commit(vec![resume], None).await?;
     // Inputs a crashed instance received but did not commit are redelivered only after the ack
     // wait; read them from the stream now instead of stalling for it.
@@ -109,8 +118,10 @@ struct Serve {
     js: jetstream::Context,
     /// The input stream, for reading messages the consumer did not deliver in order.
     input_stream: jetstream::stream::Stream,
+    /// Its identity (name and creation time): stream sequences only mean something within it.
+    stream_id: String,
     store: Store,
-    outbox: mpsc::Sender<Vec<Pending>>,
+    outbox: mpsc::UnboundedSender<Vec<Pending>>,
     last_stamp: At,
     last_checkpoint: Instant,
 }
@@ -145,11 +156,7 @@ impl Serve {
                         self.fill_batch(&mut messages, &mut batch).await;
                         self.handle_batch(batch).await?
                     }
-                    None => {
-                        tracing::warn!("the input consumer's message stream ended; pulling again");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        messages = self.pull(consumer).await;
-                    }
+                    None => messages = self.pull(consumer).await,
                 },
                 Some(request) = state_endpoint.next() => {
                     let answer = queries::state(self.store.engine(), &request);
@@ -170,24 +177,20 @@ impl Serve {
 
     /// The input messages, in batches of whatever is ready (at most `batch_max`).
     async fn pull(&self, consumer: &jetstream::consumer::PullConsumer) -> MessageBatches {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let stream = consumer
-                .stream()
-                .max_messages_per_batch(self.cfg.batch_max)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await;
-            match stream {
-                Ok(stream) => {
-                    return stream.map(|m| m.map_err(|e| e.to_string())).ready_chunks(self.cfg.batch_max).boxed();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot pull from the input consumer");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(self.cfg.batch_max)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        match stream {
+            Ok(stream) => stream.map(|m| m.map_err(|e| e.to_string())).ready_chunks(self.cfg.batch_max).boxed(),
+            Err(e) => {
+                // A stream that ends after a pause: the loop stays responsive (queries, ticks,
+                // SIGTERM) and pulls again when it ends.
+                tracing::warn!(error = %e, "cannot pull from the input consumer; retrying");
+                futures::stream::once(tokio::time::sleep(Duration::from_secs(1))).filter_map(|_| async { None }).boxed()
             }
         }
     }
@@ -205,26 +208,35 @@ impl Serve {
     }
 
     /// When the loop must wake up on its own: the engine's next deadline, or a checkpoint.
-    fn next_wake(&self) -> tokio::time::Instant {
+    fn next_wake(&mut self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         let checkpoint = now + self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
-        let deadline = self.store.engine().next_deadline().map(|d| {
-            let wait = d.millis().saturating_sub(wall_clock().millis()).max(0) as u64;
+        let deadline = self.store.next_deadline().map(|d| {
+            // Deadlines close together share one tick.
+            let wait = d.millis().saturating_sub(wall_clock().millis()).max(TICK_GRANULARITY_MS) as u64;
             now + Duration::from_millis(wait)
         });
-        deadline.map_or(checkpoint, |d| d.min(checkpoint)).min(now + Duration::from_secs(1))
+        deadline.map_or(checkpoint, |d| d.min(checkpoint))
     }
 
     /// A deadline may be due with nothing else arriving: commit a tick so that it fires (and the
-    /// log says when). Also checkpoints on schedule.
+    /// log says when). Also checkpoints, and drops log segments past retention, on schedule.
     async fn on_clock(&mut self) -> Result<(), BusError> {
         let now = self.stamp();
-        if self.store.engine().next_deadline().is_some_and(|d| d <= now) {
+        if self.store.next_deadline().is_some_and(|d| d <= now) {
             let tick = Input { at: now, sent_at: None, id: None, kind: InputKind::Tick };
             self.commit(vec![tick], None).await?;
         }
         if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
-            tokio::task::block_in_place(|| self.store.checkpoint())?;
+            let keep_after = At(now.millis().saturating_sub(self.cfg.log_retention.as_millis() as i64));
+            tokio::task::block_in_place(|| -> Result<(), BusError> {
+                self.store.checkpoint()?;
+                let dropped = self.store.compact(keep_after)?;
+                if dropped > 0 {
+                    tracing::info!(dropped, first_seq = self.store.first_seq(), "log entries past retention dropped");
+                }
+                Ok(())
+            })?;
             self.last_checkpoint = Instant::now();
         }
         Ok(())
@@ -249,9 +261,12 @@ impl Serve {
                 continue;
             };
             if seq <= last_seq {
-                // Redelivered after a lost acknowledgement or a crash: already applied.
+                // Redelivered after a lost acknowledgement or a crash: already applied. (Acked by
+                // the batch's acknowledgement only if nothing newer is in the batch.)
                 metrics::counter!("vigil_redelivered_total").increment(1);
-                last_message = Some(message);
+                if last_message.is_none() {
+                    last_message = Some(message);
+                }
                 continue;
             }
             if seq > last_seq + 1 {
@@ -287,6 +302,25 @@ impl Serve {
             }
             Err(rejection) => self.dead_letter(subject, payload, seq, &rejection).await,
         }
+    }
+
+    /// Makes sure the stored stream position counts in this input stream. A data directory that
+    /// has never seen it (new directory, or the stream was deleted and recreated) starts after the
+    /// position the consumer has acknowledged: never re-applying what an earlier instance handled,
+    /// never skipping what nobody did.
+    async fn adopt_input_stream(&mut self, consumer: &mut jetstream::consumer::PullConsumer) -> Result<(), BusError> {
+        if self.store.stream_id() == Some(self.stream_id.as_str()) {
+            return Ok(());
+        }
+        let acked = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?.ack_floor.stream_sequence;
+        tracing::warn!(
+            stream = %self.stream_id,
+            remembered = ?self.store.stream_id(),
+            position = acked,
+            "the input stream is not the one this data directory counted in; starting after the consumer's acknowledged position"
+        );
+        tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked))?;
+        Ok(())
     }
 
     /// Applies, in order and in groups, the inputs between the last committed one and `through`.
@@ -376,7 +410,7 @@ impl Serve {
         let publish = Publish::build()
             .headers(headers)
             .payload(bytes::Bytes::copy_from_slice(payload))
-            .message_id(format!("dlq-{}-{seq}", self.subjects.input_stream()));
+            .message_id(format!("dlq-{}-{seq}", self.stream_id));
         let mut backoff = Duration::from_millis(100);
         for _ in 0..10 {
             let sent = match self.js.send_publish(self.subjects.dlq(), publish.clone()).await {
@@ -406,7 +440,7 @@ impl Serve {
             }
         }
         self.record_gauges();
-        if !committed.outputs.is_empty() && self.outbox.send(committed.outputs).await.is_err() {
+        if !committed.outputs.is_empty() && self.outbox.send(committed.outputs).is_err() {
             return Err(BusError::Nats("the output publisher stopped".into()));
         }
         Ok(())

@@ -280,6 +280,36 @@ impl<T: Tombstones> Engine<T> {
         }
     }
 
+    /// The earliest deadline that is really due: stale timer entries at the top of the heap (their
+    /// workspace's deadline moved later) are re-armed at their real deadline first. Changes no
+    /// decision — a stale entry never fires — it only spares the shell ticks that do nothing.
+    pub fn settle_next_deadline(&mut self) -> Option<At> {
+        while let Some(top) = self.timers.peek() {
+            let mut popped = std::mem::take(&mut self.due);
+            self.timers.pop_at(top, &mut popped);
+            let mut real = false;
+            for idx in popped.drain(..) {
+                let slot = &self.slots[idx as usize];
+                if slot.machine.is_none() || slot.armed != Stamp::at(top) {
+                    continue; // stale: its slot has a live entry elsewhere, or none
+                }
+                if self.deadline_of(idx).is_some_and(|d| d <= top) {
+                    // Really due: put it back as it was.
+                    self.timers.push(top, idx);
+                    real = true;
+                } else {
+                    self.slots[idx as usize].armed = Stamp::NEVER;
+                    self.rearm(idx);
+                }
+            }
+            self.due = popped;
+            if real {
+                break;
+            }
+        }
+        self.next_deadline()
+    }
+
     /// Applies inputs in order, exactly like `apply` on each, prefetching a few inputs ahead.
     pub fn apply_batch(&mut self, inputs: &[Input], out: &mut Vec<Output>) {
         for chunk in inputs.chunks(PREFETCH_AHEAD) {
@@ -310,7 +340,11 @@ impl<T: Tombstones> Engine<T> {
         self.seq += 1;
         let start = out.len();
         let at = input.at.max(self.clock);
-        self.fire_due(at, out);
+        // vigil was away until `at`: deadlines that passed meanwhile are re-armed with full grace
+        // first, not fired — silence nobody watched is not evidence (SPEC §1 `resume`).
+        if !matches!(input.kind, InputKind::Resume) {
+            self.fire_due(at, out);
+        }
         self.clock = at;
         match &input.kind {
             InputKind::Tick => {}
@@ -379,15 +413,17 @@ impl<T: Tombstones> Engine<T> {
     }
 
     fn is_duplicate(&mut self, input: &Input, ws: &WorkspaceId, at: At) -> bool {
+        // A duplicate by either key is dropped without remembering its other key.
         let window = self.policy.dedup_window;
-        let mut dup = false;
-        if let Some(id) = &input.id {
-            dup |= self.dedup.seen_before(format!("{ws}\u{1f}i\u{1f}{id}"), at, window);
+        if let Some(id) = &input.id
+            && self.dedup.seen_before(format!("{ws}\u{1f}i\u{1f}{id}"), at, window)
+        {
+            return true;
         }
         if let InputKind::RestartRequested(RestartRequested { request_id: Some(rid), .. }) = &input.kind {
-            dup |= self.dedup.seen_before(format!("{ws}\u{1f}r\u{1f}{rid}"), at, window);
+            return self.dedup.seen_before(format!("{ws}\u{1f}r\u{1f}{rid}"), at, window);
         }
-        dup
+        false
     }
 
     /// An event for a workspace the engine does not hold: create it, honour its tombstone, or
@@ -639,8 +675,9 @@ impl<T: Tombstones> Engine<T> {
             let workspace = self.timers.peek().filter(|t| *t <= until);
             match (breaker, workspace) {
                 (Some(b), w) if w.is_none_or(|w| b <= w) => {
+                    // Like a workspace timer: at its time, or the clock's if that is later.
                     self.clock = self.clock.max(b);
-                    self.close_breaker(b, out);
+                    self.close_breaker(self.clock, out);
                 }
                 (_, Some(w)) => {
                     self.clock = self.clock.max(w);

@@ -95,9 +95,11 @@ impl Breaker {
     fn calm_from(&self, now: At, monitored: usize, policy: &Policy) -> At {
         let n = self.recent.len();
         let aged_out = (0..=n).find(|k| !policy.breaker_exceeded(n - k, monitored)).unwrap_or(n);
+        // An entry leaves the window one millisecond after it is `breaker_window` old (see
+        // `prune`), so that is when it stops counting.
         match aged_out {
             0 => now,
-            k => self.recent[k - 1].plus(policy.breaker_window).max(now),
+            k => self.recent[k - 1].plus(policy.breaker_window).plus(std::time::Duration::from_millis(1)).max(now),
         }
     }
 
@@ -146,9 +148,9 @@ mod tests {
         }
         assert_eq!(b.declare(at(3), 20, &p), Declaration::Held { opened: true });
         assert_eq!(b.declare(at(4), 20, &p), Declaration::Held { opened: false });
-        // Five in the window; the count drops to 3 when the declaration at 1 s ages out (31 s),
-        // and the breaker closes 60 s after that.
-        let close = at(1).plus(Duration::from_secs(30 + 60));
+        // Five in the window; the count drops to 3 when the declaration at 1 s ages out (just
+        // after 31 s), and the breaker closes 60 s after that.
+        let close = at(1).plus(Duration::from_millis(30_001 + 60_000));
         assert_eq!(b.close_at(), Some(close));
         // Another declaration while open pushes the closing time out.
         let mut busier = b.clone();
@@ -157,6 +159,18 @@ mod tests {
         assert!(b.try_close(close, 20, &p));
         assert!(!b.is_open());
         assert_eq!(b.close_at(), None);
+    }
+
+    #[test]
+    fn a_zero_cooldown_closes_instead_of_spinning() {
+        let p = Policy { breaker_cooldown: Duration::ZERO, ..Policy::default() };
+        let mut b = Breaker::default();
+        for i in 0..5 {
+            b.declare(at(i), 20, &p);
+        }
+        let close = b.close_at().unwrap();
+        assert!(close > at(4), "the closing time is after the last declaration");
+        assert!(b.try_close(close, 20, &p), "and at that time the window is calm");
     }
 
     #[test]

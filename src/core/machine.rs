@@ -528,7 +528,14 @@ impl Workspace {
 
     /// Suspect, and a probe says definitively not running.
     fn not_running_while_suspect(&mut self, ctx: &mut Ctx<'_>, s: &mut Suspicion) -> Outcome<State> {
-        if !self.heartbeat_recent(ctx) && !self.settling(ctx) {
+        // cascade: held by the open breaker, every new piece of evidence is a declaration that
+        // the breaker holds again (and counts).
+        if s.held {
+            return self.declare_dead(ctx, s.cause, Some(s));
+        }
+        // ttl: silent for a whole ttl (entered by heartbeat_timeout, or the silence came while
+        // suspect): one definitive not-running is enough.
+        if s.silent_since.get().is_some() && !self.heartbeat_recent(ctx) {
             return self.declare_dead(ctx, Reason::NotRunningNoHeartbeat, Some(s));
         }
         // flake: two definitive not-runnings within the confirm window, or the count restarts.
@@ -614,7 +621,7 @@ impl Workspace {
                 }
                 let mut s = suspicion.cloned().unwrap_or(Suspicion {
                     cause,
-                    first_not_running: Stamp::NEVER,
+                    first_not_running: Stamp::at(ctx.now),
                     silent_since: Stamp::NEVER,
                     next_reprobe: Stamp::NEVER,
                     reprobes_left: 0,
@@ -797,7 +804,18 @@ impl Workspace {
             ctx.change(StateName::Dead, cause, Some(ctx.policy.restart_retry_after_s));
             return self.issue_restart(ctx, Origin::Mutation, Reason::MutationFollowup, None);
         }
-        let attempt = self.restarts + 1;
+        // cascade: restarts failing across the fleet at once indict the control plane, so they
+        // count as automatic death declarations; while the breaker is open the next one waits.
+        if let Declaration::Held { opened: true } = ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy)
+        {
+            let detail = format!(
+                "{} restarts failed or timed out within {}s",
+                ctx.fleet.breaker.recent_count(),
+                ctx.policy.breaker_window.as_secs()
+            );
+            ctx.alert(AlertKind::BreakerOpen, Reason::BreakerThresholdExceeded, Some(detail));
+        }
+        let attempt = u32::from(self.failures) + 1;
         let until = ctx.now.plus(ctx.policy.backoff(self.failures, ctx.ws.as_str(), attempt));
         self.enter_dead(ctx, cause, Stamp::at(until))
     }

@@ -24,6 +24,8 @@ pub const META_FORMAT: &[u8] = b"mformat";
 pub const META_APPLIED: &[u8] = b"mapplied";
 /// Meta: the input stream sequence of the last message committed, for redelivery (u64 BE).
 pub const META_STREAM: &[u8] = b"mstream";
+/// Meta: which input stream `META_STREAM` counts in (its name and creation time).
+pub const META_STREAM_ID: &[u8] = b"mstreamid";
 /// Meta: the fleet record of the last checkpoint (MessagePack; its `seq` is the position it covers).
 pub const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 /// Meta: the first log sequence still stored, after compaction (u64 BE).

@@ -140,6 +140,7 @@ pub struct Store {
     since_checkpoint: u64,
     checkpoint_seq: u64,
     stream_seq: u64,
+    stream_id: Option<String>,
     first_seq: u64,
     /// State chunks on disk (chunks numbered from the slab's current count on are obsolete).
     stored_chunks: u32,
@@ -171,6 +172,7 @@ impl Store {
             since_checkpoint: replayed,
             checkpoint_seq: meta.checkpoint.seq,
             stream_seq: meta.stream,
+            stream_id: meta.stream_id,
             first_seq: meta.first,
             stored_chunks: meta.chunks,
             full_checkpoint_due: true,
@@ -188,6 +190,29 @@ impl Store {
     /// it were already applied and must not be applied again.
     pub fn stream_seq(&self) -> u64 {
         self.stream_seq
+    }
+
+    /// Which input stream [`Store::stream_seq`] counts in, if any was adopted.
+    pub fn stream_id(&self) -> Option<&str> {
+        self.stream_id.as_deref()
+    }
+
+    /// Starts counting in another input stream (a recreated one, or the first one this directory
+    /// sees), positioned after `seq`: messages at or below it are taken as already handled.
+    pub fn adopt_stream(&mut self, id: &str, seq: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::META_STREAM_ID, id.as_bytes());
+        batch.insert(keys::META_STREAM, &keys::u64_value(seq)[..]);
+        self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the input stream"))?;
+        self.stream_id = Some(id.to_string());
+        self.stream_seq = seq;
+        Ok(())
+    }
+
+    /// The earliest deadline that is really due (stale timer entries settled first); what the
+    /// service waits for before it commits a tick.
+    pub fn next_deadline(&mut self) -> Option<At> {
+        self.engine.settle_next_deadline()
     }
 
     /// The first log sequence still stored (1 unless compacted).
@@ -457,6 +482,7 @@ fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> 
 struct Meta {
     applied: u64,
     stream: u64,
+    stream_id: Option<String>,
     first: u64,
     chunks: u32,
     checkpoint: FleetRecord,
@@ -484,6 +510,10 @@ fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
     Ok(Meta {
         applied: number(keys::META_APPLIED, 0)?,
         stream: number(keys::META_STREAM, 0)?,
+        stream_id: db
+            .get(keys::META_STREAM_ID)
+            .map_err(io("reading meta"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()),
         first: number(keys::META_FIRST, 1)?,
         chunks: u32::try_from(number(keys::META_CHUNKS, 0)?).unwrap_or(u32::MAX),
         checkpoint,
