@@ -93,6 +93,15 @@ fn ws(id: &str) -> WorkspaceId {
     WorkspaceId::parse(id).unwrap()
 }
 
+fn heartbeat(id: &str) -> Input {
+    input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
+        workspace: ws(id),
+        interval_s: Some(30),
+        incarnation: None,
+        active_tasks: None,
+    }))
+}
+
 fn not_found(id: &str) -> Input {
     input(InputKind::Probe(vigil::core::event::Probe {
         workspace: ws(id),
@@ -238,12 +247,7 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
     let total = 300;
     let publishing = tokio::spawn(async move {
         for i in 0..total {
-            let mut beat = input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
-                workspace: ws(&format!("ws-{:02}", i % 20)),
-                interval_s: Some(30),
-                incarnation: Some("c1".into()),
-                active_tasks: None,
-            }));
+            let mut beat = heartbeat(&format!("ws-{:02}", i % 20));
             beat.id = Some(format!("beat-{i}"));
             // A producer retries until the stream has it; the id makes a retry harmless.
             while producer.publish(&beat).await.is_err() {
@@ -275,14 +279,6 @@ async fn state_of(client: &async_nats::Client, ws: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_positions_only_count_in_the_stream_they_came_from() {
-    let heartbeat = |ws: &str| {
-        input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
-            workspace: self::ws(ws),
-            interval_s: Some(30),
-            incarnation: None,
-            active_tasks: None,
-        }))
-    };
     let data = tempfile::tempdir().unwrap();
     let first = NatsServer::start();
     let client = nats(&first.url()).await;
@@ -315,14 +311,7 @@ async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
     let js = jetstream::new(client.clone());
     let data = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
-    let heartbeat = |ws: &str| {
-        wire::encode_msgpack(&input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
-            workspace: self::ws(ws),
-            interval_s: Some(30),
-            incarnation: None,
-            active_tasks: None,
-        })))
-    };
+    let heartbeat = |ws: &str| wire::encode_msgpack(&heartbeat(ws));
     let tick = wire::encode_msgpack(&Input { at: At(0), sent_at: None, id: None, kind: InputKind::Tick });
     let unknown = rmp_serde::to_vec_named(&serde_json::json!({"v": 1, "type": "reboot", "workspace": "ws-a"})).unwrap();
     let bad_ws =
