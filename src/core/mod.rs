@@ -7,6 +7,7 @@
 pub mod classify;
 pub mod engine;
 pub mod event;
+pub mod fast_map;
 pub mod fleet;
 pub mod machine;
 pub mod policy;
