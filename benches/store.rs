@@ -78,7 +78,13 @@ fn durable_ingest() -> (f64, f64) {
             let n = i * GROUP + k;
             wire::decode_msgpack(p, Stamping::ReceivedAt(At(START + (n as i64) * 30_000 / WORKSPACES as i64))).unwrap()
         }));
-        let committed = store.commit(&group, Some(((i + 1) * GROUP) as u64)).unwrap();
+        // Pipelined as `vigil serve` drives it: this group is applied while the last one flushes.
+        store.submit(&group, Some(((i + 1) * GROUP) as u64)).unwrap();
+        for committed in store.poll_durable().unwrap() {
+            store.ack(&committed.outputs.iter().map(|p| p.key).collect::<Vec<_>>()).unwrap();
+        }
+    }
+    for committed in store.wait_durable().unwrap() {
         store.ack(&committed.outputs.iter().map(|p| p.key).collect::<Vec<_>>()).unwrap();
     }
     let store_rate = INGEST_EVENTS as f64 / started.elapsed().as_secs_f64();

@@ -13,7 +13,9 @@
 pub mod keys;
 mod segment;
 mod tombstones;
+mod writer;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use crate::core::engine::PREFETCH_AHEAD;
@@ -26,6 +28,7 @@ use crate::core::{Engine, Policy};
 pub use keys::OutboxKey;
 pub use segment::SegmentError;
 pub use tombstones::SledTombstones;
+pub use writer::Wake;
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -105,9 +108,13 @@ pub struct Pending {
 /// What a group commit made durable.
 #[derive(Debug)]
 pub struct Committed {
+    /// The number [`Store::submit`] gave the group (they count up from 1 per open store).
+    pub ticket: u64,
     /// Log sequences of the group's first and last input (`first > last` for an empty group).
     pub first_seq: u64,
     pub last_seq: u64,
+    /// The input stream sequence of the group's last message, if it came from a stream.
+    pub stream_seq: Option<u64>,
     /// The outputs the group caused, now in the outbox.
     pub outputs: Vec<Pending>,
 }
@@ -125,6 +132,11 @@ pub struct Recovery {
     pub created: bool,
 }
 
+/// Group commits handed to the writer thread and not yet reported back, beyond the one being
+/// written: enough to keep the disk busy while the caller applies the next group, few enough that
+/// the engine is never far ahead of the disk.
+const WRITE_DEPTH: usize = 1;
+
 /// Whether `open` may create a new data directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
@@ -139,8 +151,18 @@ pub struct Store {
     config: StoreConfig,
     since_checkpoint: u64,
     checkpoint_seq: u64,
+    /// The input stream position of the last group handed to the writer (what must not be applied
+    /// again), and of the last one durable (what the store would recover to).
     stream_seq: u64,
+    durable_stream_seq: u64,
     stream_id: Option<String>,
+    writer: writer::Writer,
+    /// Groups handed to the writer, oldest first, and groups it reported durable, not yet taken.
+    in_flight: VecDeque<Committed>,
+    durable: VecDeque<Committed>,
+    tickets: u64,
+    /// Outbox groups the bus confirmed, to be removed with the next write.
+    removals: Vec<OutboxKey>,
     first_seq: u64,
     /// State chunks on disk (chunks numbered from the slab's current count on are obsolete).
     stored_chunks: u32,
@@ -165,6 +187,7 @@ impl Store {
         let replayed = replay_tail(&db, &mut engine, meta.checkpoint.seq, meta.applied)?;
         let pending = read_outbox(&db)?;
         let recovery = Recovery { checkpoint_seq: meta.checkpoint.seq, replayed, pending, created };
+        let writer = writer::Writer::start(db.clone(), WRITE_DEPTH, None);
         let store = Store {
             db,
             engine,
@@ -172,7 +195,13 @@ impl Store {
             since_checkpoint: replayed,
             checkpoint_seq: meta.checkpoint.seq,
             stream_seq: meta.stream,
+            durable_stream_seq: meta.stream,
             stream_id: meta.stream_id,
+            writer,
+            in_flight: VecDeque::new(),
+            durable: VecDeque::new(),
+            tickets: 0,
+            removals: Vec::new(),
             first_seq: meta.first,
             stored_chunks: meta.chunks,
             full_checkpoint_due: true,
@@ -186,10 +215,23 @@ impl Store {
         &self.engine
     }
 
-    /// The input stream sequence of the last committed message (0 if none): messages at or below
+    /// The input stream sequence of the last submitted message (0 if none): messages at or below
     /// it were already applied and must not be applied again.
     pub fn stream_seq(&self) -> u64 {
         self.stream_seq
+    }
+
+    /// The input stream sequence of the last durable message: what a restart would recover to.
+    pub fn durable_stream_seq(&self) -> u64 {
+        self.durable_stream_seq
+    }
+
+    /// Has `wake` called on the writer thread each time a group becomes durable (a service loop
+    /// uses it to collect [`Store::poll_durable`] without polling). Waits for groups in flight.
+    pub fn set_wake(&mut self, wake: Wake) -> Result<(), StoreError> {
+        self.wait_all()?;
+        self.writer = writer::Writer::start(self.db.clone(), WRITE_DEPTH, Some(wake));
+        Ok(())
     }
 
     /// Which input stream [`Store::stream_seq`] counts in, if any was adopted.
@@ -200,12 +242,14 @@ impl Store {
     /// Starts counting in another input stream (a recreated one, or the first one this directory
     /// sees), positioned after `seq`: messages at or below it are taken as already handled.
     pub fn adopt_stream(&mut self, id: &str, seq: u64) -> Result<(), StoreError> {
+        self.wait_all()?;
         let mut batch = sled::Batch::default();
         batch.insert(keys::META_STREAM_ID, id.as_bytes());
         batch.insert(keys::META_STREAM, &keys::u64_value(seq)[..]);
         self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the input stream"))?;
         self.stream_id = Some(id.to_string());
         self.stream_seq = seq;
+        self.durable_stream_seq = seq;
         Ok(())
     }
 
@@ -222,22 +266,61 @@ impl Store {
 
     /// Applies a group of inputs and makes them durable: one atomic batch (log segment, outbox,
     /// positions) and one flush. `stream_seq` is the input stream sequence of the group's last
-    /// message, if the inputs came from one.
+    /// message, if the inputs came from one. Groups submitted earlier and not yet taken stay for
+    /// [`Store::poll_durable`]; this returns only its own.
     ///
     /// On error the store is poisoned: its engine may be ahead of the disk, so it refuses further
     /// writes; reopen it to recover from what is durable.
     pub fn commit(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<Committed, StoreError> {
-        if let Some(why) = &self.poisoned {
-            return Err(StoreError::Poisoned(why.clone()));
-        }
-        let result = self.commit_inner(inputs, stream_seq);
-        if let Err(e) = &result {
-            self.poisoned = Some(e.to_string());
-        }
-        result
+        let ticket = self.submit(inputs, stream_seq)?;
+        self.wait_all()?;
+        let own = self.durable.iter().position(|c| c.ticket == ticket);
+        let own = own.and_then(|i| self.durable.remove(i));
+        own.ok_or_else(|| StoreError::Inconsistent(format!("group {ticket} was not reported durable")))
     }
 
-    fn commit_inner(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<Committed, StoreError> {
+    /// Applies a group of inputs to the engine and hands its batch to the writer thread, which
+    /// writes and flushes it while the caller goes on (blocking only while the writer is a group
+    /// behind). Returns the group's ticket; [`Store::poll_durable`] reports it once it is on disk,
+    /// and only then may its inputs be acknowledged or its outputs published.
+    ///
+    /// On error the store is poisoned, as for [`Store::commit`].
+    pub fn submit(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<u64, StoreError> {
+        self.check_poison()?;
+        let result = self.submit_inner(inputs, stream_seq);
+        self.poison_on(result)
+    }
+
+    /// The groups that became durable since the last call, in order, without waiting.
+    pub fn poll_durable(&mut self) -> Result<Vec<Committed>, StoreError> {
+        while !self.in_flight.is_empty() {
+            match self.writer.try_next() {
+                None => break,
+                Some(result) => self.settle(result)?,
+            }
+        }
+        if self.in_flight.is_empty() {
+            self.write_removals()?;
+        }
+        Ok(self.durable.drain(..).collect())
+    }
+
+    /// Waits until every submitted group is durable, then returns those not yet taken, in order.
+    pub fn wait_durable(&mut self) -> Result<Vec<Committed>, StoreError> {
+        self.wait_all()?;
+        Ok(self.durable.drain(..).collect())
+    }
+
+    /// Whether groups are submitted and not yet reported durable.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn submit_inner(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<u64, StoreError> {
+        while self.in_flight.len() > WRITE_DEPTH {
+            let result = self.writer.wait();
+            self.settle(result)?;
+        }
         let first_seq = self.engine.seq() + 1;
         let mut segment = segment::SegmentWriter::with_capacity(inputs.len());
         let mut outputs = Vec::new();
@@ -261,29 +344,72 @@ impl Store {
         if !outputs.is_empty() {
             batch.insert(&key.bytes()[..], encode_outputs(&outputs));
         }
+        self.take_removals(&mut batch);
         if let Some(s) = stream_seq {
             batch.insert(keys::META_STREAM, &keys::u64_value(s)[..]);
-        }
-        self.db.apply_batch(batch).map_err(io("writing a group commit"))?;
-        self.db.flush().map_err(io("flushing a group commit"))?;
-        if let Some(s) = stream_seq {
             self.stream_seq = s;
         }
+        self.writer.send(batch).map_err(|detail| StoreError::Io { doing: "writing a group commit", detail })?;
+        self.tickets += 1;
+        let outputs = outputs.into_iter().map(|output| Pending { key, output }).collect();
+        self.in_flight.push_back(Committed { ticket: self.tickets, first_seq, last_seq, stream_seq, outputs });
         self.since_checkpoint += inputs.len() as u64;
         if self.config.checkpoint_every > 0 && self.since_checkpoint >= self.config.checkpoint_every {
             self.checkpoint()?;
         }
-        let outputs = outputs.into_iter().map(|output| Pending { key, output }).collect();
-        Ok(Committed { first_seq, last_seq, outputs })
+        Ok(self.tickets)
+    }
+
+    /// Takes the writer's report on the oldest group in flight.
+    fn settle(&mut self, result: Result<(), String>) -> Result<(), StoreError> {
+        if let Err(detail) = result {
+            let e = StoreError::Io { doing: "writing a group commit", detail };
+            self.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        let group = self
+            .in_flight
+            .pop_front()
+            .ok_or_else(|| StoreError::Inconsistent("the writer reported a group that was never submitted".into()))?;
+        if let Some(s) = group.stream_seq {
+            self.durable_stream_seq = s;
+        }
+        self.durable.push_back(group);
+        Ok(())
+    }
+
+    /// Waits for every group in flight (their reports are kept for [`Store::poll_durable`]).
+    fn wait_all(&mut self) -> Result<(), StoreError> {
+        while !self.in_flight.is_empty() {
+            let result = self.writer.wait();
+            self.settle(result)?;
+        }
+        self.write_removals()
+    }
+
+    fn check_poison(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(why) => Err(StoreError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison_on<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result
+            && self.poisoned.is_none()
+        {
+            self.poisoned = Some(e.to_string());
+        }
+        result
     }
 
     /// Writes the machines changed since the last checkpoint (whole slab chunks of
     /// [`CHUNK_SIZE`] workspaces), the tombstones and the fleet record, tagged with the log position
     /// they cover, as one atomic batch.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
-        if let Some(why) = &self.poisoned {
-            return Err(StoreError::Poisoned(why.clone()));
-        }
+        self.check_poison()?;
+        let drained = self.wait_all();
+        self.poison_on(drained)?;
         let chunks = self.engine.take_dirty_chunks(CHUNK_SIZE, self.full_checkpoint_due);
         let fleet = self.engine.fleet_record();
         let mut batch = sled::Batch::default();
@@ -309,22 +435,37 @@ impl Store {
     }
 
     /// Removes groups whose outputs the bus has all confirmed from the outbox (a key may appear
-    /// once per output). Not flushed on its own: if vigil crashes first, the outputs are
-    /// published again and de-duplicated by their ids.
+    /// once per output). While groups are in flight the removals ride in the next group's batch
+    /// (a sled write of its own costs as much as a group's); otherwise they are written now. Not
+    /// flushed on their own: if vigil crashes first, the outputs are published again and
+    /// de-duplicated by their ids.
     pub fn ack(&mut self, delivered: &[OutboxKey]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut keys = delivered.to_vec();
-        keys.sort_unstable();
-        keys.dedup();
-        for key in keys {
+        self.removals.extend_from_slice(delivered);
+        if self.in_flight.is_empty() { self.write_removals() } else { Ok(()) }
+    }
+
+    /// Moves the outbox removals waiting for a batch into `batch`.
+    fn take_removals(&mut self, batch: &mut sled::Batch) {
+        self.removals.sort_unstable();
+        self.removals.dedup();
+        for key in self.removals.drain(..) {
             batch.remove(&key.bytes()[..]);
         }
+    }
+
+    fn write_removals(&mut self) -> Result<(), StoreError> {
+        if self.removals.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        self.take_removals(&mut batch);
         self.db.apply_batch(batch).map_err(io("clearing the outbox"))
     }
 
     /// Drops log segments that are entirely older than `before` and covered by the last checkpoint
     /// (the snapshot carries their effect). Returns how many inputs were dropped.
     pub fn compact(&mut self, before: At) -> Result<u64, StoreError> {
+        self.check_poison()?;
         let mut dropped = 0;
         let mut batch = sled::Batch::default();
         let mut first = self.first_seq;

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use vigil::core::event::WorkspaceId;
 use vigil::core::time::At;
 use vigil::core::wire::{self, Stamping};
-use vigil::store::{LogReader, OpenMode, Store, StoreConfig};
+use vigil::store::{Committed, LogReader, OpenMode, Store, StoreConfig};
 
 use crate::replay_cmd::load_policy;
 
@@ -196,15 +196,26 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         inputs.push(wire::decode_json(&line?, Stamping::Logged)?);
     }
     let skip = store.engine().seq() as usize;
-    for group in inputs.get(skip..).unwrap_or_default().chunks(args.group.max(1)) {
-        let committed = store.commit(group, None)?;
-        for p in &committed.outputs {
-            writeln!(out, "out {} {}", p.output.id, wire::encode_output_json(&p.output))?;
+    // Pipelined, as `vigil serve` drives the store: a group is applied while the last one flushes,
+    // and only what the store reports durable is reported.
+    let mut report = |store: &mut Store, durable: Vec<Committed>| -> anyhow::Result<()> {
+        for committed in durable {
+            for p in &committed.outputs {
+                writeln!(out, "out {} {}", p.output.id, wire::encode_output_json(&p.output))?;
+            }
+            writeln!(out, "durable {}", committed.last_seq)?;
+            out.flush()?;
+            store.ack(&committed.outputs.iter().map(|p| p.key).collect::<Vec<_>>())?;
         }
-        writeln!(out, "durable {}", committed.last_seq)?;
-        out.flush()?;
-        store.ack(&committed.outputs.iter().map(|p| p.key).collect::<Vec<_>>())?;
+        Ok(())
+    };
+    for group in inputs.get(skip..).unwrap_or_default().chunks(args.group.max(1)) {
+        store.submit(group, None)?;
+        let durable = store.poll_durable()?;
+        report(&mut store, durable)?;
     }
+    let durable = store.wait_durable()?;
+    report(&mut store, durable)?;
     writeln!(out, "digest {}", hex(&store.engine().digest()))?;
     out.flush()?;
     store.close()?;
