@@ -22,7 +22,11 @@ pub async fn run(
     mut outbox: mpsc::UnboundedReceiver<Vec<Pending>>,
     confirmed: mpsc::UnboundedSender<Vec<OutboxKey>>,
 ) {
-    while let Some(batch) = outbox.recv().await {
+    while let Some(mut batch) = outbox.recv().await {
+        // Whatever else is already waiting goes in the same round trip.
+        while let Ok(more) = outbox.try_recv() {
+            batch.extend(more);
+        }
         if batch.is_empty() {
             continue;
         }

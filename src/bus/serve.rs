@@ -3,21 +3,26 @@
 //! One task owns the store (and so the engine); everything that touches them happens here, in
 //! order, so there are no locks and the log order is the apply order:
 //!
-//! - a batch of input messages: decode (bad ones to the DLQ), one group commit, then one
-//!   acknowledgement for the batch (the consumer acknowledges everything up to it);
+//! - a batch of input messages: decode (bad ones to the DLQ) and submit one group commit; the
+//!   store's writer thread flushes it while the loop goes on with the next batch;
+//! - the store reports groups durable: only now is each batch acknowledged (one acknowledgement
+//!   per batch: the consumer acknowledges everything up to it) and are its outputs handed to the
+//!   publisher;
 //! - a deadline reached with no input: a `tick` is committed, so the log replays with the same
 //!   timing;
 //! - the publisher confirmed outputs: they leave the outbox;
 //! - a query: answered from the engine;
 //! - shutdown: stop fetching, let the publisher drain, checkpoint, return.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, connect, fault, publisher, queries};
@@ -25,7 +30,7 @@ use crate::config::ServeConfig;
 use crate::core::event::{Input, InputKind, OutputBody, StateName};
 use crate::core::wire::{self, DecodeError, Stamping};
 use crate::core::{At, Policy};
-use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
+use crate::store::{Committed, OpenMode, OutboxKey, Pending, Store, StoreConfig};
 
 /// Deadlines within this many milliseconds of each other fire in one tick.
 const TICK_GRANULARITY_MS: i64 = 10;
@@ -48,10 +53,14 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
 
     let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
     let data_dir = cfg.data_dir.clone();
-    let (store, recovery) =
+    let (mut store, recovery) =
         tokio::task::spawn_blocking(move || Store::open(&data_dir, policy, store_config, OpenMode::CreateIfMissing))
             .await
             .map_err(|e| BusError::Nats(format!("opening the store panicked: {e}")))??;
+    // The store's writer thread wakes the loop when a group is durable.
+    let durable = Arc::new(Notify::new());
+    let wake = durable.clone();
+    store.set_wake(Box::new(move || wake.notify_one()))?;
     tracing::info!(
         data_dir = %cfg.data_dir.display(),
         workspaces = store.engine().len(),
@@ -95,13 +104,17 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         stream_id,
         store,
         outbox,
+        durable,
+        acks: VecDeque::new(),
+        last_ticket: 0,
+        durable_ticket: 0,
         last_stamp: At(i64::MIN),
         last_checkpoint: Instant::now(),
     };
     // vigil was away: every deadline gets full grace from now (SPEC §1 `resume`).
     let resume = Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume };
     serve.adopt_input_stream(&mut consumer).await?;
-    serve.commit(vec![resume], None).await?;
+    serve.submit(vec![resume], None).await?;
     // Inputs a crashed instance received but did not commit are redelivered only after the ack
     // wait; read them from the stream now instead of stalling for it.
     let delivered = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?.delivered.stream_sequence;
@@ -122,6 +135,14 @@ struct Serve {
     stream_id: String,
     store: Store,
     outbox: mpsc::UnboundedSender<Vec<Pending>>,
+    /// Notified by the store's writer thread when a group is durable.
+    durable: Arc<Notify>,
+    /// Input messages whose acknowledgement waits for a group to be durable, with that group's
+    /// ticket and when the batch arrived (for the batch latency metric).
+    acks: VecDeque<(u64, Option<jetstream::Message>, Instant)>,
+    /// The ticket of the last group submitted, and of the last one durable.
+    last_ticket: u64,
+    durable_ticket: u64,
     last_stamp: At,
     last_checkpoint: Instant,
 }
@@ -148,6 +169,7 @@ impl Serve {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
+                _ = self.durable.notified() => self.collect().await?,
                 Some(keys) = confirmed.recv() => {
                     tokio::task::block_in_place(|| self.store.ack(&keys))?;
                 }
@@ -165,7 +187,7 @@ impl Serve {
                     }
                 }
                 Some(request) = fleet_endpoint.next() => {
-                    let answer = queries::fleet(self.store.engine(), self.store.stream_seq());
+                    let answer = queries::fleet(self.store.engine(), self.store.durable_stream_seq());
                     if let Err(e) = request.respond(answer).await {
                         tracing::warn!(error = %e, "answering a fleet query failed");
                     }
@@ -225,7 +247,7 @@ impl Serve {
         let now = self.stamp();
         if self.store.next_deadline().is_some_and(|d| d <= now) {
             let tick = Input { at: now, sent_at: None, id: None, kind: InputKind::Tick };
-            self.commit(vec![tick], None).await?;
+            self.submit(vec![tick], None).await?;
         }
         if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
             let keep_after = At(now.millis().saturating_sub(self.cfg.log_retention.as_millis() as i64));
@@ -239,7 +261,9 @@ impl Serve {
             })?;
             self.last_checkpoint = Instant::now();
         }
-        Ok(())
+        // A checkpoint waits for the groups in flight; release them now rather than at the next
+        // wake-up.
+        self.collect().await
     }
 
     async fn handle_batch(&mut self, batch: Vec<Result<jetstream::Message, String>>) -> Result<(), BusError> {
@@ -281,16 +305,12 @@ impl Serve {
             last_message = Some(message);
         }
         if last_seq > self.store.stream_seq() {
-            self.commit(inputs, Some(last_seq)).await?;
+            self.submit(inputs, Some(last_seq)).await?;
         }
-        if let Some(message) = last_message
-            && let Err(e) = message.ack().await
-        {
-            // Harmless: the messages come again and are recognised by their stream sequence.
-            tracing::warn!(error = %e, "acknowledging a batch failed");
-        }
-        metrics::histogram!("vigil_batch_seconds").record(started.elapsed().as_secs_f64());
-        Ok(())
+        // Acknowledged once the last group submitted is durable: this batch's, or for a batch of
+        // redeliveries only, the one that applied them.
+        self.acks.push_back((self.last_ticket, last_message, started));
+        self.collect().await
     }
 
     /// Decodes one input into `inputs`, or dead-letters it.
@@ -331,9 +351,9 @@ impl Serve {
             let mut inputs = Vec::new();
             let now = self.stamp();
             self.fill_gap(from..to + 1, now, &mut inputs).await?;
-            self.commit(inputs, Some(to)).await?;
+            self.submit(inputs, Some(to)).await?;
         }
-        Ok(())
+        self.wait_durable().await
     }
 
     /// Reads the input messages with stream sequences in `missing` directly from the stream.
@@ -429,19 +449,50 @@ impl Serve {
         tracing::error!(seq, "could not publish to the DLQ; the rejection is only in the logs and metrics");
     }
 
-    /// One group commit; its outputs go to the publisher.
-    async fn commit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
-        let committed = tokio::task::block_in_place(|| self.store.commit(&inputs, stream_seq))?;
-        fault::after_commit();
-        for p in &committed.outputs {
-            metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);
-            if let OutputBody::Suppressed { reason, .. } = p.output.body {
-                metrics::counter!("vigil_suppressed_total", "reason" => reason.as_str()).increment(1);
+    /// Applies one group and hands it to the store's writer thread; [`Serve::collect`] takes it
+    /// from there once it is durable.
+    async fn submit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
+        self.last_ticket = tokio::task::block_in_place(|| self.store.submit(&inputs, stream_seq))?;
+        self.record_gauges();
+        Ok(())
+    }
+
+    /// Takes the groups the store made durable: their outputs go to the publisher, and the input
+    /// messages waiting for them are acknowledged.
+    async fn collect(&mut self) -> Result<(), BusError> {
+        let durable = tokio::task::block_in_place(|| self.store.poll_durable())?;
+        self.release(durable).await
+    }
+
+    /// Waits until every submitted group is durable, then releases them as [`Serve::collect`] does.
+    async fn wait_durable(&mut self) -> Result<(), BusError> {
+        let durable = tokio::task::block_in_place(|| self.store.wait_durable())?;
+        self.release(durable).await
+    }
+
+    async fn release(&mut self, durable: Vec<Committed>) -> Result<(), BusError> {
+        for committed in durable {
+            fault::after_commit();
+            self.durable_ticket = committed.ticket;
+            for p in &committed.outputs {
+                metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);
+                if let OutputBody::Suppressed { reason, .. } = p.output.body {
+                    metrics::counter!("vigil_suppressed_total", "reason" => reason.as_str()).increment(1);
+                }
+            }
+            if !committed.outputs.is_empty() && self.outbox.send(committed.outputs).is_err() {
+                return Err(BusError::Nats("the output publisher stopped".into()));
             }
         }
-        self.record_gauges();
-        if !committed.outputs.is_empty() && self.outbox.send(committed.outputs).is_err() {
-            return Err(BusError::Nats("the output publisher stopped".into()));
+        while self.acks.front().is_some_and(|(ticket, _, _)| *ticket <= self.durable_ticket) {
+            let Some((_, message, started)) = self.acks.pop_front() else { break };
+            if let Some(message) = message
+                && let Err(e) = message.ack().await
+            {
+                // Harmless: the messages come again and are recognised by their stream sequence.
+                tracing::warn!(error = %e, "acknowledging a batch failed");
+            }
+            metrics::histogram!("vigil_batch_seconds").record(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -463,12 +514,18 @@ impl Serve {
 
     /// Stops: lets the publisher confirm what it can, clears that from the outbox, checkpoints.
     async fn shutdown(
-        self,
+        mut self,
         publisher: tokio::task::JoinHandle<()>,
         mut confirmed: mpsc::UnboundedReceiver<Vec<OutboxKey>>,
         result: Result<(), BusError>,
     ) -> Result<(), BusError> {
         tracing::info!("shutting down");
+        // Groups still in flight: once durable, their messages are acknowledged and their outputs
+        // go to the publisher like any others.
+        let result = match self.wait_durable().await {
+            Ok(()) => result,
+            Err(e) => result.and(Err(e)),
+        };
         let Serve { mut store, outbox, .. } = self;
         drop(outbox); // the publisher finishes what it has, then stops
         if tokio::time::timeout(DRAIN_TIMEOUT, publisher).await.is_err() {

@@ -23,7 +23,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread. At most `depth` batches wait behind the one being written.
+    /// Starts the thread. At most `depth` batches wait in its queue.
     pub(super) fn start(db: sled::Db, depth: usize, wake: Option<Wake>) -> Writer {
         let (jobs, job_rx) = sync_channel::<sled::Batch>(depth);
         let (result_tx, results) = std::sync::mpsc::channel();
