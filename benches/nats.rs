@@ -177,6 +177,39 @@ async fn latency() -> (Duration, Duration, usize) {
     (pick(0.50), pick(0.99), latencies.len())
 }
 
+/// The machine's CPU time counters (`/proc/stat`): (steal, total), in ticks; zeros if unreadable.
+fn cpu_times() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    (fields.get(7).copied().unwrap_or(0), fields.iter().take(8).sum())
+}
+
+/// The share of CPU time the hypervisor took between two readings: on a shared VM, the latency
+/// figures mean little when it is high.
+fn steal_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1);
+    after.0.saturating_sub(before.0) as f64 / total as f64
+}
+
+/// How long this machine's disk takes to make a small write durable, measured right after the
+/// latency run: the latency is bound by it, and on a shared virtual disk it changes by the hour.
+fn fsync_cost() -> (Duration, Duration) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = std::fs::File::create(dir.path().join("probe")).unwrap();
+    let mut samples: Vec<Duration> = (0..200)
+        .map(|_| {
+            let started = Instant::now();
+            file.write_all(&[0u8; 4096]).unwrap();
+            file.sync_data().unwrap();
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    (samples[100], samples[198])
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -198,7 +231,15 @@ fn main() {
         if only == "ingest" {
             return;
         }
+        let cpu = cpu_times();
         let (p50, p99, n) = latency().await;
+        let steal = steal_share(cpu, cpu_times());
+        let (sync50, sync99) = fsync_cost();
         println!("latency at 10 000 events/s, heartbeat to output, {n} samples: p50 {p50:?}, p99 {p99:?} (target p99 < 10 ms)");
+        println!(
+            "the machine meanwhile: {:.0} % of CPU time stolen by the hypervisor; a 4 KiB write + fsync takes p50 \
+             {sync50:?}, p99 {sync99:?}",
+            steal * 100.0
+        );
     });
 }
