@@ -141,11 +141,7 @@ fn recovery(tail: usize) -> (f64, u64) {
     (secs, recovery.replayed)
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks; there is nothing to list.
-    }
-    println!("store benchmarks (release build; {} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+fn ingest_figures() {
     let (store_rate, raw_rate) = durable_ingest();
     println!(
         "durable ingest, 100 000 workspaces, groups of {GROUP}: {:.0} events/s through the store; raw sled ceiling {:.0} \
@@ -154,6 +150,21 @@ fn main() {
         raw_rate,
         store_rate / raw_rate
     );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks; there is nothing to list.
+    }
+    println!("store benchmarks (release build; {} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // `VIGIL_BENCH_ONLY=ingest` or `=recovery` runs one half.
+    let only = std::env::var("VIGIL_BENCH_ONLY").unwrap_or_default();
+    if only != "recovery" {
+        ingest_figures();
+    }
+    if only == "ingest" {
+        return;
+    }
     let tail: usize = std::env::var("VIGIL_BENCH_TAIL").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     if tail == 0 {
         return;
