@@ -142,3 +142,25 @@ fn emit_checks_the_event_before_connecting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("connection flags go before the event type"), "{}", stderr(&out));
 }
+
+#[test]
+fn inspect_shows_the_stored_policy_and_refuses_to_show_the_state_under_another() {
+    // Given a data directory written under the default policy,
+    let dir = data_dir();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // when its policy is asked for, then it comes as TOML that reads back as that policy;
+    let shown = vigil(&["inspect", "--data-dir", data, "--show-policy"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let policy = vigil::core::Policy::from_toml(&stdout(&shown)).expect("the shown policy is valid TOML");
+    assert_eq!(policy, vigil::core::Policy::default());
+    // and showing the state under another policy is refused rather than silently changing it.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "ttl_min = \"5s\"\n").unwrap();
+    let refused = vigil(&["inspect", "--data-dir", data, "--policy", other.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("omit --policy"), "{}", stderr(&refused));
+    let same = vigil(&["inspect", "--data-dir", data]);
+    assert!(same.status.success(), "{}", stderr(&same));
+    assert_eq!(stdout(&vigil(&["inspect", "--data-dir", data, "--show-policy"])), stdout(&shown), "nothing changed");
+}

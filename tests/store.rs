@@ -107,6 +107,59 @@ fn pipelined_groups_are_reported_durable_in_order_and_fold_to_the_same_engine() 
 }
 
 #[test]
+fn a_new_policy_does_not_reinterpret_what_was_already_received() {
+    use vigil::core::At;
+    use vigil::core::event::{Heartbeat, InputKind, OutputBody, StateName, WorkspaceId};
+    let heartbeat = |at: i64| Input {
+        at: At(at),
+        sent_at: None,
+        id: None,
+        kind: InputKind::Heartbeat(Heartbeat {
+            workspace: WorkspaceId::parse("ws-a").unwrap(),
+            interval_s: Some(30),
+            incarnation: None,
+            active_tasks: None,
+        }),
+    };
+    let tick = |at: i64| Input { at: At(at), sent_at: None, id: None, kind: InputKind::Tick };
+    let went_suspect = |outputs: &[vigil::store::Pending]| {
+        outputs.iter().any(|p| matches!(p.output.body, OutputBody::StateChanged { to: Some(StateName::Suspect), .. }))
+    };
+    let patient = Policy { ttl_min: std::time::Duration::from_secs(600), ttl_factor: 1, ..Policy::default() };
+    let strict = Policy { ttl_min: std::time::Duration::from_secs(10), ttl_factor: 3, ..Policy::default() };
+    let t0 = 1_781_517_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig { checkpoint_every: 0, ..StoreConfig::default() };
+
+    // Given a heartbeat and two quiet minutes received under a patient policy (silence allowed for
+    // ten minutes): the workspace stayed Alive, and nothing was sent out,
+    let (mut store, _) = Store::open(dir.path(), patient.clone(), config.clone(), OpenMode::CreateIfMissing).unwrap();
+    store.commit(&[heartbeat(t0)], None).unwrap();
+    let quiet = store.commit(&[tick(t0 + 120_000)], None).unwrap();
+    assert!(!went_suspect(&quiet.outputs));
+    drop(store); // a crash: both are only in the log tail
+
+    // when vigil comes back under a strict policy (silence allowed for 90 s),
+    let (mut store, recovery) = Store::open(dir.path(), strict.clone(), config.clone(), OpenMode::MustExist).unwrap();
+    // then the tail is recovered under the policy it was received under — the workspace is Alive,
+    // as it was, not silently Suspect without the state change ever having been sent —
+    assert_eq!(recovery.policy_changed_at, Some(3), "the new policy applies from the next input on");
+    assert_eq!(store.engine().view("ws-a").unwrap().state, StateName::Alive);
+    // and from the next input on the strict policy applies, to that workspace too, in the open.
+    let next = store.commit(&[tick(t0 + 121_000)], None).unwrap();
+    assert!(went_suspect(&next.outputs), "121 s of silence exceed the strict policy's 90 s");
+    let reader_policy = |dir: &Path| LogReader::open(dir).unwrap().policy().unwrap();
+    let digest = store.engine().digest();
+    drop(store);
+
+    assert_eq!(reader_policy(dir.path()), Some((strict.clone(), 3)));
+    let (store, recovery) = Store::open(dir.path(), strict, config, OpenMode::MustExist).unwrap();
+    assert_eq!(recovery.policy_changed_at, None, "the same policy again changes nothing");
+    assert_eq!(recovery.checkpoint_seq, 2, "the change sealed the old policy's inputs with a checkpoint");
+    assert_eq!(store.engine().digest(), digest, "and the recovered engine is the one that ran");
+}
+
+#[test]
 fn a_checkpoint_plus_the_log_tail_is_the_same_engine() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = sample(500, 2);

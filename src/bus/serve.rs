@@ -61,6 +61,13 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let durable = Arc::new(Notify::new());
     let wake = durable.clone();
     store.set_wake(Box::new(move || wake.notify_one()))?;
+    if let Some(seq) = recovery.policy_changed_at {
+        tracing::warn!(
+            from_seq = seq,
+            "the policy differs from the one this data directory ran under: the log was recovered under the old \
+             one and checkpointed; the new one applies from here on"
+        );
+    }
     tracing::info!(
         data_dir = %cfg.data_dir.display(),
         workspaces = store.engine().len(),

@@ -32,6 +32,11 @@ pub const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 pub const META_FIRST: &[u8] = b"mfirst";
 /// Meta: how many state chunks the last checkpoint spans (u64 BE).
 pub const META_CHUNKS: &[u8] = b"mchunks";
+/// Meta: the policy the log is applied under (MessagePack, named fields).
+pub const META_POLICY: &[u8] = b"mpolicy";
+/// Meta: the first log sequence applied under `META_POLICY` (u64 BE); earlier ones were applied
+/// under a policy since replaced.
+pub const META_POLICY_SINCE: &[u8] = b"mpolicysince";
 
 /// What a vigil database says first.
 pub const MAGIC: &[u8] = b"vigil-store";

@@ -130,6 +130,9 @@ pub struct Recovery {
     pub pending: Vec<Pending>,
     /// The directory was new.
     pub created: bool,
+    /// The policy asked for differs from the one the directory ran under: the log was recovered
+    /// under the old one, sealed with a checkpoint, and the new one applies from this sequence on.
+    pub policy_changed_at: Option<u64>,
 }
 
 /// Group commits the writer thread may hold at once. One: the next group is applied while this one
@@ -173,7 +176,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the data directory and recovers the engine from it.
+    /// Opens (or creates) the data directory and recovers the engine from it, to run under
+    /// `policy` from now on.
+    ///
+    /// The log is always recovered under the policy it was applied under (stored with it), so the
+    /// recovered engine is exactly the one that was running. If `policy` is another one, the
+    /// recovered state is sealed with a checkpoint and `policy` applies from the next input on.
     pub fn open(
         path: &Path,
         policy: Policy,
@@ -182,14 +190,18 @@ impl Store {
     ) -> Result<(Store, Recovery), StoreError> {
         let (db, created) = open_db(path, &config, mode)?;
         let meta = read_meta(&db)?;
+        // A directory from before policies were stored ran under whatever it is given.
+        let stored = read_policy(&db)?;
+        let recover_under = stored.clone().unwrap_or_else(|| policy.clone());
         let workspaces = read_states(&db)?;
         let tombstones = SledTombstones::new((*db).clone());
-        let mut engine = Engine::restore(policy, tombstones, meta.checkpoint.clone(), workspaces)?;
+        let mut engine = Engine::restore(recover_under, tombstones, meta.checkpoint.clone(), workspaces)?;
         let replayed = replay_tail(&db, &mut engine, meta.checkpoint.seq, meta.applied)?;
         let pending = read_outbox(&db)?;
-        let recovery = Recovery { checkpoint_seq: meta.checkpoint.seq, replayed, pending, created };
+        let mut recovery =
+            Recovery { checkpoint_seq: meta.checkpoint.seq, replayed, pending, created, policy_changed_at: None };
         let writer = writer::Writer::start(db.clone(), WRITE_DEPTH, None);
-        let store = Store {
+        let mut store = Store {
             db,
             engine,
             config,
@@ -208,7 +220,34 @@ impl Store {
             full_checkpoint_due: true,
             poisoned: None,
         };
+        match stored {
+            Some(stored) if stored == policy => {}
+            Some(_) => recovery.policy_changed_at = Some(store.change_policy(policy)?),
+            None => store.record_policy(&policy)?,
+        }
         Ok((store, recovery))
+    }
+
+    /// Seals what was applied under the old policy with a checkpoint, then rebuilds the engine
+    /// from it under `policy`. Returns the first sequence the new policy applies to.
+    fn change_policy(&mut self, policy: Policy) -> Result<u64, StoreError> {
+        self.checkpoint()?;
+        let meta = read_meta(&self.db)?;
+        let workspaces = read_states(&self.db)?;
+        let tombstones = SledTombstones::new((*self.db).clone());
+        self.engine = Engine::restore(policy.clone(), tombstones, meta.checkpoint, workspaces)?;
+        self.full_checkpoint_due = true;
+        self.record_policy(&policy)?;
+        Ok(self.engine.seq() + 1)
+    }
+
+    /// Stores the policy the log is applied under from the next sequence on.
+    fn record_policy(&mut self, policy: &Policy) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::META_POLICY, rmp_serde::to_vec_named(policy).expect("a policy always encodes"));
+        batch.insert(keys::META_POLICY_SINCE, &keys::u64_value(self.engine.seq() + 1)[..]);
+        self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the policy"))?;
+        Ok(())
     }
 
     /// The engine, for queries.
@@ -521,6 +560,22 @@ impl LogReader {
         self.applied
     }
 
+    /// The policy the log is applied under, and the first sequence applied under it (earlier
+    /// ones ran under a policy since replaced); `None` for a directory from before policies were
+    /// stored.
+    pub fn policy(&self) -> Result<Option<(Policy, u64)>, StoreError> {
+        let Some(policy) = read_policy(&self.db)? else { return Ok(None) };
+        let since = match self.db.get(keys::META_POLICY_SINCE).map_err(io("reading meta"))? {
+            Some(v) => keys::read_u64(&v).ok_or_else(|| StoreError::CorruptRecord {
+                what: "meta",
+                key: "policysince".into(),
+                detail: format!("{} bytes where 8 were expected", v.len()),
+            })?,
+            None => 1,
+        };
+        Ok(Some((policy, since)))
+    }
+
     /// Every stored input from sequence `from` on, in order, with its sequence.
     pub fn records(&self, from: u64) -> impl Iterator<Item = Result<(u64, Input), StoreError>> + '_ {
         let start = segment_start(&self.db, from).unwrap_or(from);
@@ -660,6 +715,17 @@ fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
         chunks: u32::try_from(number(keys::META_CHUNKS, 0)?).unwrap_or(u32::MAX),
         checkpoint,
     })
+}
+
+fn read_policy(db: &sled::Db) -> Result<Option<Policy>, StoreError> {
+    match db.get(keys::META_POLICY).map_err(io("reading the policy"))? {
+        None => Ok(None),
+        Some(v) => rmp_serde::from_slice(&v).map(Some).map_err(|e| StoreError::CorruptRecord {
+            what: "meta",
+            key: "policy".into(),
+            detail: e.to_string(),
+        }),
+    }
 }
 
 fn read_states(db: &sled::Db) -> Result<Vec<(WorkspaceId, WorkspaceRecord)>, StoreError> {

@@ -46,6 +46,15 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         Some(Since::Seq(n)) => n,
         _ => 1,
     };
+    if let Some((_, since)) = reader.policy()?
+        && from < since
+    {
+        eprintln!(
+            "vigil export: warning: the log before sequence {since} was applied under an earlier policy; a replay \
+             of this export with the current one (`vigil inspect --show-policy`) reproduces the recorded outputs \
+             only from there on"
+        );
+    }
     if from < reader.first_seq() {
         eprintln!(
             "vigil export: warning: the log before sequence {} was compacted away; a replay of this export \
@@ -85,13 +94,41 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// The TOML policy the service runs with (it decides deadlines shown).
+    /// The TOML policy to show the state under, for a directory from before vigil stored its
+    /// policy (otherwise the stored one is used, and a different one is refused).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Print the policy the data directory runs under, as TOML (what `vigil replay --policy`
+    /// needs to reproduce an export), and nothing else.
+    #[arg(long, conflicts_with_all = ["workspace", "json", "policy"])]
+    show_policy: bool,
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(args.policy.as_ref())?;
+    // Read first, without recovering: opening the store under another policy would change it.
+    let stored = LogReader::open(&args.data_dir)?.policy()?;
+    if args.show_policy {
+        let Some((policy, since)) = stored else {
+            bail!("{} does not record its policy (written by an earlier vigil)", args.data_dir.display())
+        };
+        println!("# the policy of {}, applied from log sequence {since} on", args.data_dir.display());
+        print!("{}", toml::to_string(&policy).context("writing the policy as TOML")?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let policy = match (stored, args.policy.as_ref()) {
+        (Some((stored, _)), Some(path)) => {
+            if load_policy(Some(path))? != stored {
+                bail!(
+                    "{} runs under its stored policy, not {}; omit --policy (see it with --show-policy)",
+                    args.data_dir.display(),
+                    path.display()
+                );
+            }
+            stored
+        }
+        (Some((stored, _)), None) => stored,
+        (None, path) => load_policy(path)?,
+    };
     let (store, recovery) = Store::open(&args.data_dir, policy, StoreConfig::default(), OpenMode::MustExist)?;
     let engine = store.engine();
     let mut out = std::io::stdout().lock();
