@@ -26,6 +26,7 @@ enum Command {
     /// `<prefix>.out.<type>.<workspace>`; invalid inputs go to `<prefix>.dlq`. State queries:
     /// `<prefix>.query.state.<workspace>` and `<prefix>.query.fleet`. SIGTERM or Ctrl-C stops it
     /// cleanly.
+    #[command(args_override_self = true)] // a flag given twice: the last one counts
     Serve(serve_cmd::ServeArgs),
     /// Publish one event, e.g. `vigil emit heartbeat ws-a --interval_s 30`.
     Emit(serve_cmd::EmitArgs),
