@@ -160,6 +160,28 @@ fn a_new_policy_does_not_reinterpret_what_was_already_received() {
 }
 
 #[test]
+fn inspecting_a_directory_writes_nothing_even_when_it_does_not_record_its_policy() {
+    // Given a directory from before vigil stored its policy,
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = open(dir.path(), 0);
+    store.commit(&sample(50, 12), None).unwrap();
+    drop(store);
+    let db = raw_sled(dir.path());
+    db.remove(b"mpolicy").unwrap();
+    db.remove(b"mpolicysince").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    // when it is opened for inspection under some policy,
+    let other = Policy { debounce: std::time::Duration::from_secs(7), ..Policy::default() };
+    let config = StoreConfig { checkpoint_every: 0, ..StoreConfig::default() };
+    let (store, recovery) = Store::open(dir.path(), other, config, OpenMode::Inspect).unwrap();
+    assert_eq!(recovery.policy_changed_at, None);
+    drop(store);
+    // then it still records no policy: the service that really ran it decides that.
+    assert_eq!(LogReader::open(dir.path()).unwrap().policy().unwrap(), None);
+}
+
+#[test]
 fn a_checkpoint_plus_the_log_tail_is_the_same_engine() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = sample(500, 2);

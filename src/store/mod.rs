@@ -146,6 +146,9 @@ const WRITE_DEPTH: usize = 1;
 pub enum OpenMode {
     CreateIfMissing,
     MustExist,
+    /// Must exist, and opening writes nothing of its own (for `vigil inspect`): a directory that
+    /// does not record its policy yet is left so, rather than recording the one given.
+    Inspect,
 }
 
 /// The engine and its durable log.
@@ -222,6 +225,7 @@ impl Store {
         };
         match stored {
             Some(stored) if stored == policy => {}
+            _ if mode == OpenMode::Inspect => {}
             Some(_) => recovery.policy_changed_at = Some(store.change_policy(policy)?),
             None => store.record_policy(&policy)?,
         }
@@ -339,9 +343,7 @@ impl Store {
                 Some(result) => self.settle(result)?,
             }
         }
-        if self.in_flight.is_empty() {
-            self.write_removals()?;
-        }
+        self.write_removals_when_idle();
         Ok(self.durable.drain(..).collect())
     }
 
@@ -404,7 +406,9 @@ impl Store {
     fn settle(&mut self, result: Result<(), String>) -> Result<(), StoreError> {
         if let Err(detail) = result {
             let e = StoreError::Io { doing: "writing a group commit", detail };
-            self.poisoned = Some(e.to_string());
+            if self.poisoned.is_none() {
+                self.poisoned = Some(e.to_string()); // the first failure is the one worth telling
+            }
             return Err(e);
         }
         let group = self
@@ -424,7 +428,8 @@ impl Store {
             let result = self.writer.wait();
             self.settle(result)?;
         }
-        self.write_removals()
+        self.write_removals_when_idle();
+        Ok(())
     }
 
     fn check_poison(&self) -> Result<(), StoreError> {
@@ -498,8 +503,22 @@ impl Store {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        let keys = self.removals.clone();
         self.take_removals(&mut batch);
-        self.db.apply_batch(batch).map_err(io("clearing the outbox"))
+        let written = self.db.apply_batch(batch).map_err(io("clearing the outbox"));
+        if written.is_err() {
+            self.removals = keys; // tried again with the next write
+        }
+        written
+    }
+
+    /// Clears confirmed outputs once nothing is in flight. A failure here is not a failure of
+    /// the groups just reported durable: the removals stay for the next write, and at worst the
+    /// outputs are published again after a crash and de-duplicated by their ids.
+    fn write_removals_when_idle(&mut self) {
+        if self.in_flight.is_empty() {
+            let _ = self.write_removals();
+        }
     }
 
     /// Drops log segments that are entirely older than `before` and covered by the last checkpoint
@@ -613,7 +632,7 @@ fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::D
     if existed && !path.is_dir() {
         return Err(StoreError::NotADirectory(path.to_path_buf()));
     }
-    if !existed && mode == OpenMode::MustExist {
+    if !existed && mode != OpenMode::CreateIfMissing {
         return Err(StoreError::Missing(path.to_path_buf()));
     }
     if existed {
@@ -625,7 +644,7 @@ fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::D
         if !entries.is_empty() && !sleds {
             return Err(StoreError::Foreign(path.to_path_buf()));
         }
-        if entries.is_empty() && mode == OpenMode::MustExist {
+        if entries.is_empty() && mode != OpenMode::CreateIfMissing {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
     }
@@ -643,7 +662,7 @@ fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::D
             false
         }
         None if !db.is_empty() => return Err(StoreError::Foreign(path.to_path_buf())),
-        None if mode == OpenMode::MustExist => return Err(StoreError::Missing(path.to_path_buf())),
+        None if mode != OpenMode::CreateIfMissing => return Err(StoreError::Missing(path.to_path_buf())),
         None => {
             let mut format = keys::MAGIC.to_vec();
             format.extend_from_slice(&FORMAT.to_be_bytes());

@@ -129,7 +129,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         (Some((stored, _)), None) => stored,
         (None, path) => load_policy(path)?,
     };
-    let (store, recovery) = Store::open(&args.data_dir, policy, StoreConfig::default(), OpenMode::MustExist)?;
+    let (store, recovery) = Store::open(&args.data_dir, policy, StoreConfig::default(), OpenMode::Inspect)?;
     let engine = store.engine();
     let mut out = std::io::stdout().lock();
     match args.workspace {
@@ -220,7 +220,13 @@ pub struct IngestArgs {
 /// `out <id> <json>` and after every flush `durable <seq>`, and finally `digest <hex>`.
 pub fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let config = StoreConfig { checkpoint_every: args.checkpoint_every, ..StoreConfig::default() };
-    let (mut store, recovery) = Store::open(&args.data_dir, Default::default(), config, OpenMode::CreateIfMissing)?;
+    // The directory's own policy if it has one: this tool must not change it.
+    let policy = match args.data_dir.exists() {
+        true => LogReader::open(&args.data_dir).ok().and_then(|r| r.policy().ok().flatten()).map(|(p, _)| p),
+        false => None,
+    };
+    let (mut store, recovery) =
+        Store::open(&args.data_dir, policy.unwrap_or_default(), config, OpenMode::CreateIfMissing)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "recovered {} {}", store.engine().seq(), hex(&store.engine().digest()))?;
     for p in &recovery.pending {
