@@ -59,7 +59,7 @@ fn heartbeat(ids: &[WorkspaceId], n: usize, at: i64) -> Input {
         InputKind::Heartbeat(Heartbeat {
             workspace: ids[n].clone(),
             interval_s: Some(30),
-            incarnation: Some(format!("c-{n}")),
+            incarnation: Some(format!("c-{n}").into()),
             active_tasks: Some((n % 4) as u32),
         }),
     )
@@ -125,16 +125,14 @@ fn fold(engine: &mut Engine, events: &[Input], out: &mut Vec<Output>) -> usize {
     outputs
 }
 
-/// The same fold the way the store drives the engine: `prefetch` a few inputs ahead, then `apply`.
+/// The same fold the way the store drives the engine: a group of inputs at a time through
+/// `apply_batch`, which prefetches ahead.
 fn fold_batched(engine: &mut Engine, events: &[Input], out: &mut Vec<Output>) -> usize {
     let mut outputs = 0;
-    for chunk in events.chunks(vigil::core::engine::PREFETCH_AHEAD) {
-        engine.prefetch(chunk);
-        for e in chunk {
-            engine.apply(e, out);
-            outputs += out.len();
-            out.clear();
-        }
+    for group in events.chunks(1_000) {
+        engine.apply_batch(group, out);
+        outputs += out.len();
+        out.clear();
     }
     outputs
 }

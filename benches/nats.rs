@@ -39,7 +39,7 @@ fn heartbeat(n: usize) -> Vec<u8> {
         kind: InputKind::Heartbeat(Heartbeat {
             workspace: WorkspaceId::parse(&format!("ws-{:07}", n % WORKSPACES)).unwrap(),
             interval_s: Some(30),
-            incarnation: Some(format!("c-{}", n % WORKSPACES)),
+            incarnation: Some(format!("c-{}", n % WORKSPACES).into()),
             active_tasks: Some(1),
         }),
     })

@@ -45,7 +45,7 @@ fn event(i: usize, fleet: usize, rng: &mut Rng) -> Input {
         _ => InputKind::Heartbeat(Heartbeat {
             workspace,
             interval_s: Some(30),
-            incarnation: Some(format!("c-{n}")),
+            incarnation: Some(format!("c-{n}").into()),
             active_tasks: Some(1),
         }),
     };

@@ -137,7 +137,7 @@ fn child(uuid: bool, incarnation: bool) {
                 kind: InputKind::Heartbeat(Heartbeat {
                     workspace: WorkspaceId::parse(&id).expect("valid id"),
                     interval_s: Some(30),
-                    incarnation: incarnation.then(|| format!("c-{n}")),
+                    incarnation: incarnation.then(|| format!("c-{n}").into()),
                     active_tasks: None,
                 }),
             };

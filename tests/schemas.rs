@@ -348,7 +348,7 @@ fn input_examples() -> Vec<(Input, Input)> {
             InputKind::Heartbeat(Heartbeat {
                 workspace: w(),
                 interval_s: Some(3600),
-                incarnation: s("ctr-1"),
+                incarnation: Some("ctr-1".into()),
                 active_tasks: Some(u32::MAX),
             }),
         ),

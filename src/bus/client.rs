@@ -64,7 +64,7 @@ impl Client {
             kind: InputKind::Heartbeat(Heartbeat {
                 workspace: workspace.clone(),
                 interval_s: Some(interval.as_secs().clamp(1, 3600) as u16),
-                incarnation: incarnation.map(str::to_string),
+                incarnation: incarnation.map(Into::into),
                 active_tasks: None,
             }),
         };

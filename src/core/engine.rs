@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 use statig::blocking::InitializedStateMachine;
@@ -22,26 +21,22 @@ use statig::blocking::IntoStateMachineExt;
 
 use crate::core::event::*;
 use crate::core::fleet::{Fleet, Handle};
+use crate::core::index::{Index, prefetch_line};
 use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
 use crate::core::policy::Policy;
 use crate::core::snapshot::{Chunks, FleetRecord, RestoreError, WorkspaceRecord};
 use crate::core::time::{At, Stamp};
 use crate::core::timers::Timers;
 
-/// How many inputs ahead `apply_batch` prefetches.
-pub const PREFETCH_AHEAD: usize = 16;
+/// How many inputs make one prefetch stage of `apply_batch`.
+const PREFETCH_AHEAD: usize = 16;
 
 /// Asks the CPU to start loading the cache lines of `len` bytes at `p` (a hint; never dereferenced).
 #[inline]
 fn prefetch_lines(p: *const i8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
     for offset in (0..len).step_by(64) {
-        // SAFETY: a prefetch is only a hint and never faults; `wrapping_add` keeps the address
-        // computation itself free of undefined behaviour.
-        unsafe { std::arch::x86_64::_mm_prefetch(p.wrapping_add(offset), std::arch::x86_64::_MM_HINT_T0) };
+        prefetch_line(p.wrapping_add(offset));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, len);
 }
 
 /// How many times one workspace's timer may fire at one instant before it is considered stuck.
@@ -168,7 +163,7 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     seq: u64,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    index: HashTable<u32>,
+    index: Index,
     hasher: FxBuildHasher,
     timers: Timers,
     fleet: Fleet,
@@ -223,7 +218,7 @@ impl<T: Tombstones> Engine<T> {
             seq: 0,
             slots: Vec::new(),
             free: Vec::new(),
-            index: HashTable::new(),
+            index: Index::new(),
             hasher: FxBuildHasher,
             timers: Timers::default(),
             fleet: Fleet::default(),
@@ -310,24 +305,40 @@ impl<T: Tombstones> Engine<T> {
         self.next_deadline()
     }
 
-    /// Applies inputs in order, exactly like `apply` on each, prefetching a few inputs ahead.
+    /// Applies inputs in order, exactly like `apply` on each, but with the memory each input will
+    /// touch requested ahead of time: the index lines of the inputs two chunks ahead, the slots of
+    /// the inputs one chunk ahead (whose index lines are cached by then). So an input's cache
+    /// misses overlap with other inputs' work instead of queueing one after another — at a million
+    /// workspaces, most of an input's cost would otherwise be waiting for memory.
     pub fn apply_batch(&mut self, inputs: &[Input], out: &mut Vec<Output>) {
-        for chunk in inputs.chunks(PREFETCH_AHEAD) {
-            self.prefetch(chunk);
+        let ahead = |c: usize| inputs.get(c * PREFETCH_AHEAD..).map_or(&[][..], |r| &r[..r.len().min(PREFETCH_AHEAD)]);
+        self.prefetch_index(ahead(0));
+        self.prefetch_index(ahead(1));
+        self.prefetch_slots(ahead(0));
+        for (c, chunk) in inputs.chunks(PREFETCH_AHEAD).enumerate() {
+            self.prefetch_index(ahead(c + 2));
+            self.prefetch_slots(ahead(c + 1));
             for input in chunk {
                 self.apply(input, out);
             }
         }
     }
 
-    /// Hints the CPU to fetch the slots these inputs will touch, so that their cache misses overlap
-    /// instead of queueing one after another (most of an event's cost at 100 000 workspaces is
-    /// waiting for memory). Changes nothing: `apply` does the real lookup.
-    pub fn prefetch(&self, inputs: &[Input]) {
+    /// Prefetch stage one: the index lines where these inputs' workspaces are looked up.
+    fn prefetch_index(&self, inputs: &[Input]) {
+        for input in inputs {
+            if let Some(ws) = input.kind.workspace() {
+                self.index.prefetch(self.hash(ws.as_str()));
+            }
+        }
+    }
+
+    /// Prefetch stage two: the slots the index most likely points these inputs to (only a hint:
+    /// `apply` does the real lookup).
+    fn prefetch_slots(&self, inputs: &[Input]) {
         for input in inputs {
             let Some(ws) = input.kind.workspace() else { continue };
-            // The first entry whose 7-bit tag matches: only a hint.
-            if let Some(&i) = self.index.find(self.hash(ws.as_str()), |_| true)
+            if let Some(i) = self.index.candidate(self.hash(ws.as_str()))
                 && let Some(slot) = self.slots.get(i as usize)
             {
                 prefetch_lines(slot as *const Slot as *const i8, std::mem::size_of::<Slot>());
@@ -373,7 +384,7 @@ impl<T: Tombstones> Engine<T> {
 
     fn lookup(&self, ws: &str) -> Option<u32> {
         let slots = &self.slots;
-        self.index.find(self.hash(ws), |&i| slots[i as usize].name.as_str() == ws).copied()
+        self.index.find(self.hash(ws), |i| slots[i as usize].name.as_str() == ws)
     }
 
     fn handle(&self, idx: u32) -> Handle {
@@ -525,7 +536,7 @@ impl<T: Tombstones> Engine<T> {
         slot.machine = Some(machine);
         let (slots, hasher) = (&self.slots, self.hasher);
         let hash = hasher.hash_one(ws.as_str());
-        self.index.insert_unique(hash, idx, |&i| hasher.hash_one(slots[i as usize].name.as_str()));
+        self.index.insert_unique(hash, idx, |i| hasher.hash_one(slots[i as usize].name.as_str()));
         self.counts[state_index(state)] += 1;
         self.refresh_monitored();
         let body = OutputBody::StateChanged { from: None, to: Some(state), reason, retry_after_s: None };
@@ -640,12 +651,11 @@ impl<T: Tombstones> Engine<T> {
         slot.armed = Stamp::NEVER;
         // Its chunk must be rewritten without it.
         slot.dirty = true;
-        let slots = &self.slots;
-        if let Ok(entry) =
-            self.index.find_entry(self.hasher.hash_one(name.as_str()), |&i| i == idx && slots[i as usize].name == name)
-        {
-            entry.remove();
-        }
+        let (slots, hasher) = (&self.slots, self.hasher);
+        let removed = self
+            .index
+            .remove(hasher.hash_one(name.as_str()), idx, |i| hasher.hash_one(slots[i as usize].name.as_str()));
+        debug_assert!(removed, "a live slot is indexed");
         self.free.push(idx);
         let shared = machine.inner();
         self.tombstones.put(&name, Tombstone { removed_at: at, restarts: shared.restarts, probes: shared.probes });
@@ -832,7 +842,7 @@ impl<T: Tombstones> Engine<T> {
         let expected = workspaces.size_hint().0;
         engine.slots.reserve(expected);
         let hasher = engine.hasher;
-        engine.index.reserve(expected, |&i| hasher.hash_one(engine.slots[i as usize].name.as_str()));
+        engine.index.reserve(expected, |i| hasher.hash_one(engine.slots[i as usize].name.as_str()));
         engine.seq = fleet.seq;
         if let Some(clock) = fleet.clock {
             engine.clock = clock;
@@ -867,9 +877,9 @@ impl<T: Tombstones> Engine<T> {
                 machine: Some(machine),
             });
             let (slots, hasher) = (&engine.slots, engine.hasher);
-            engine.index.insert_unique(hasher.hash_one(ws.as_str()), idx, |&i| {
-                hasher.hash_one(slots[i as usize].name.as_str())
-            });
+            engine
+                .index
+                .insert_unique(hasher.hash_one(ws.as_str()), idx, |i| hasher.hash_one(slots[i as usize].name.as_str()));
             engine.counts[state_index(state)] += 1;
             engine.fleet.in_flight += u32::from(holds_slot);
             engine.rearm(idx);

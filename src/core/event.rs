@@ -289,7 +289,8 @@ pub struct Heartbeat {
     /// The cadence the agent promises (1–3600 s).
     pub interval_s: Option<u16>,
     /// Identifies this boot of the workspace; changes on every restart.
-    pub incarnation: Option<String>,
+    /// Inline up to 24 bytes (a boot id, a short container id): no allocation per heartbeat.
+    pub incarnation: Option<compact_str::CompactString>,
     pub active_tasks: Option<u32>,
 }
 

@@ -15,7 +15,7 @@ use crate::core::wire::RawInput;
 
 /// Reads a plain input map; `None` means "not the plain shape, ask serde".
 pub fn read(bytes: &[u8]) -> Option<RawInput<'_>> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let len = r.map_len()?;
     let mut raw = RawInput::default();
     let mut seen = 0u32;
@@ -33,7 +33,7 @@ pub fn read(bytes: &[u8]) -> Option<RawInput<'_>> {
         seen |= bit;
         r.field(&mut raw, field)?;
     }
-    (r.pos == bytes.len()).then_some(raw)
+    r.at_end().then_some(raw)
 }
 
 /// Which field of [`RawInput`] a key names, as [`Reader::field`] numbers them (a `match` on byte
@@ -63,12 +63,58 @@ fn field_index(key: &[u8]) -> Option<usize> {
     })
 }
 
-struct Reader<'a> {
+/// A forward-only reader of MessagePack scalars that gives up (`None`) on anything unexpected;
+/// also used by the log's fast path (`store::segment`).
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    /// Whether every byte was read.
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+
+    pub(crate) fn array_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            b @ 0x90..=0x9f => Some(usize::from(b & 0x0f)),
+            0xdc => self.be(2).map(|n| n as usize),
+            0xdd => self.be(4).map(|n| n as usize),
+            _ => None,
+        }
+    }
+
+    /// A signed integer that fits an `i64`, or give up.
+    pub(crate) fn int(&mut self) -> Option<i64> {
+        Some(match self.byte()? {
+            b @ 0x00..=0x7f => i64::from(b),
+            b @ 0xe0..=0xff => i64::from(b as i8),
+            0xcc => self.be(1)? as i64,
+            0xcd => self.be(2)? as i64,
+            0xce => self.be(4)? as i64,
+            0xcf => i64::try_from(self.be(8)?).ok()?,
+            0xd0 => i64::from(self.be(1)? as u8 as i8),
+            0xd1 => i64::from(self.be(2)? as u16 as i16),
+            0xd2 => i64::from(self.be(4)? as u32 as i32),
+            0xd3 => self.be(8)? as i64,
+            _ => return None,
+        })
+    }
+
+    /// A signed integer, nil, or give up.
+    pub(crate) fn opt_int(&mut self) -> Option<Option<i64>> {
+        if self.bytes.get(self.pos) == Some(&0xc0) {
+            self.pos += 1;
+            return Some(None);
+        }
+        self.int().map(Some)
+    }
+
     fn byte(&mut self) -> Option<u8> {
         let b = *self.bytes.get(self.pos)?;
         self.pos += 1;
@@ -86,7 +132,7 @@ impl<'a> Reader<'a> {
         Some(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
-    fn map_len(&mut self) -> Option<usize> {
+    pub(crate) fn map_len(&mut self) -> Option<usize> {
         match self.byte()? {
             b @ 0x80..=0x8f => Some(usize::from(b & 0x0f)),
             0xde => self.be(2).map(|n| n as usize),
@@ -96,7 +142,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The bytes of a string (not yet checked as UTF-8).
-    fn str(&mut self) -> Option<&'a [u8]> {
+    pub(crate) fn str(&mut self) -> Option<&'a [u8]> {
         let len = match self.byte()? {
             b @ 0xa0..=0xbf => usize::from(b & 0x1f),
             0xd9 => self.be(1)? as usize,
@@ -108,7 +154,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string value, nil, or give up.
-    fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
+    pub(crate) fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.bytes.get(self.pos) == Some(&0xc0) {
             self.pos += 1;
             return Some(None);
@@ -118,7 +164,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned integer value, nil, or give up.
-    fn opt_uint(&mut self) -> Option<Option<u64>> {
+    pub(crate) fn opt_uint(&mut self) -> Option<Option<u64>> {
         let n = match self.byte()? {
             0xc0 => return Some(None),
             b @ 0x00..=0x7f => u64::from(b),

@@ -177,7 +177,7 @@ impl<'a> RawInput<'a> {
                     Some(n @ 1..=3600) => Some(n as u16),
                     Some(n) => return Err(DecodeError::field("interval_s", format!("{n} is outside 1..=3600"))),
                 },
-                incarnation: text("incarnation", &self.incarnation)?,
+                incarnation: text("incarnation", &self.incarnation)?.map(compact_str::CompactString::from),
                 active_tasks: match self.active_tasks {
                     None => None,
                     Some(n) => Some(
@@ -258,7 +258,7 @@ impl<'a> RawInput<'a> {
         match &input.kind {
             InputKind::Heartbeat(e) => {
                 raw.interval_s = e.interval_s.map(u64::from);
-                raw.incarnation = o(&e.incarnation);
+                raw.incarnation = e.incarnation.as_deref().map(Cow::Borrowed);
                 raw.active_tasks = e.active_tasks.map(u64::from);
             }
             InputKind::Probe(e) => {

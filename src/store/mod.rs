@@ -18,7 +18,6 @@ mod writer;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use crate::core::engine::PREFETCH_AHEAD;
 use crate::core::event::{Input, Output, WorkspaceId};
 use crate::core::snapshot::{FleetRecord, RestoreError, WorkspaceRecord};
 use crate::core::time::At;
@@ -362,12 +361,9 @@ impl Store {
         let first_seq = self.engine.seq() + 1;
         let mut segment = segment::SegmentWriter::with_capacity(inputs.len());
         let mut outputs = Vec::new();
-        for chunk in inputs.chunks(PREFETCH_AHEAD) {
-            self.engine.prefetch(chunk);
-            for input in chunk {
-                self.engine.apply(input, &mut outputs);
-                segment.push(input);
-            }
+        self.engine.apply_batch(inputs, &mut outputs);
+        for input in inputs {
+            segment.push(input);
         }
         if let Some(failure) = self.engine.tombstones().take_failure() {
             return Err(StoreError::Io { doing: "reading tombstones", detail: failure });
@@ -850,13 +846,8 @@ fn replay_tail(db: &sled::Db, engine: &mut StoredEngine, checkpoint: u64, applie
             if !tail.is_empty() && (seq != engine.seq() + 1 || seq + tail.len() as u64 - 1 > applied) {
                 return Err(StoreError::Inconsistent(format!("expected sequence {}, found {seq}", engine.seq() + 1)));
             }
-            for chunk in tail.chunks(PREFETCH_AHEAD) {
-                engine.prefetch(chunk);
-                for input in chunk {
-                    engine.apply(input, &mut sink);
-                    sink.clear();
-                }
-            }
+            engine.apply_batch(tail, &mut sink);
+            sink.clear();
             replayed += tail.len() as u64;
         }
         reader.join().map_err(|_| StoreError::Inconsistent("the log reader thread panicked".into()))

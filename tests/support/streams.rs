@@ -35,7 +35,7 @@ fn kind(mix: Mix) -> impl Strategy<Value = InputKind> {
             InputKind::Heartbeat(Heartbeat {
                 workspace: ws(i),
                 interval_s,
-                incarnation: inc.map(|n| format!("inc-{n}")),
+                incarnation: inc.map(|n| format!("inc-{n}").into()),
                 active_tasks: None,
             })
         });
