@@ -90,11 +90,23 @@ fn io(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
 }
 
 fn describe(e: &sled::Error) -> String {
-    match e {
-        sled::Error::Io(io) if io.raw_os_error() == Some(28) => format!("the disk is full ({io})"),
-        sled::Error::Io(io) => io.to_string(),
-        other => other.to_string(),
+    let sled::Error::Io(io) = e else { return e.to_string() };
+    match os_error_code(io) {
+        Some(28) => format!("the disk is full ({})", std::io::Error::from_raw_os_error(28)),
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => io.to_string(),
     }
+}
+
+/// The OS error behind an I/O error. sled hands errors from its I/O threads on as a new error
+/// whose text is the original's `Debug` form (`Os { code: 28, kind: StorageFull, .. }`), so the
+/// code is read back from that text when the error does not carry it.
+fn os_error_code(io: &std::io::Error) -> Option<i32> {
+    io.raw_os_error().or_else(|| {
+        let text = io.to_string();
+        let rest = text.split("Os { code: ").nth(1)?;
+        rest.split(',').next()?.trim().parse().ok()
+    })
 }
 
 /// An output waiting in the outbox for the bus to confirm it.
@@ -862,4 +874,24 @@ fn replay_tail(db: &sled::Db, engine: &mut StoredEngine, checkpoint: u64, applie
         return Err(StoreError::Io { doing: "reading tombstones", detail: failure });
     }
     Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_full_disk_is_named_whether_sled_passes_the_os_error_on_or_only_its_text() {
+        let direct = sled::Error::Io(Error::from_raw_os_error(28));
+        let relayed =
+            sled::Error::Io(Error::new(ErrorKind::Other, "Os { code: 28, kind: StorageFull, message: \"No space\" }"));
+        for e in [direct, relayed] {
+            assert_eq!(describe(&e), "the disk is full (No space left on device (os error 28))");
+        }
+        let too_large =
+            sled::Error::Io(Error::new(ErrorKind::Other, "Os { code: 27, kind: FileTooLarge, message: \"x\" }"));
+        assert_eq!(describe(&too_large), "File too large (os error 27)");
+        assert_eq!(describe(&sled::Error::Io(Error::new(ErrorKind::Other, "odd"))), "odd");
+    }
 }
