@@ -879,19 +879,17 @@ fn replay_tail(db: &sled::Db, engine: &mut StoredEngine, checkpoint: u64, applie
 #[cfg(test)]
 mod tests {
     use super::describe;
-    use std::io::{Error, ErrorKind};
+    use std::io::Error;
 
     #[test]
     fn a_full_disk_is_named_whether_sled_passes_the_os_error_on_or_only_its_text() {
         let direct = sled::Error::Io(Error::from_raw_os_error(28));
-        let relayed =
-            sled::Error::Io(Error::new(ErrorKind::Other, "Os { code: 28, kind: StorageFull, message: \"No space\" }"));
+        let relayed = sled::Error::Io(Error::other("Os { code: 28, kind: StorageFull, message: \"No space\" }"));
         for e in [direct, relayed] {
             assert_eq!(describe(&e), "the disk is full (No space left on device (os error 28))");
         }
-        let too_large =
-            sled::Error::Io(Error::new(ErrorKind::Other, "Os { code: 27, kind: FileTooLarge, message: \"x\" }"));
+        let too_large = sled::Error::Io(Error::other("Os { code: 27, kind: FileTooLarge, message: \"x\" }"));
         assert_eq!(describe(&too_large), "File too large (os error 27)");
-        assert_eq!(describe(&sled::Error::Io(Error::new(ErrorKind::Other, "odd"))), "odd");
+        assert_eq!(describe(&sled::Error::Io(Error::other("odd"))), "odd");
     }
 }
