@@ -129,6 +129,13 @@ async fn through_vigil(payloads: &[Vec<u8>]) -> f64 {
 /// batch's arrival at vigil until its acknowledgement, after the flush), as the bucket bounds its
 /// 0.5 and 0.99 quantiles fall under.
 fn batch_quantiles(addr: &str) -> String {
+    let input = histogram_quantiles(addr, "vigil_batch_seconds", "batches");
+    let output = histogram_quantiles(addr, "vigil_publish_seconds", "groups");
+    format!("{input}\n  and from durable to the output stream's confirmation: {output}")
+}
+
+/// p50 and p99 bounds of one of vigil's histograms, read from its metrics endpoint.
+fn histogram_quantiles(addr: &str, metric: &str, what: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut conn) = std::net::TcpStream::connect(addr) else { return "no metrics".into() };
     let _ = write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
@@ -137,20 +144,20 @@ fn batch_quantiles(addr: &str) -> String {
     // `vigil_batch_seconds_bucket{le="0.005"} 1234`, cumulative, in increasing order.
     let buckets: Vec<(String, f64)> = body
         .lines()
-        .filter(|l| l.starts_with("vigil_batch_seconds_bucket{"))
+        .filter(|l| l.starts_with(&format!("{metric}_bucket{{")))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?.to_string();
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();
-    let Some((_, total)) = buckets.last().cloned() else { return "no batches recorded".into() };
+    let Some((_, total)) = buckets.last().cloned() else { return format!("no {what} recorded") };
     let under = |q: f64| {
         buckets.iter().find(|(_, n)| *n >= q * total).map_or("?".into(), |(le, _)| match le.parse::<f64>() {
             Ok(s) => format!("≤ {} ms", s * 1000.0),
             Err(_) => format!("> the largest bucket ({le})"),
         })
     };
-    format!("p50 {}, p99 {} ({total} batches)", under(0.5), under(0.99))
+    format!("p50 {}, p99 {} ({total} {what})", under(0.5), under(0.99))
 }
 
 /// One raw JetStream hop at the same rate: plain publish → file-backed stream → durable pull

@@ -5,7 +5,7 @@
 //! a re-publish (after a crash, or a retry after a lost confirmation) a no-op. A publish that fails
 //! is retried with backoff until it succeeds: an output is never dropped, only delayed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use tokio::sync::mpsc;
@@ -15,17 +15,33 @@ use crate::bus::subjects::Subjects;
 use crate::core::wire;
 use crate::store::{OutboxKey, Pending};
 
+/// Outputs handed to the publisher, and when (for the `vigil_publish_seconds` metric: how long an
+/// output takes from durable to confirmed by the output stream).
+pub struct Released {
+    pub at: Instant,
+    pub outputs: Vec<Pending>,
+}
+
+impl Released {
+    pub fn now(outputs: Vec<Pending>) -> Released {
+        Released { at: Instant::now(), outputs }
+    }
+}
+
 /// Publishes batches from `outbox` until it closes; reports confirmed keys on `confirmed`.
 pub async fn run(
     js: jetstream::Context,
     subjects: Subjects,
-    mut outbox: mpsc::UnboundedReceiver<Vec<Pending>>,
+    mut outbox: mpsc::UnboundedReceiver<Released>,
     confirmed: mpsc::UnboundedSender<Vec<OutboxKey>>,
 ) {
-    while let Some(mut batch) = outbox.recv().await {
+    while let Some(first) = outbox.recv().await {
+        let mut released = vec![first.at];
+        let mut batch = first.outputs;
         // Whatever else is already waiting goes in the same round trip.
         while let Ok(more) = outbox.try_recv() {
-            batch.extend(more);
+            released.push(more.at);
+            batch.extend(more.outputs);
         }
         if batch.is_empty() {
             continue;
@@ -49,6 +65,9 @@ pub async fn run(
             keys.push(p.key);
         }
         fault::after_publish();
+        for at in released {
+            metrics::histogram!("vigil_publish_seconds").record(at.elapsed().as_secs_f64());
+        }
         if confirmed.send(keys).is_err() {
             return;
         }

@@ -24,13 +24,14 @@ use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
+use crate::bus::publisher::Released;
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, connect, fault, publisher, queries};
 use crate::config::ServeConfig;
 use crate::core::event::{Input, InputKind, OutputBody, StateName};
 use crate::core::wire::{self, DecodeError, Stamping};
 use crate::core::{At, Policy};
-use crate::store::{Committed, OpenMode, OutboxKey, Pending, Store, StoreConfig};
+use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
 
 /// Deadlines within this many milliseconds of each other fire in one tick.
 const TICK_GRANULARITY_MS: i64 = 10;
@@ -80,11 +81,11 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
 
     // Unbounded: the outputs are durable in the outbox anyway, and the loop must never block on
     // a publisher stuck behind a NATS outage (it would stop answering queries and SIGTERM).
-    let (outbox, outbox_rx) = mpsc::unbounded_channel::<Vec<Pending>>();
+    let (outbox, outbox_rx) = mpsc::unbounded_channel::<Released>();
     let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
     let publisher = tokio::spawn(publisher::run(js.clone(), subjects.clone(), outbox_rx, confirmed_tx));
     if !recovery.pending.is_empty() {
-        let _ = outbox.send(recovery.pending);
+        let _ = outbox.send(Released::now(recovery.pending));
     }
 
     let service = client
@@ -141,7 +142,7 @@ struct Serve {
     /// Its identity (name and creation time): stream sequences only mean something within it.
     stream_id: String,
     store: Store,
-    outbox: mpsc::UnboundedSender<Vec<Pending>>,
+    outbox: mpsc::UnboundedSender<Released>,
     /// Notified by the store's writer thread when a group is durable.
     durable: Arc<Notify>,
     /// Input messages whose acknowledgement waits for a group to be durable, with that group's
@@ -487,7 +488,7 @@ impl Serve {
                     metrics::counter!("vigil_suppressed_total", "reason" => reason.as_str()).increment(1);
                 }
             }
-            if !committed.outputs.is_empty() && self.outbox.send(committed.outputs).is_err() {
+            if !committed.outputs.is_empty() && self.outbox.send(Released::now(committed.outputs)).is_err() {
                 return Err(BusError::Nats("the output publisher stopped".into()));
             }
         }
