@@ -8,7 +8,9 @@
 //! Records are positional MessagePack with times as integer milliseconds, not the named maps of the
 //! wire: the log is read back in bulk on every recovery, and parsing RFC 3339 text and field names
 //! for ten million events would cost seconds. `vigil export` turns records back into wire events.
-//! The layout is versioned by [`super::FORMAT`].
+//! The layout is versioned by [`super::FORMAT`]. It is defined by serde (`Record`); heartbeats,
+//! most of any log, also have a hand-written encoder and decoder for speed, held to serde's bytes
+//! and serde's reading by property tests.
 
 use std::borrow::Cow;
 
