@@ -14,42 +14,25 @@
 
 use std::time::Instant;
 
-use vigil::core::event::{Heartbeat, Probe, ProbeResult, UpstreamError};
 use vigil::core::wire::{self, Stamping};
-use vigil::core::{At, Input, InputKind, Policy, WorkspaceId};
+use vigil::core::{At, Input, Policy};
 use vigil::store::{OpenMode, Store, StoreConfig};
 
 const WORKSPACES: usize = 100_000;
 const GROUP: usize = 1_000;
 const INGEST_EVENTS: usize = 2_000_000;
-const START: i64 = 1_780_272_000_000;
 
 #[path = "../tests/support/rng.rs"]
 mod rng;
 use rng::Rng;
 
-/// The i-th event of a heartbeat-dominated stream over `fleet` workspaces, 30 s cadence.
+#[path = "support/workload.rs"]
+mod workload;
+use workload::START;
+
+/// The i-th event of a heartbeat-dominated stream over `fleet` workspaces, in workspace order.
 fn event(i: usize, fleet: usize, rng: &mut Rng) -> Input {
-    let at = At(START + (i as i64) * 30_000 / fleet as i64);
-    let n = i % fleet;
-    let workspace = WorkspaceId::parse(&format!("ws-{n:07}")).unwrap();
-    let kind = match rng.below(100) {
-        0 => InputKind::Probe(Probe {
-            workspace,
-            result: if rng.below(2) == 0 { ProbeResult::Running } else { ProbeResult::Error },
-            error: Some("context deadline exceeded".into()),
-            backend: Some("docker".into()),
-            probe_id: None,
-        }),
-        1 => InputKind::UpstreamError(UpstreamError { workspace, status: Some(502), error: None }),
-        _ => InputKind::Heartbeat(Heartbeat {
-            workspace,
-            interval_s: Some(30),
-            incarnation: Some(format!("c-{n}").into()),
-            active_tasks: Some(1),
-        }),
-    };
-    Input { at, sent_at: None, id: None, kind }
+    workload::input(i, fleet, i % fleet, rng)
 }
 
 fn payloads(count: usize, fleet: usize) -> Vec<Vec<u8>> {

@@ -8,38 +8,20 @@
 use std::time::Instant;
 
 use vigil::core::engine::Engine;
-use vigil::core::event::{Heartbeat, Probe, ProbeResult, UpstreamError};
-use vigil::core::{At, Input, InputKind, Policy, WorkspaceId};
+use vigil::core::{Input, Policy};
 
 #[path = "../tests/support/rng.rs"]
 mod rng;
 use rng::Rng;
 
-const START: i64 = 1_780_272_000_000;
+#[path = "../benches/support/workload.rs"]
+mod workload;
+
 const ROUND: usize = 3_000_000;
 
-/// The i-th input: a heartbeat-dominated stream (1 % probes, 1 % upstream errors), 30 s cadence.
+/// The i-th input, for workspaces in a scattered order.
 fn event(i: usize, fleet: usize, rng: &mut Rng) -> Input {
-    let at = At(START + (i as i64) * 30_000 / fleet as i64);
-    let n = i.wrapping_mul(7_919) % fleet;
-    let workspace = WorkspaceId::parse(&format!("ws-{n:07}")).unwrap();
-    let kind = match rng.below(100) {
-        0 => InputKind::Probe(Probe {
-            workspace,
-            result: if rng.below(2) == 0 { ProbeResult::Running } else { ProbeResult::Error },
-            error: Some("context deadline exceeded".into()),
-            backend: Some("docker".into()),
-            probe_id: None,
-        }),
-        1 => InputKind::UpstreamError(UpstreamError { workspace, status: Some(502), error: None }),
-        _ => InputKind::Heartbeat(Heartbeat {
-            workspace,
-            interval_s: Some(30),
-            incarnation: Some(format!("c-{n}").into()),
-            active_tasks: Some(1),
-        }),
-    };
-    Input { at, sent_at: None, id: None, kind }
+    workload::input(i, fleet, i.wrapping_mul(7_919) % fleet, rng)
 }
 
 fn main() {
