@@ -341,12 +341,19 @@ impl Serve {
             return Ok(());
         }
         let acked = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?.ack_floor.stream_sequence;
-        tracing::warn!(
-            stream = %self.stream_id,
-            remembered = ?self.store.stream_id(),
-            position = acked,
-            "the input stream is not the one this data directory counted in; starting after the consumer's acknowledged position"
-        );
+        let remembered = self.store.stream_id();
+        if remembered.is_none() && self.store.engine().seq() == 0 {
+            // A new data directory: nothing to warn about.
+            tracing::info!(stream = %self.stream_id, position = acked, "counting in the input stream");
+        } else {
+            tracing::warn!(
+                stream = %self.stream_id,
+                ?remembered,
+                position = acked,
+                "the input stream is not the one this data directory counted in; starting after the consumer's \
+                 acknowledged position"
+            );
+        }
         tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked))?;
         Ok(())
     }
