@@ -156,24 +156,24 @@ fn encode_heartbeat(bytes: &mut Vec<u8>, input: &Input, heartbeat: &Heartbeat) {
 }
 
 fn write_opt_sint(bytes: &mut Vec<u8>, v: Option<i64>) {
-    let _ = match v {
-        Some(v) => rmp::encode::write_sint(bytes, v).map(drop).map_err(drop),
-        None => rmp::encode::write_nil(bytes).map_err(drop),
-    };
+    match v {
+        Some(v) => drop(rmp::encode::write_sint(bytes, v)),
+        None => drop(rmp::encode::write_nil(bytes)),
+    }
 }
 
 fn write_opt_uint(bytes: &mut Vec<u8>, v: Option<u64>) {
-    let _ = match v {
-        Some(v) => rmp::encode::write_uint(bytes, v).map(drop).map_err(drop),
-        None => rmp::encode::write_nil(bytes).map_err(drop),
-    };
+    match v {
+        Some(v) => drop(rmp::encode::write_uint(bytes, v)),
+        None => drop(rmp::encode::write_nil(bytes)),
+    }
 }
 
 fn write_opt_str(bytes: &mut Vec<u8>, v: Option<&str>) {
-    let _ = match v {
-        Some(v) => rmp::encode::write_str(bytes, v).map_err(drop),
-        None => rmp::encode::write_nil(bytes).map_err(drop),
-    };
+    match v {
+        Some(v) => drop(rmp::encode::write_str(bytes, v)),
+        None => drop(rmp::encode::write_nil(bytes)),
+    }
 }
 
 /// Builds a segment.
