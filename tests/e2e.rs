@@ -13,103 +13,21 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
+use support::bus::{export, heartbeat, nats, not_found, outputs, read_stream, state_of, wait_processed};
 use support::nats::{NatsServer, Vigil};
 use vigil::client::Client;
-use vigil::core::event::{Input, InputKind, Output, OutputBody, ProbeResult, WorkspaceId};
+use vigil::core::event::{Input, InputKind, Output, OutputBody};
 use vigil::core::wire::{self, Stamping};
 use vigil::core::{At, Policy};
 use vigil::replay;
-
-async fn nats(url: &str) -> async_nats::Client {
-    async_nats::connect(url).await.expect("connect to the test nats-server")
-}
-
-/// Waits until vigil has committed everything in its input stream (it says how far it has read in
-/// its fleet query).
-async fn wait_processed(js: &jetstream::Context, prefix: &str) {
-    let name = format!("{}_IN", prefix.to_uppercase());
-    let started = Instant::now();
-    loop {
-        let last = js.get_stream(&name).await.unwrap().info().await.unwrap().state.last_sequence;
-        let read = match js.client().request(format!("{prefix}.query.fleet"), "".into()).await {
-            Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()["input_stream_seq"]
-                .as_u64()
-                .unwrap(),
-            Err(_) => 0, // restarting
-        };
-        if read >= last {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "vigil committed {read} of {last} inputs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every message in a stream, in order: subject, headers, payload.
-async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<jetstream::message::StreamMessage> {
-    let mut stream = js.get_stream(name).await.unwrap();
-    let state = stream.info().await.unwrap().state.clone();
-    let mut all = Vec::new();
-    for seq in state.first_sequence..=state.last_sequence {
-        if let Ok(m) = stream.get_raw_message(seq).await {
-            all.push(m);
-        }
-    }
-    all
-}
-
-async fn outputs(js: &jetstream::Context, prefix: &str) -> Vec<Output> {
-    read_stream(js, &format!("{}_OUT", prefix.to_uppercase()))
-        .await
-        .iter()
-        .map(|m| wire::decode_output_msgpack(&m.payload).expect("outputs decode"))
-        .collect()
-}
-
-fn export(data: &Path) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["export", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn replay_export(export: &str) -> String {
     let result = replay::run(Policy::default(), replay::parse_jsonl("export", export), true);
     assert!(result.malformed.is_empty(), "{:?}", result.malformed);
     replay::to_jsonl(&result.outputs)
-}
-
-fn input(kind: InputKind) -> Input {
-    Input { at: vigil::bus::serve::wall_clock(), sent_at: None, id: None, kind }
-}
-
-fn ws(id: &str) -> WorkspaceId {
-    WorkspaceId::parse(id).unwrap()
-}
-
-fn heartbeat(id: &str) -> Input {
-    input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
-        workspace: ws(id),
-        interval_s: Some(30),
-        incarnation: None,
-        active_tasks: None,
-    }))
-}
-
-fn not_found(id: &str) -> Input {
-    input(InputKind::Probe(vigil::core::event::Probe {
-        workspace: ws(id),
-        result: ProbeResult::NotFound,
-        error: None,
-        backend: Some("docker".into()),
-        probe_id: None,
-    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,12 +189,6 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
     assert_eq!(ids, expected, "every heartbeat applied exactly once");
 }
 
-async fn state_of(client: &async_nats::Client, ws: &str) -> Option<String> {
-    let reply = client.request(format!("vigil.query.state.{ws}"), "".into()).await.unwrap();
-    let value: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
-    value["state"].as_str().map(str::to_string)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_positions_only_count_in_the_stream_they_came_from() {
     let data = tempfile::tempdir().unwrap();
@@ -290,7 +202,7 @@ async fn stream_positions_only_count_in_the_stream_they_came_from() {
     // A fresh data directory on the same stream does not re-apply what was handled before.
     let fresh = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&first.url(), fresh.path(), &[], &[]);
-    assert_eq!(state_of(&client, "ws-a").await, None, "old inputs are not applied again");
+    assert_eq!(state_of(&client, "vigil", "ws-a").await, None, "old inputs are not applied again");
     vigil.stop();
 
     // The same data directory on a new stream (the NATS state was lost): sequence 1 there is new.
@@ -299,8 +211,8 @@ async fn stream_positions_only_count_in_the_stream_they_came_from() {
     let vigil = Vigil::start(&second.url(), data.path(), &[], &[]);
     Client::with(client.clone(), "vigil").publish(&heartbeat("ws-b")).await.unwrap();
     wait_processed(&jetstream::new(client.clone()), "vigil").await;
-    assert_eq!(state_of(&client, "ws-b").await.as_deref(), Some("alive"), "not mistaken for a redelivery");
-    assert_eq!(state_of(&client, "ws-a").await.as_deref(), Some("alive"), "and the old state is still there");
+    assert_eq!(state_of(&client, "vigil", "ws-b").await.as_deref(), Some("alive"), "not mistaken for a redelivery");
+    assert_eq!(state_of(&client, "vigil", "ws-a").await.as_deref(), Some("alive"), "and the old state is still there");
     vigil.stop();
 }
 
@@ -324,6 +236,8 @@ async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
         ("vigil.in.probe.ws-a", heartbeat("ws-a"), "subject_mismatch"),
         ("vigil.in.heartbeat.ws-a", vec![0x90; 70 * 1024], "too_large"),
         ("vigil.in.tick.ws-a", tick, "internal_type"),
+        ("vigil.in.heartbeat.ws-a", [heartbeat("ws-a"), vec![0xc0]].concat(), "trailing_bytes"),
+        ("vigil.in.heartbeat.wé", heartbeat("ws-a"), "subject_mismatch"),
     ];
     for (subject, payload, _) in &bad {
         // A plain publish: the stream captures it; producers need no JetStream.
@@ -337,6 +251,9 @@ async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
     let reasons: Vec<String> = dlq.iter().map(|m| m.headers.get("Vigil-Reason").unwrap().to_string()).collect();
     assert_eq!(reasons, bad.iter().map(|b| b.2).collect::<Vec<_>>());
     assert!(dlq.iter().all(|m| m.headers.get("Vigil-Error").is_some() && m.headers.get("Vigil-Subject").is_some()));
+    // A subject token that is not ASCII is escaped in the header, not copied.
+    let subjects: Vec<&str> = dlq.iter().map(|m| m.headers.get("Vigil-Subject").unwrap().as_str()).collect();
+    assert_eq!(subjects.last(), Some(&r"vigil.in.heartbeat.w\u{e9}"));
 
     // The valid heartbeat after them was applied; the queries say so.
     let reply = client.request("vigil.query.state.ws-ok", "".into()).await.unwrap();

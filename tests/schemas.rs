@@ -288,8 +288,9 @@ fn version_workspace_pattern_and_text_limits_are_the_codes() {
         if let Some(w) = props.get("workspace") {
             assert_eq!(w["pattern"], workspace.as_str(), "{file}");
         }
-        for (field, p) in props.iter().filter(|(_, p)| p.get("maxLength").is_some()) {
-            assert_eq!(p["maxLength"], TEXT_MAX_LEN, "{file} `{field}`");
+        for (field, p) in props.iter().filter(|(_, p)| side == Side::In && p["type"] == "string") {
+            let Some(limit) = wire::field_limit(field) else { continue };
+            assert_eq!(p["maxLength"], limit, "{file} `{field}`");
         }
     }
 }
@@ -542,7 +543,9 @@ fn input_lines_the_decoder_refuses_the_schemas_refuse_too() {
         ("an unknown probe result", with(&probe, "result", json!("dead"))),
         ("a probe without a result", without(&probe, "result")),
         ("an HTTP status of 7000", with(&upstream, "status", json!(7000))),
-        ("an error text over 4096 bytes", with(&upstream, "error", json!("e".repeat(TEXT_MAX_LEN + 1)))),
+        ("an error text over 1024 bytes", with(&upstream, "error", json!("e".repeat(TEXT_MAX_LEN + 1)))),
+        ("an id over 128 bytes", with(&hb, "id", json!("i".repeat(wire::ID_MAX_LEN + 1)))),
+        ("an incarnation over 128 bytes", with(&hb, "incarnation", json!("c".repeat(wire::INCARNATION_MAX_LEN + 1)))),
         ("a log record without `at`", without(&hb, "at")),
         ("a timestamp that is not RFC 3339", with(&hb, "at", json!("noon"))),
         ("a date that does not exist", with(&hb, "at", json!("2026-02-30T09:10:26.100Z"))),

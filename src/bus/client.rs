@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use futures::StreamExt;
 
+use crate::bus::headers::{self, HeaderText};
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, serve::wall_clock};
 use crate::core::event::{Heartbeat, Input, InputKind, Output, WorkspaceId};
-use crate::core::wire;
+use crate::core::wire::{self, Stamping};
 
 /// A connection to vigil's subjects.
 #[derive(Clone)]
@@ -37,15 +38,23 @@ impl Client {
 
     /// Publishes one event and waits until vigil's input stream has stored it. The event's `at`
     /// is the producer's clock; vigil keeps it as `sent_at` and stamps its own receive time.
+    ///
+    /// An event vigil would dead-letter (a field too long, say) is refused here with the same
+    /// words, and nothing is published. An event with an `id` carries a `Nats-Msg-Id` scoped by its
+    /// type and workspace ([`message_id`]), so the input stream drops a re-publish of it — and
+    /// only of it.
     pub async fn publish(&self, input: &Input) -> Result<(), BusError> {
+        let payload = wire::encode_msgpack(input);
+        wire::decode_msgpack(&payload, Stamping::ReceivedAt(input.at))?;
         let Some(ws) = input.kind.workspace() else {
             return Err(BusError::Config(format!("`{}` events are vigil's own", input.kind.type_name())));
         };
-        let subject = self.subjects.input(input.kind.type_name(), ws);
-        let mut message = Publish::build().payload(wire::encode_msgpack(input).into());
+        let kind = input.kind.type_name();
+        let mut message = Publish::build().payload(payload.into());
         if let Some(id) = &input.id {
-            message = message.message_id(id);
+            message = headers::with_message_id(message, &message_id(kind, ws, id));
         }
+        let subject = self.subjects.input(kind, ws);
         let ack = self.js.send_publish(subject, message).await.map_err(|e| BusError::Nats(e.to_string()))?;
         ack.await.map(|_| ()).map_err(|e| BusError::Nats(e.to_string()))
     }
@@ -105,6 +114,14 @@ impl Client {
         let sub = self.nats.subscribe(subject).await.map_err(|e| BusError::Nats(e.to_string()))?;
         Ok(sub.map(|m| wire::decode_output_msgpack(&m.payload).map_err(|e| e.to_string())))
     }
+}
+
+/// The `Nats-Msg-Id` of an event with idempotency key `id`: `<type>:<workspace>:<id>`. The input
+/// stream de-duplicates by `Nats-Msg-Id` across all its subjects, so a bare `id` would let one
+/// workspace's event drop another's; vigil itself de-duplicates per workspace (SPEC §1), and this
+/// keeps the stream to the same scope. Producers in other languages should set the same header.
+pub fn message_id(kind: &str, workspace: &WorkspaceId, id: &str) -> HeaderText {
+    HeaderText::escape(&format!("{kind}:{workspace}:{id}"))
 }
 
 /// Background heartbeats; they stop when this is dropped.

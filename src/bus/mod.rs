@@ -11,7 +11,10 @@
 
 pub mod client;
 pub mod connect;
+pub mod dlq;
 mod fault;
+pub mod headers;
+pub mod intake;
 mod publisher;
 mod queries;
 pub mod serve;
@@ -37,4 +40,6 @@ pub enum BusError {
     Store(#[from] StoreError),
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("not a valid event: {0}")]
+    Invalid(#[from] crate::core::wire::DecodeError),
 }

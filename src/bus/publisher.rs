@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use tokio::sync::mpsc;
 
 use crate::bus::fault;
+use crate::bus::headers::{self, HeaderText};
 use crate::bus::subjects::Subjects;
 use crate::core::wire;
 use crate::store::{OutboxKey, Pending};
@@ -80,7 +81,7 @@ async fn send(
     p: &Pending,
 ) -> Result<jetstream::context::PublishAckFuture, String> {
     let payload = wire::encode_output_msgpack(&p.output);
-    let message = Publish::build().payload(payload.into()).message_id(&p.output.id);
+    let message = headers::with_message_id(Publish::build().payload(payload.into()), &HeaderText::escape(&p.output.id));
     js.send_publish(subjects.output(&p.output), message).await.map_err(|e| e.to_string())
 }
 

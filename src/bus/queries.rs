@@ -9,6 +9,7 @@
 use async_nats::service::{Request, error::Error as ServiceError};
 use bytes::Bytes;
 
+use crate::bus::headers::HeaderText;
 use crate::core::{Engine, Tombstones};
 
 /// The workspace named by the last token of the request subject.
@@ -16,7 +17,10 @@ pub fn state<T: Tombstones>(engine: &Engine<T>, request: &Request) -> Result<Byt
     let ws = request.message.subject.rsplit('.').next().unwrap_or_default();
     match engine.view(ws) {
         Some(view) => Ok(serde_json::to_vec(&view).expect("views serialise").into()),
-        None => Err(ServiceError { status: format!("no workspace {ws:?}"), code: 404 }),
+        // The status goes into a header; the subject's token is the requester's text.
+        None => {
+            Err(ServiceError { status: HeaderText::escape(&format!("no workspace {ws:?}")).to_string(), code: 404 })
+        }
     }
 }
 

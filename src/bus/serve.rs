@@ -19,17 +19,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, message::PublishMessage as Publish};
+use async_nats::jetstream;
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
+use crate::bus::dlq::{DeadLetter, Dlq};
+use crate::bus::intake::Intake;
 use crate::bus::publisher::Released;
 use crate::bus::subjects::Subjects;
-use crate::bus::{BusError, connect, fault, publisher, queries};
+use crate::bus::{BusError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
 use crate::core::event::{Input, InputKind, OutputBody, StateName};
-use crate::core::wire::{self, DecodeError, Stamping};
 use crate::core::{At, Policy};
 use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
 
@@ -104,10 +105,17 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
     let created = input_stream.info().await.map_err(|e| BusError::Nats(e.to_string()))?.created;
     let stream_id = format!("{}@{}", subjects.input_stream(), created.unix_timestamp_nanos());
+    let (dlq, dlq_task) = Dlq::start(dlq::Target {
+        js: js.clone(),
+        subject: subjects.dlq(),
+        stream_id: stream_id.clone(),
+        copy_max: cfg.max_payload,
+    });
     let mut serve = Serve {
+        intake: Intake::new(subjects.clone(), cfg.max_payload),
+        dlq,
         cfg,
         subjects,
-        js,
         input_stream,
         stream_id,
         store,
@@ -130,13 +138,15 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     tracing::info!(prefix = serve.subjects.prefix(), "serving");
 
     let result = serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, shutdown).await;
-    serve.shutdown(publisher, confirmed, result).await
+    serve.shutdown(publisher, dlq_task, confirmed, result).await
 }
 
 struct Serve {
     cfg: ServeConfig,
+    /// What an input must be; what fails goes to `dlq`.
+    intake: Intake,
+    dlq: Dlq,
     subjects: Subjects,
-    js: jetstream::Context,
     /// The input stream, for reading messages the consumer did not deliver in order.
     input_stream: jetstream::stream::Stream,
     /// Its identity (name and creation time): stream sequences only mean something within it.
@@ -308,7 +318,7 @@ impl Serve {
                 // The stream sequence is the truth: read them from the stream, in order.
                 self.fill_gap(last_seq + 1..seq, now, &mut inputs).await?;
             }
-            self.accept(&message.subject, &message.payload, seq, now, &mut inputs).await;
+            self.accept(&message.subject, &message.payload, seq, now, &mut inputs);
             last_seq = seq;
             last_message = Some(message);
         }
@@ -322,13 +332,16 @@ impl Serve {
     }
 
     /// Decodes one input into `inputs`, or dead-letters it.
-    async fn accept(&self, subject: &str, payload: &[u8], seq: u64, now: At, inputs: &mut Vec<Input>) {
-        match self.decode(subject, payload, now) {
+    fn accept(&self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
+        match self.intake.decode(subject, payload, now) {
             Ok(input) => {
                 metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
                 inputs.push(input);
             }
-            Err(rejection) => self.dead_letter(subject, payload, seq, &rejection).await,
+            Err(rejection) => {
+                let letter = DeadLetter { subject: subject.to_string(), payload: payload.clone(), seq, rejection };
+                self.dlq.send(letter);
+            }
         }
     }
 
@@ -380,7 +393,7 @@ impl Serve {
                 match self.input_stream.get_raw_message(seq).await {
                     Ok(m) => {
                         metrics::counter!("vigil_gap_filled_total").increment(1);
-                        self.accept(&m.subject, &m.payload, seq, now, inputs).await;
+                        self.accept(&m.subject, &m.payload, seq, now, inputs);
                         break;
                     }
                     Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
@@ -399,69 +412,6 @@ impl Serve {
             }
         }
         Ok(())
-    }
-
-    /// Decodes one input message, checking it against its subject.
-    fn decode(&self, subject: &str, payload: &[u8], now: At) -> Result<Input, Rejection> {
-        if payload.len() > self.cfg.max_payload {
-            return Err(Rejection::new(
-                "too_large",
-                format!("{} bytes; at most {} are accepted", payload.len(), self.cfg.max_payload),
-            ));
-        }
-        let Some(subject) = self.subjects.parse_input(subject) else {
-            return Err(Rejection::new(
-                "bad_subject",
-                format!("expected {}.in.<type>.<workspace>", self.subjects.prefix()),
-            ));
-        };
-        let input = wire::decode_msgpack(payload, Stamping::ReceivedAt(now)).map_err(Rejection::from)?;
-        let kind = input.kind.type_name();
-        if matches!(input.kind, InputKind::Tick | InputKind::Resume) {
-            return Err(Rejection::new("internal_type", format!("`{kind}` events are vigil's own")));
-        }
-        if kind != subject.kind {
-            return Err(Rejection::new(
-                "subject_mismatch",
-                format!("the subject says {}, the payload {kind}", subject.kind),
-            ));
-        }
-        if input.kind.workspace().is_none_or(|w| w.as_str() != subject.workspace) {
-            return Err(Rejection::new("subject_mismatch", "the subject's workspace is not the payload's".to_string()));
-        }
-        Ok(input)
-    }
-
-    /// Publishes a rejected message to the DLQ with the reason in its headers. De-duplicated by the
-    /// input's stream sequence, so a redelivery does not dead-letter it twice.
-    async fn dead_letter(&self, subject: &str, payload: &[u8], seq: u64, rejection: &Rejection) {
-        metrics::counter!("vigil_dlq_total", "reason" => rejection.code).increment(1);
-        tracing::warn!(subject, seq, reason = rejection.code, detail = %rejection.detail, "dead-lettered an input");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Vigil-Reason", rejection.code);
-        headers.insert("Vigil-Error", rejection.detail.as_str());
-        headers.insert("Vigil-Subject", subject);
-        headers.insert("Vigil-Stream-Seq", seq.to_string().as_str());
-        let publish = Publish::build()
-            .headers(headers)
-            .payload(bytes::Bytes::copy_from_slice(payload))
-            .message_id(format!("dlq-{}-{seq}", self.stream_id));
-        let mut backoff = Duration::from_millis(100);
-        for _ in 0..10 {
-            let sent = match self.js.send_publish(self.subjects.dlq(), publish.clone()).await {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match sent {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "publishing to the DLQ failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-            }
-        }
-        tracing::error!(seq, "could not publish to the DLQ; the rejection is only in the logs and metrics");
     }
 
     /// Applies one group and hands it to the store's writer thread; [`Serve::collect`] takes it
@@ -531,6 +481,7 @@ impl Serve {
     async fn shutdown(
         mut self,
         publisher: tokio::task::JoinHandle<()>,
+        dlq_task: tokio::task::JoinHandle<()>,
         mut confirmed: mpsc::UnboundedReceiver<Vec<OutboxKey>>,
         result: Result<(), BusError>,
     ) -> Result<(), BusError> {
@@ -541,10 +492,16 @@ impl Serve {
             Ok(()) => result,
             Err(e) => result.and(Err(e)),
         };
-        let Serve { mut store, outbox, .. } = self;
+        let Serve { mut store, outbox, dlq, .. } = self;
         drop(outbox); // the publisher finishes what it has, then stops
-        if tokio::time::timeout(DRAIN_TIMEOUT, publisher).await.is_err() {
+        drop(dlq); // so does the DLQ task
+        let (published, dead_lettered) =
+            tokio::join!(tokio::time::timeout(DRAIN_TIMEOUT, publisher), tokio::time::timeout(DRAIN_TIMEOUT, dlq_task));
+        if published.is_err() {
             tracing::warn!("outputs still unconfirmed at shutdown stay in the outbox for the next start");
+        }
+        if dead_lettered.is_err() {
+            tracing::warn!("rejections not yet in the DLQ at shutdown are only in the logs and metrics");
         }
         while let Ok(keys) = confirmed.try_recv() {
             tokio::task::block_in_place(|| store.ack(&keys))?;
@@ -559,21 +516,3 @@ impl Serve {
 
 /// Input messages in batches of whatever is ready.
 type MessageBatches = std::pin::Pin<Box<dyn futures::Stream<Item = Vec<Result<jetstream::Message, String>>> + Send>>;
-
-/// Why an input message went to the DLQ.
-struct Rejection {
-    code: &'static str,
-    detail: String,
-}
-
-impl Rejection {
-    fn new(code: &'static str, detail: String) -> Rejection {
-        Rejection { code, detail }
-    }
-}
-
-impl From<DecodeError> for Rejection {
-    fn from(e: DecodeError) -> Rejection {
-        Rejection { code: e.code(), detail: e.to_string() }
-    }
-}

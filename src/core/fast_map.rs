@@ -36,6 +36,22 @@ pub fn read(bytes: &[u8]) -> Option<RawInput<'_>> {
     r.at_end().then_some(raw)
 }
 
+/// Where the first MessagePack value in `bytes` ends, or `None` if it is malformed or cut short.
+/// Reads no value and allocates nothing, whatever lengths the bytes declare: every value it steps
+/// over takes at least one byte, so it is done after at most `bytes.len()` steps.
+pub fn value_end(bytes: &[u8]) -> Option<usize> {
+    let mut r = Reader::new(bytes);
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        pending = pending.checked_add(r.skip_one()?)?;
+        if pending > (bytes.len() - r.pos) as u64 {
+            return None; // more values declared than bytes left to hold them
+        }
+    }
+    Some(r.pos)
+}
+
 /// Which field of [`RawInput`] a key names, as [`Reader::field`] numbers them (a `match` on byte
 /// strings compiles to a switch on the length).
 fn field_index(key: &[u8]) -> Option<usize> {
@@ -175,6 +191,39 @@ impl<'a> Reader<'a> {
             _ => return None,
         };
         Some(Some(n))
+    }
+
+    /// Steps over one value's own bytes; returns how many values it contains (an array's elements,
+    /// a map's keys and values), which the caller steps over next.
+    fn skip_one(&mut self) -> Option<u64> {
+        let (skip, children): (usize, u64) = match self.byte()? {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            b @ 0x80..=0x8f => (0, 2 * u64::from(b & 0x0f)),
+            b @ 0x90..=0x9f => (0, u64::from(b & 0x0f)),
+            b @ 0xa0..=0xbf => (usize::from(b & 0x1f), 0),
+            0xc4 | 0xd9 => (self.be(1)? as usize, 0),
+            0xc5 | 0xda => (self.be(2)? as usize, 0),
+            0xc6 | 0xdb => (self.be(4)? as usize, 0),
+            0xc7 => (self.be(1)? as usize + 1, 0),
+            0xc8 => (self.be(2)? as usize + 1, 0),
+            0xc9 => (self.be(4)? as usize + 1, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 | 0xca => (4, 0),
+            0xcf | 0xd3 | 0xcb => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, self.be(2)?),
+            0xdd => (0, self.be(4)?),
+            0xde => (0, 2 * self.be(2)?),
+            0xdf => (0, 2 * self.be(4)?),
+            _ => return None, // 0xc1, never used
+        };
+        self.take(skip)?;
+        Some(children)
     }
 
     /// Skips the value of an unknown field if it is a scalar (nil, bool, number, string).

@@ -42,6 +42,9 @@ pub enum DecodeError {
     /// `v` is not a version this build understands.
     #[error("unsupported schema version {0} (this build reads v1)")]
     Version(u64),
+    /// A complete event map followed by more bytes: one message is one event.
+    #[error("{0} bytes follow the event map; a message holds exactly one event")]
+    TrailingBytes(usize),
 }
 
 impl DecodeError {
@@ -53,6 +56,7 @@ impl DecodeError {
             DecodeError::Missing(_) => "missing_field",
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::Version(_) => "bad_version",
+            DecodeError::TrailingBytes(_) => "trailing_bytes",
         }
     }
 
@@ -113,13 +117,40 @@ pub struct RawInput<'a> {
     pub phase: Option<Cow<'a, str>>,
 }
 
-/// Longest accepted free-text field (error texts, reasons, ids), in bytes.
-pub const TEXT_MAX_LEN: usize = 4096;
+/// Longest accepted idempotency key or name (`id`, `request_id`, `probe_id`, `backend`), in bytes.
+/// Keys are remembered for the dedup window, so their size is memory a producer controls.
+pub const ID_MAX_LEN: usize = 128;
+/// Longest accepted `incarnation`, in bytes: kept per workspace for as long as it lives.
+pub const INCARNATION_MAX_LEN: usize = 128;
+/// Longest accepted `restart_id`, in bytes: vigil's own ids (a workspace id, a counter and a tag).
+pub const RESTART_ID_MAX_LEN: usize = 256;
+/// Longest accepted free text (`error`, `reason`), in bytes.
+pub const TEXT_MAX_LEN: usize = 1024;
+
+/// Every string field of an input and its longest accepted value in bytes. A longer one makes the
+/// event invalid (it goes to the DLQ as `bad_field`), so no producer can make vigil hold, log or
+/// re-publish more than this of its text.
+pub const FIELD_LIMITS: &[(&str, usize)] = &[
+    ("id", ID_MAX_LEN),
+    ("incarnation", INCARNATION_MAX_LEN),
+    ("error", TEXT_MAX_LEN),
+    ("backend", ID_MAX_LEN),
+    ("probe_id", ID_MAX_LEN),
+    ("reason", TEXT_MAX_LEN),
+    ("request_id", ID_MAX_LEN),
+    ("restart_id", RESTART_ID_MAX_LEN),
+];
+
+/// The longest accepted value of string field `field`, if it is one of [`FIELD_LIMITS`].
+pub fn field_limit(field: &str) -> Option<usize> {
+    FIELD_LIMITS.iter().find(|(f, _)| *f == field).map(|(_, n)| *n)
+}
 
 fn text(field: &'static str, v: &Option<Cow<'_, str>>) -> Result<Option<String>, DecodeError> {
+    let max = field_limit(field).unwrap_or(TEXT_MAX_LEN);
     match v {
-        Some(s) if s.len() > TEXT_MAX_LEN => {
-            Err(DecodeError::field(field, format!("is {} bytes long; at most {TEXT_MAX_LEN} are allowed", s.len())))
+        Some(s) if s.len() > max => {
+            Err(DecodeError::field(field, format!("is {} bytes long; at most {max} are allowed", s.len())))
         }
         Some(s) => Ok(Some(s.to_string())),
         None => Ok(None),
@@ -334,6 +365,12 @@ pub fn decode_msgpack(bytes: &[u8], stamping: Stamping) -> Result<Input, DecodeE
 pub fn decode_msgpack_with_serde(bytes: &[u8], stamping: Stamping) -> Result<Input, DecodeError> {
     if !is_msgpack_map(bytes) {
         return Err(not_a_map("MessagePack"));
+    }
+    // serde stops at the end of the map and would ignore what follows.
+    if let Some(end) = fast_map::value_end(bytes)
+        && end < bytes.len()
+    {
+        return Err(DecodeError::TrailingBytes(bytes.len() - end));
     }
     match rmp_serde::from_slice::<RawInput<'_>>(bytes) {
         Ok(raw) => raw.validate(stamping),
@@ -625,6 +662,34 @@ mod tests {
         // A positional array is not an event, even one whose values would fit the fields.
         let positional = rmp_serde::to_vec(&(1u8, "tick", "ws-a", "2026-04-16T09:10:26.100Z")).unwrap();
         assert!(matches!(decode_msgpack(&positional, Stamping::Logged), Err(DecodeError::Syntax { .. })));
+    }
+
+    #[test]
+    fn one_message_is_one_event_map_and_nothing_after_it() {
+        let line = r#"{"v":1,"type":"heartbeat","workspace":"ws-a","at":"2026-04-16T09:10:26.100Z"}"#;
+        let mut bytes = encode_msgpack(&logged(line).unwrap());
+        bytes.extend_from_slice(&[0x01, 0xc0]);
+        assert_eq!(decode_msgpack(&bytes, Stamping::Logged), Err(DecodeError::TrailingBytes(2)));
+        assert_eq!(DecodeError::TrailingBytes(2).code(), "trailing_bytes");
+        // A declared length no bytes could hold is an error, not an allocation.
+        let huge = [0x81, 0xa1, b'v', 0xdd, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(fast_map::value_end(&huge), None);
+        assert!(decode_msgpack(&huge, Stamping::Logged).is_err());
+    }
+
+    #[test]
+    fn over_long_ids_and_incarnations_are_field_errors() {
+        let long = |field: &str, n: usize| {
+            let line = format!(
+                r#"{{"v":1,"type":"heartbeat","workspace":"ws-a","at":"2026-04-16T09:10:26.100Z","{field}":"{}"}}"#,
+                "x".repeat(n)
+            );
+            logged(&line)
+        };
+        assert!(long("id", ID_MAX_LEN).is_ok());
+        assert!(matches!(long("id", ID_MAX_LEN + 1), Err(DecodeError::Field { field, .. }) if field == "id"));
+        assert!(long("incarnation", INCARNATION_MAX_LEN).is_ok());
+        assert!(matches!(long("incarnation", INCARNATION_MAX_LEN + 1), Err(DecodeError::Field { .. })));
     }
 
     #[test]

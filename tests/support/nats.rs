@@ -159,6 +159,16 @@ impl Vigil {
         }
     }
 
+    /// Still running (it has not exited, by a crash or otherwise)?
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, and waits for a clean exit.
     pub fn stop(mut self) -> String {
         let pid = self.child.id().to_string();

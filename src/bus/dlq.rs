@@ -1,0 +1,202 @@
+//! The dead-letter queue: every input vigil refuses is published to `<prefix>.dlq` with the reason
+//! in its headers, so nothing a producer sends is dropped silently.
+//!
+//! Two promises shape this module. A DLQ message is always publishable: its headers are
+//! [`HeaderText`] (one line of printable ASCII each) and its copy of the producer's bytes is cut so
+//! that the whole message fits the server's maximum payload — a `Vigil-Truncated` header then says
+//! how long the original was. And dead-lettering never holds up the serve loop: rejections go
+//! through a bounded queue to a task of their own, which retries a failed publish a few times;
+//! only when that queue is full, or the retries are spent, does a rejection stay in the logs and
+//! metrics alone (`vigil_dlq_dropped_total`). The original message stays in the input stream
+//! either way, and the rejection is always counted (`vigil_dlq_total`) and logged.
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::bus::headers::{self, HeaderText};
+use crate::bus::intake::Rejection;
+
+/// Rejections waiting for the DLQ task; beyond this many they are only logged and counted.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// Publish attempts per DLQ message before it is given up (about 6 s of backoff in all).
+const ATTEMPTS: u32 = 6;
+
+/// One refused input.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The subject the producer published on.
+    pub subject: String,
+    /// The producer's bytes.
+    pub payload: Bytes,
+    /// Its input stream sequence.
+    pub seq: u64,
+    pub rejection: Rejection,
+}
+
+/// A DLQ message, ready to publish.
+#[derive(Clone, Debug)]
+pub struct DlqMessage {
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+impl DlqMessage {
+    /// The size the server counts against its maximum payload.
+    pub fn wire_len(&self) -> usize {
+        headers::wire_len(&self.headers) + self.payload.len()
+    }
+
+    fn publish(self) -> PublishMessage {
+        PublishMessage::build().headers(self.headers).payload(self.payload)
+    }
+}
+
+impl DeadLetter {
+    /// The DLQ message: the reason, the error, the subject and the stream sequence in headers, the
+    /// producer's bytes as payload — cut to at most `copy_max` bytes, and so that headers and
+    /// payload together fit `limit` (the server's maximum payload). `Nats-Msg-Id` is the input's
+    /// position in stream `stream_id`, so a redelivered input is dead-lettered once.
+    pub fn message(&self, stream_id: &str, limit: usize, copy_max: usize) -> DlqMessage {
+        let mut h = HeaderMap::new();
+        let dedup = format!("dlq-{stream_id}-{}", self.seq);
+        headers::insert(&mut h, "Nats-Msg-Id", &HeaderText::escape(&dedup));
+        headers::insert(&mut h, "Vigil-Reason", &HeaderText::escape(self.rejection.code));
+        headers::insert(&mut h, "Vigil-Error", &HeaderText::escape(&self.rejection.detail));
+        headers::insert(&mut h, "Vigil-Subject", &HeaderText::escape(&self.subject));
+        headers::insert(&mut h, "Vigil-Stream-Seq", &HeaderText::escape(&self.seq.to_string()));
+        let fits = |h: &HeaderMap| limit.saturating_sub(headers::wire_len(h)).min(copy_max);
+        let mut payload = self.payload.clone();
+        if payload.len() > fits(&h) {
+            let original = HeaderText::escape(&payload.len().to_string());
+            headers::insert(&mut h, "Vigil-Truncated", &original);
+            payload.truncate(fits(&h));
+        }
+        DlqMessage { headers: h, payload }
+    }
+}
+
+/// The serve loop's end of the DLQ: hands rejections to the DLQ task without ever waiting.
+#[derive(Clone)]
+pub struct Dlq {
+    queue: mpsc::Sender<DeadLetter>,
+}
+
+/// Where the DLQ task publishes, and how big its messages may be.
+pub struct Target {
+    pub js: jetstream::Context,
+    pub subject: String,
+    /// The input stream's identity, for the `Nats-Msg-Id`.
+    pub stream_id: String,
+    /// The largest copy of a producer's bytes kept (vigil's own input limit).
+    pub copy_max: usize,
+}
+
+impl Dlq {
+    /// Starts the DLQ task; it runs until every [`Dlq`] handle is dropped and its queue is empty.
+    pub fn start(target: Target) -> (Dlq, tokio::task::JoinHandle<()>) {
+        let (queue, letters) = mpsc::channel(QUEUE_CAPACITY);
+        (Dlq { queue }, tokio::spawn(run(target, letters)))
+    }
+
+    /// Counts and logs a rejection and queues it for the DLQ; never waits.
+    pub fn send(&self, letter: DeadLetter) {
+        metrics::counter!("vigil_dlq_total", "reason" => letter.rejection.code).increment(1);
+        tracing::warn!(
+            subject = %HeaderText::escape(&letter.subject),
+            seq = letter.seq,
+            reason = letter.rejection.code,
+            detail = %HeaderText::escape(&letter.rejection.detail),
+            "dead-lettered an input"
+        );
+        if let Err(e) = self.queue.try_send(letter) {
+            let letter = match e {
+                mpsc::error::TrySendError::Full(l) | mpsc::error::TrySendError::Closed(l) => l,
+            };
+            dropped(letter.seq, "the DLQ queue is full");
+        }
+    }
+}
+
+async fn run(target: Target, mut letters: mpsc::Receiver<DeadLetter>) {
+    while let Some(letter) = letters.recv().await {
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=ATTEMPTS {
+            // The server's limit, as negotiated on the current connection.
+            let limit = target.js.client().max_payload();
+            let message = letter.message(&target.stream_id, limit, target.copy_max);
+            let sent = match target.js.send_publish(target.subject.clone(), message.publish()).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => break,
+                Err(e) if attempt == ATTEMPTS => dropped(letter.seq, &e),
+                Err(e) => {
+                    tracing::warn!(seq = letter.seq, error = %e, "publishing to the DLQ failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+    }
+}
+
+/// A rejection that will not reach the DLQ. Logged at most once a second (with how many were
+/// dropped since), so a flood cannot flood the logs too.
+fn dropped(seq: u64, why: &str) {
+    metrics::counter!("vigil_dlq_dropped_total").increment(1);
+    static LAST: std::sync::Mutex<Option<(Instant, u64)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    match &mut *last {
+        Some((at, n)) if at.elapsed() < Duration::from_secs(1) => *n += 1,
+        _ => {
+            let since = last.map_or(0, |(_, n)| n);
+            tracing::error!(
+                seq,
+                why,
+                dropped_since_last_report = since,
+                "a rejection did not reach the DLQ; it is only in the logs and metrics"
+            );
+            *last = Some((Instant::now(), 0));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(payload: Vec<u8>) -> DeadLetter {
+        DeadLetter {
+            subject: "vigil.in.heartbeat.ws-a".into(),
+            payload: payload.into(),
+            seq: 7,
+            rejection: Rejection::new("too_large", "1048000 bytes; at most 65536 are accepted"),
+        }
+    }
+
+    #[test]
+    fn a_copy_that_fits_is_whole_and_says_nothing_about_truncation() {
+        let m = letter(b"small".to_vec()).message("VIGIL_IN@1", 1 << 20, 64 << 10);
+        assert_eq!(m.payload.as_ref(), b"small");
+        assert!(m.headers.get("Vigil-Truncated").is_none());
+        assert_eq!(m.headers.get("Nats-Msg-Id").unwrap().as_str(), "dlq-VIGIL_IN@1-7");
+    }
+
+    #[test]
+    fn an_oversized_copy_is_cut_to_fit_the_server_and_says_how_long_it_was() {
+        let big = letter(vec![0x90; 1_048_570]);
+        let m = big.message("VIGIL_IN@1", 1 << 20, usize::MAX);
+        assert!(m.wire_len() <= 1 << 20, "{} bytes", m.wire_len());
+        assert_eq!(m.headers.get("Vigil-Truncated").unwrap().as_str(), "1048570");
+        let capped = big.message("VIGIL_IN@1", 1 << 20, 64 << 10);
+        assert_eq!(capped.payload.len(), 64 << 10, "vigil keeps at most its own input limit");
+        let tiny = big.message("VIGIL_IN@1", 100, usize::MAX);
+        assert!(tiny.payload.is_empty(), "headers alone over the limit: no copy at all");
+    }
+}

@@ -1,0 +1,267 @@
+//! vigil against a hostile producer, over a real nats-server: whatever bytes, sizes and names a
+//! producer sends end in the DLQ with a reason — never in a panic, a crash loop or a stalled loop —
+//! and the service goes on deciding for everyone else.
+
+mod support;
+
+use async_nats::jetstream;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use support::bus::{export, heartbeat, nats, read_stream, state_of, wait_processed, wait_stream};
+use support::msgpack::map;
+use support::nats::{NatsServer, Vigil};
+use vigil::bus::Subjects;
+use vigil::bus::dlq::DeadLetter;
+use vigil::bus::headers::HEADER_TEXT_MAX;
+use vigil::bus::intake::Intake;
+use vigil::core::{At, wire};
+
+/// The poison of the hardening issue: a heartbeat map whose unknown key holds a newline and whose
+/// value is a truncated 4 KB string. Its decode error names the key, which went verbatim into the
+/// DLQ's `Vigil-Error` header and panicked async-nats, before the message was acknowledged.
+fn poison() -> Vec<u8> {
+    let mut bytes = vec![0x84, 0xa1, b'v', 0x01, 0xa4];
+    bytes.extend_from_slice(b"type");
+    bytes.push(0xa9);
+    bytes.extend_from_slice(b"heartbeat");
+    bytes.push(0xa9);
+    bytes.extend_from_slice(b"workspace");
+    bytes.push(0xa6);
+    bytes.extend_from_slice(b"poison");
+    bytes.push(0xa8);
+    bytes.extend_from_slice(b"evil\nkey");
+    bytes.extend_from_slice(&[0xdb, 0x00, 0x00, 0x10, 0x00]);
+    bytes.extend_from_slice(b"abc");
+    bytes
+}
+
+fn header<'a>(m: &'a jetstream::message::StreamMessage, name: &str) -> &'a str {
+    m.headers.get(name).unwrap_or_else(|| panic!("no {name} header")).as_str()
+}
+
+/// Every header value is one line of printable ASCII.
+fn assert_header_safe(m: &jetstream::message::StreamMessage) {
+    for (name, values) in m.headers.iter() {
+        for v in values {
+            let v = v.as_str();
+            assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "{name}: {v:?} is not printable ASCII");
+            assert!(v.len() <= 1024, "{name} is {} bytes long", v.len());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_goes_to_the_dlq_and_never_crashes_vigil() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let mut vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+
+    // Given the poison, followed by a valid heartbeat,
+    client.publish("vigil.in.heartbeat.poison", poison().into()).await.unwrap();
+    client.publish("vigil.in.heartbeat.ws-after", wire::encode_msgpack(&heartbeat("ws-after")).into()).await.unwrap();
+    client.flush().await.unwrap();
+
+    // then the poison lands in the DLQ with header-safe headers that still say what was wrong,
+    let dlq = wait_stream(&js, "VIGIL_DLQ", 1).await;
+    assert_header_safe(&dlq[0]);
+    assert_eq!(header(&dlq[0], "Vigil-Reason"), "bad_field");
+    assert!(header(&dlq[0], "Vigil-Error").contains(r"evil\nkey"), "{}", header(&dlq[0], "Vigil-Error"));
+    assert_eq!(dlq[0].payload.as_ref(), poison().as_slice(), "the copy is the producer's bytes");
+
+    // and vigil goes on: the heartbeat after it is applied, the process is still up,
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "ws-after").await.as_deref(), Some("alive"));
+    assert!(vigil.is_running(), "vigil died:\n{}", vigil.log());
+    assert!(!vigil.log().contains("panicked"), "{}", vigil.log());
+    vigil.stop();
+
+    // and a restart does not meet the poison again: it was acknowledged like any input.
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    wait_processed(&js, "vigil").await;
+    assert_eq!(read_stream(&js, "VIGIL_DLQ").await.len(), 1, "dead-lettered once");
+    vigil.stop();
+}
+
+// ---- any subject, any bytes -------------------------------------------------------------------
+
+/// A token of anything: the real input types and workspace ids, or arbitrary characters.
+fn token(publishable: bool) -> impl Strategy<Value = String> {
+    let any_text = prop::collection::vec(any::<char>(), 1..10).prop_map(move |cs| {
+        let t: String = cs
+            .into_iter()
+            .filter(|c| !publishable || !(c.is_whitespace() || c.is_control() || ".*>".contains(*c)))
+            .collect();
+        if t.is_empty() { "x".to_string() } else { t }
+    });
+    prop_oneof![
+        2 => prop::sample::select(vec!["heartbeat", "probe", "upstream_error", "restart_requested", "lifecycle", "tick"])
+            .prop_map(str::to_string),
+        2 => prop::sample::select(vec!["ws-1", "ws-a", "poison"]).prop_map(str::to_string),
+        3 => any_text,
+    ]
+}
+
+/// `vigil.in.<type>.<workspace>` with any tokens in it, sometimes with a token too many or few.
+fn subject(publishable: bool) -> impl Strategy<Value = String> {
+    (token(publishable), token(publishable), 0u8..10).prop_map(|(kind, ws, shape)| match shape {
+        0 => format!("vigil.in.{kind}"),
+        1 => format!("vigil.in.{kind}.{ws}.more"),
+        _ => format!("vigil.in.{kind}.{ws}"),
+    })
+}
+
+/// Maps shaped like inputs, raw bytes, and now and then something far too large.
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => map(),
+        3 => prop::collection::vec(any::<u8>(), 0..300),
+        1 => (1usize..3).prop_map(|k| vec![0x90; k * 50_000]),
+    ]
+}
+
+fn assert_headers_safe(headers: &async_nats::HeaderMap) -> Result<(), TestCaseError> {
+    for (name, values) in headers.iter() {
+        for v in values {
+            let v = v.as_str();
+            prop_assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "{}: {:?}", name, v);
+            prop_assert!(v.len() <= HEADER_TEXT_MAX, "{} is {} bytes", name, v.len());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Given any subject under `vigil.in` and any bytes, when intake decodes them and a rejection
+    /// becomes its DLQ message — the code the service runs — then nothing panics, every header is
+    /// one line of printable ASCII, and the message fits the server's limit.
+    #[test]
+    fn any_subject_and_any_bytes_become_an_input_or_a_publishable_dlq_message(
+        subject in subject(false),
+        payload in payload(),
+        limit in prop::sample::select(vec![1usize << 20, 8 << 10, 200]),
+    ) {
+        let intake = Intake::new(Subjects::new("vigil"), 64 << 10);
+        match intake.decode(&subject, &payload, At(1_780_272_000_000)) {
+            Ok(input) => prop_assert!(input.kind.workspace().is_some()),
+            Err(rejection) => {
+                let letter = DeadLetter { subject, payload: payload.into(), seq: 7, rejection };
+                let message = letter.message("VIGIL_IN@1", limit, intake.max_payload());
+                assert_headers_safe(&message.headers)?;
+                if limit > 2048 {
+                    prop_assert!(message.wire_len() <= limit, "{} bytes over a limit of {}", message.wire_len(), limit);
+                }
+            }
+        }
+    }
+}
+
+/// The same over a real nats-server: a few hundred hostile messages on hostile subjects, then a
+/// valid heartbeat. Every one is applied or dead-lettered (with safe headers), and vigil is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_over_nats_each_end_applied_or_dead_lettered() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let mut vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let sample = (subject(true), payload());
+    let total = 300;
+    for _ in 0..total {
+        let (subject, payload) = sample.new_tree(&mut runner).unwrap().current();
+        client.publish(subject, payload.into()).await.unwrap();
+    }
+    client.publish("vigil.in.heartbeat.ws-last", wire::encode_msgpack(&heartbeat("ws-last")).into()).await.unwrap();
+    client.flush().await.unwrap();
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "ws-last").await.as_deref(), Some("alive"));
+    assert!(vigil.is_running(), "vigil died:\n{}", vigil.log());
+    vigil.stop();
+
+    let captured = js.get_stream("VIGIL_IN").await.unwrap().info().await.unwrap().state.messages as usize;
+    let dlq = read_stream(&js, "VIGIL_DLQ").await;
+    let applied = export(data.path()).lines().filter(|l| !l.contains(r#""type":"resume""#)).count();
+    assert_eq!(dlq.len() + applied, captured, "each input is applied or dead-lettered, once");
+    assert!(dlq.len() > total / 2, "most of them are rejected: {}", dlq.len());
+    for m in &dlq {
+        assert_header_safe(m);
+    }
+}
+
+// ---- sizes ------------------------------------------------------------------------------------
+
+/// An input of about a megabyte: over vigil's limit, so it is refused as `too_large` — and its DLQ
+/// copy with headers would exceed the server's maximum payload. The publish used to be retried
+/// ten times inside the serve loop (102 s without inputs, queries or ticks) and never landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_input_is_dead_lettered_cut_to_fit_and_never_stalls_the_loop() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+
+    let big = vec![0x90; client.server_info().max_payload - 100];
+    client.publish("vigil.in.heartbeat.ws-big", big.clone().into()).await.unwrap();
+    client.publish("vigil.in.heartbeat.ws-after", wire::encode_msgpack(&heartbeat("ws-after")).into()).await.unwrap();
+    client.flush().await.unwrap();
+
+    // The heartbeat behind it is applied at once, not after a minute and a half of retries,
+    let started = std::time::Instant::now();
+    while state_of(&client, "vigil", "ws-after").await.is_none() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the loop stalled:\n{}", vigil.log());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // and the DLQ holds the rejection, its copy cut to vigil's own input limit, saying so.
+    let dlq = wait_stream(&js, "VIGIL_DLQ", 1).await;
+    assert_eq!(header(&dlq[0], "Vigil-Reason"), "too_large");
+    assert_eq!(header(&dlq[0], "Vigil-Truncated"), big.len().to_string());
+    assert_eq!(dlq[0].payload.len(), 64 * 1024);
+    assert_eq!(dlq[0].payload.as_ref(), &big[..64 * 1024]);
+    vigil.stop();
+}
+
+// ---- ids --------------------------------------------------------------------------------------
+
+/// The same idempotency key in two workspaces is two events: SPEC §1's de-duplication is per
+/// workspace. The client used the bare `id` as the stream-wide `Nats-Msg-Id`, so the input stream
+/// dropped the second workspace's heartbeat as a duplicate of the first's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_in_two_workspaces_is_two_events_and_an_over_long_id_is_refused() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    let producer = vigil::client::Client::with(client.clone(), "vigil");
+
+    for ws in ["idc-a", "idc-b"] {
+        let mut beat = heartbeat(ws);
+        beat.id = Some("hb-1".into());
+        producer.publish(&beat).await.unwrap();
+        // A re-publish of the same event is still dropped by the stream.
+        producer.publish(&beat).await.unwrap();
+    }
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "idc-a").await.as_deref(), Some("alive"));
+    assert_eq!(state_of(&client, "vigil", "idc-b").await.as_deref(), Some("alive"), "idc-b's event vanished");
+    let captured = js.get_stream("VIGIL_IN").await.unwrap().info().await.unwrap().state.messages;
+    assert_eq!(captured, 2, "each workspace's heartbeat once");
+
+    // An id over the limit: the client refuses it, and a raw publish of it is dead-lettered.
+    let mut long = heartbeat("idc-c");
+    long.id = Some("i".repeat(4096));
+    let refused = producer.publish(&long).await.unwrap_err().to_string();
+    assert!(refused.contains("field `id`: is 4096 bytes long; at most 128"), "{refused}");
+    client.publish("vigil.in.heartbeat.idc-c", wire::encode_msgpack(&long).into()).await.unwrap();
+    let dlq = wait_stream(&js, "VIGIL_DLQ", 1).await;
+    assert_eq!(header(&dlq[0], "Vigil-Reason"), "bad_field");
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "idc-c").await, None);
+    vigil.stop();
+}

@@ -1,0 +1,114 @@
+//! Talking to a running vigil over a real nats-server, for the end-to-end tests: waiting until it
+//! has committed what was published, reading its streams, exporting its log.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use vigil::core::event::{Input, InputKind, Output, ProbeResult, WorkspaceId};
+use vigil::core::wire;
+
+pub async fn nats(url: &str) -> async_nats::Client {
+    async_nats::connect(url).await.expect("connect to the test nats-server")
+}
+
+/// Waits until vigil has committed everything in its input stream (it says how far it has read in
+/// its fleet query).
+pub async fn wait_processed(js: &jetstream::Context, prefix: &str) {
+    let name = format!("{}_IN", prefix.to_uppercase());
+    let started = Instant::now();
+    loop {
+        let last = js.get_stream(&name).await.unwrap().info().await.unwrap().state.last_sequence;
+        let read = match js.client().request(format!("{prefix}.query.fleet"), "".into()).await {
+            Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()["input_stream_seq"]
+                .as_u64()
+                .unwrap(),
+            Err(_) => 0, // restarting
+        };
+        if read >= last {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "vigil committed {read} of {last} inputs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every message in a stream, in order: subject, headers, payload.
+pub async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<jetstream::message::StreamMessage> {
+    let mut stream = js.get_stream(name).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut all = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            all.push(m);
+        }
+    }
+    all
+}
+
+/// Waits until a stream holds at least `n` messages, and returns them.
+pub async fn wait_stream(js: &jetstream::Context, name: &str, n: usize) -> Vec<jetstream::message::StreamMessage> {
+    let started = Instant::now();
+    loop {
+        let all = read_stream(js, name).await;
+        if all.len() >= n {
+            return all;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{name} holds {} messages, not {n}", all.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every output on the output stream, decoded.
+pub async fn outputs(js: &jetstream::Context, prefix: &str) -> Vec<Output> {
+    read_stream(js, &format!("{}_OUT", prefix.to_uppercase()))
+        .await
+        .iter()
+        .map(|m| wire::decode_output_msgpack(&m.payload).expect("outputs decode"))
+        .collect()
+}
+
+/// `vigil export` of a stopped vigil's data directory.
+pub fn export(data: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["export", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A state query's answer, `None` if vigil does not know the workspace.
+pub async fn state_of(client: &async_nats::Client, prefix: &str, ws: &str) -> Option<String> {
+    let reply = client.request(format!("{prefix}.query.state.{ws}"), "".into()).await.unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    value["state"].as_str().map(str::to_string)
+}
+
+pub fn input(kind: InputKind) -> Input {
+    Input { at: vigil::bus::serve::wall_clock(), sent_at: None, id: None, kind }
+}
+
+pub fn ws(id: &str) -> WorkspaceId {
+    WorkspaceId::parse(id).unwrap()
+}
+
+pub fn heartbeat(id: &str) -> Input {
+    input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
+        workspace: ws(id),
+        interval_s: Some(30),
+        incarnation: None,
+        active_tasks: None,
+    }))
+}
+
+pub fn not_found(id: &str) -> Input {
+    input(InputKind::Probe(vigil::core::event::Probe {
+        workspace: ws(id),
+        result: ProbeResult::NotFound,
+        error: None,
+        backend: Some("docker".into()),
+        probe_id: None,
+    }))
+}
