@@ -1,9 +1,17 @@
-//! A disk that fills up, for real: a child `vigil debug-ingest` commits a log under a file-size
-//! limit (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored), so at some group commit the kernel refuses
-//! sled's write — the same failed `write(2)` a full disk gives, only with `EFBIG` for `ENOSPC`, and
-//! without needing root to mount a small filesystem. Checked: vigil says which operation failed and
-//! why, exits non-zero without a panic, and the directory then recovers to exactly the inputs it
-//! had reported durable, and goes on from there once there is room.
+//! A disk that fills up, for real, two ways:
+//!
+//! - a child `vigil debug-ingest` commits a log under a file-size limit (`RLIMIT_FSIZE`, with
+//!   `SIGXFSZ` ignored), so at some group commit the kernel refuses sled's write — a failed
+//!   `write(2)` with `EFBIG`, without needing root. Checked: vigil says which operation failed and
+//!   why, exits non-zero without a panic, and the directory then recovers to exactly the inputs it
+//!   had reported durable, and goes on from there once there is room;
+//! - `vigil serve` on a real 20 MB tmpfs, fed heartbeats over NATS until the disk is full (`ENOSPC`,
+//!   where sled's own buffers fail too). Checked: it stops with status 2 instead of hanging in
+//!   sled's drop; opening the full directory (`vigil inspect`) writes nothing and says the disk is
+//!   full; once there is room, the directory opens and vigil serves again. Mounting needs root
+//!   (CI runs as root); elsewhere the test says it is skipped.
+
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -98,4 +106,125 @@ fn a_full_disk_stops_vigil_with_a_clear_error_and_loses_nothing_it_reported_dura
     let resumed = ingest(&data, &input, None);
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert_eq!(exported_inputs(&data), total);
+}
+
+/// A tmpfs of `size` mounted on a temporary directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` where mounting is refused (not root, no tmpfs).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn grow(&self, size: &str) {
+        let status =
+            Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.dir.path()).status().unwrap();
+        assert!(status.success(), "remounting the tmpfs with {size}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// The names and sizes of the files in a directory (recursively), to see whether anything wrote.
+fn listing(dir: &Path) -> Vec<(String, u64)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            all.extend(listing(&entry.path()));
+        } else {
+            all.push((entry.path().display().to_string(), meta.len()));
+        }
+    }
+    all.sort();
+    all
+}
+
+fn vigil_cli(args: &[&str], data: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil")).args(args).arg("--data-dir").arg(data).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_full_tmpfs_stops_with_status_2_and_the_directory_opens_again_once_there_is_room() {
+    use support::nats::{NatsServer, Vigil};
+    let Some(disk) = Tmpfs::mount("20m") else {
+        eprintln!("SKIPPED: mounting a tmpfs was refused (not root?); the RLIMIT_FSIZE test still runs");
+        return;
+    };
+    // Room to give back later: the disk is full only while this file is there.
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 6 << 20]).unwrap();
+    let data = disk.path().join("data");
+    let server = NatsServer::start();
+    let client = support::bus::nats(&server.url()).await;
+    let mut vigil = Vigil::start(&server.url(), &data, &[], &[]);
+
+    // Given heartbeats from 5 000 workspaces, as fast as they come, until vigil stops,
+    let mut sent = 0u64;
+    while vigil.is_running() && sent < 2_000_000 {
+        for _ in 0..1000 {
+            let ws = format!("ws-{:05}", sent % 5000);
+            let incarnation = format!("c-{sent:0>120}");
+            let beat = Input {
+                at: At(0),
+                sent_at: None,
+                id: None,
+                kind: InputKind::Heartbeat(Heartbeat {
+                    workspace: WorkspaceId::parse(&ws).unwrap(),
+                    interval_s: Some(30),
+                    incarnation: Some(incarnation.into()),
+                    active_tasks: None,
+                }),
+            };
+            client.publish(format!("vigil.in.heartbeat.{ws}"), wire::encode_msgpack(&beat).into()).await.unwrap();
+            sent += 1;
+        }
+        client.flush().await.unwrap();
+    }
+    // then it stops on its own with status 2 and says why — it does not hang in sled's drop,
+    let status = vigil.wait_exit(std::time::Duration::from_secs(60));
+    let log = vigil.log();
+    assert_eq!(status.code(), Some(2), "after {sent} heartbeats; log:\n{log}");
+    assert!(log.contains("the disk is full"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+
+    // and opening the full directory writes nothing and says the disk is full,
+    let before = listing(disk.path());
+    let inspect = vigil_cli(&["inspect"], &data);
+    let said = String::from_utf8_lossy(&inspect.stderr);
+    assert_eq!(inspect.status.code(), Some(2), "{said}");
+    assert!(said.contains("is full") && said.contains("nothing was written"), "{said}");
+    assert_eq!(listing(disk.path()), before, "opening a directory on a full disk changed it");
+
+    // and once there is room again, it opens, and vigil serves again from where it stopped.
+    std::fs::remove_file(&filler).unwrap();
+    let inspect = vigil_cli(&["inspect"], &data);
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("ws-00000"));
+    assert!(!listing(disk.path()).iter().any(|(name, _)| name.ends_with(".generating")));
+    // The heartbeats vigil had not read when it stopped wait in the stream: room for them too.
+    disk.grow("200m");
+    let vigil = Vigil::start(&server.url(), &data, &[], &[]);
+    support::bus::wait_processed(&async_nats::jetstream::new(client.clone()), "vigil").await;
+    assert_eq!(support::bus::state_of(&client, "vigil", "ws-00001").await.as_deref(), Some("alive"));
+    vigil.stop();
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use support::bus::{export, heartbeat, nats, not_found, outputs, read_stream, state_of, wait_processed};
+use support::bus::{export, heartbeat, nats, not_found, outputs, state_of, wait_processed, wait_stream};
 use support::nats::{NatsServer, Vigil};
 use vigil::client::Client;
 use vigil::core::event::{Input, InputKind, Output, OutputBody};
@@ -247,7 +247,8 @@ async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
     client.flush().await.unwrap();
     wait_processed(&js, "vigil").await;
 
-    let dlq = read_stream(&js, "VIGIL_DLQ").await;
+    // Dead-lettering runs beside the loop: wait for the DLQ to hold them all.
+    let dlq = wait_stream(&js, "VIGIL_DLQ", bad.len()).await;
     let reasons: Vec<String> = dlq.iter().map(|m| m.headers.get("Vigil-Reason").unwrap().to_string()).collect();
     assert_eq!(reasons, bad.iter().map(|b| b.2).collect::<Vec<_>>());
     assert!(dlq.iter().all(|m| m.headers.get("Vigil-Error").is_some() && m.headers.get("Vigil-Subject").is_some()));

@@ -398,3 +398,94 @@ proptest! {
         prop_assert_eq!(store.engine().seq(), stop as u64);
     }
 }
+
+/// Commits a sample, closes, and waits for sled to let go of the directory; returns the engine's
+/// digest, what a reopen must give back.
+fn committed_and_closed(dir: &Path) -> Vec<u8> {
+    let (mut store, _) = open(dir, 0);
+    for group in sample(300, 5).chunks(50) {
+        store.commit(group, None).unwrap();
+    }
+    let digest = store.engine().digest();
+    store.close().unwrap();
+    drop(raw_sled(dir)); // sled has let go of its lock
+    digest
+}
+
+fn sled_snapshots(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut snaps: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("snap."))
+        .collect();
+    snaps.sort();
+    snaps
+}
+
+#[test]
+fn a_snapshot_sled_never_finished_does_not_make_the_directory_unopenable() {
+    // Given a directory where sled, on a full disk, began a snapshot it never finished (an empty
+    // `.generating` file, which sled 0.34 then reads as its newest snapshot and calls corrupt),
+    let dir = tempfile::tempdir().unwrap();
+    let digest = committed_and_closed(dir.path());
+    let newest = sled_snapshots(dir.path()).pop().expect("sled keeps a snapshot");
+    let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    let incomplete = dir.path().join(format!("{name}F.generating"));
+    std::fs::write(&incomplete, b"").unwrap();
+    // when it is opened, then the leftover is removed, the store is what it was, and it says so.
+    let (store, recovery) = open(dir.path(), 0);
+    assert_eq!(store.engine().digest(), digest);
+    assert!(!incomplete.exists());
+    assert!(recovery.repairs.iter().any(|r| r.contains("never finished")), "{:?}", recovery.repairs);
+}
+
+#[test]
+fn an_unreadable_sled_snapshot_is_set_aside_and_rebuilt_from_sleds_log() {
+    // Given one flipped byte in sled's snapshot,
+    let dir = tempfile::tempdir().unwrap();
+    let digest = committed_and_closed(dir.path());
+    let snapshot = sled_snapshots(dir.path()).pop().expect("sled keeps a snapshot");
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    // when the directory is opened, then sled rebuilds from its log, the store is what it was,
+    // the unreadable copy is kept for whoever looks, and the repair is reported with the file.
+    let (store, recovery) = open(dir.path(), 0);
+    assert_eq!(store.engine().digest(), digest);
+    let kept = snapshot.with_file_name(format!("unreadable-{}", snapshot.file_name().unwrap().to_string_lossy()));
+    assert!(kept.exists());
+    let said = recovery.repairs.join("\n");
+    assert!(said.contains(&snapshot.display().to_string()) && said.contains("rebuilt"), "{said}");
+}
+
+#[test]
+fn a_directory_sled_cannot_rebuild_says_which_file_and_how_to_recover() {
+    // Given a flipped snapshot and a log whose first segment is overwritten,
+    let dir = tempfile::tempdir().unwrap();
+    committed_and_closed(dir.path());
+    let snapshot = sled_snapshots(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let db = dir.path().join("db");
+    let mut log = std::fs::read(&db).unwrap();
+    for b in log.iter_mut().take(4096) {
+        *b = 0xa5;
+    }
+    std::fs::write(&db, &log).unwrap();
+    // when it is opened, then the error names the snapshot and says how to recover,
+    let refused = |mode| {
+        Store::open(dir.path(), Policy::default(), StoreConfig::default(), mode)
+            .err()
+            .expect("a directory sled cannot read is refused")
+    };
+    let err = refused(OpenMode::MustExist);
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Damaged { .. }), "{text}");
+    let name = snapshot.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(text.contains(&name) && text.contains("Restore the directory"), "{text}");
+    // and a service restarted on it does not take what sled salvaged for a new directory.
+    assert!(matches!(refused(OpenMode::CreateIfMissing), StoreError::Damaged { .. }));
+}

@@ -41,6 +41,11 @@ const TICK_GRANULARITY_MS: i64 = 10;
 /// outbox and is published on the next start).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest a shutdown may take, whatever it waits for: past it, vigil exits at once with
+/// status 2. Everything it acknowledged is durable by then; only the final checkpoint is skipped,
+/// and the next start replays the log tail instead.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
+
 /// The wall clock, in the core's terms. Only the shells read it.
 pub fn wall_clock() -> At {
     At(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
@@ -63,6 +68,9 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let durable = Arc::new(Notify::new());
     let wake = durable.clone();
     store.set_wake(Box::new(move || wake.notify_one()))?;
+    for repair in &recovery.repairs {
+        tracing::warn!(data_dir = %cfg.data_dir.display(), "{repair}");
+    }
     if let Some(seq) = recovery.policy_changed_at {
         tracing::warn!(
             from_seq = seq,
@@ -486,6 +494,10 @@ impl Serve {
         result: Result<(), BusError>,
     ) -> Result<(), BusError> {
         tracing::info!("shutting down");
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "stopping after an error");
+        }
+        watchdog(SHUTDOWN_LIMIT);
         // Groups still in flight: once durable, their messages are acknowledged and their outputs
         // go to the publisher like any others.
         let result = match self.wait_durable().await {
@@ -511,6 +523,20 @@ impl Serve {
         closed?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Exits the process with status 2 if it is still running `limit` from now: a shutdown must end
+/// even if something it waits for never does (a NATS server that stopped answering, a disk that
+/// stopped writing).
+fn watchdog(limit: Duration) {
+    let spawned = std::thread::Builder::new().name("vigil-shutdown-watchdog".into()).spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("vigil: the shutdown did not finish within {}s; exiting now", limit.as_secs());
+        std::process::exit(2);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown watchdog");
     }
 }
 

@@ -10,6 +10,7 @@
 //!
 //! Only this module knows sled. See [`keys`] for the layout.
 
+mod files;
 pub mod keys;
 mod segment;
 mod tombstones;
@@ -71,6 +72,17 @@ pub enum StoreError {
     NewerFormat { path: PathBuf, found: u32 },
     #[error("cannot open {path}: {detail}")]
     Open { path: PathBuf, detail: String },
+    #[error(
+        "the disk holding {path} is full: {free} bytes free, {needed} needed to open it; nothing was written — \
+         free some space and start again"
+    )]
+    DiskFull { path: PathBuf, free: u64, needed: u64 },
+    #[error(
+        "{path} is damaged: sled cannot read its files ({detail}){snapshot}. Restore the directory from a backup, \
+         or move it away and start vigil on a new one: a new directory starts after the input consumer's \
+         acknowledged position, and the workspace states this one held are lost"
+    )]
+    Damaged { path: PathBuf, detail: String, snapshot: String },
     #[error("disk error while {doing}: {detail}")]
     Io { doing: &'static str, detail: String },
     #[error("corrupted log record at sequence {seq}: {detail}")]
@@ -144,6 +156,8 @@ pub struct Recovery {
     /// The policy asked for differs from the one the directory ran under: the log was recovered
     /// under the old one, sealed with a checkpoint, and the new one applies from this sequence on.
     pub policy_changed_at: Option<u64>,
+    /// What opening had to mend in sled's files (an incomplete or unreadable snapshot), in words.
+    pub repairs: Vec<String>,
 }
 
 /// Group commits the writer thread may hold at once. One: the next group is applied while this one
@@ -187,6 +201,9 @@ pub struct Store {
     /// The slab was packed by `restore`, so chunk numbers changed: rewrite every chunk next time.
     full_checkpoint_due: bool,
     poisoned: Option<String>,
+    /// A write failed (even one that is retried, like an outbox removal): sled must not be
+    /// dropped normally (see [`keep_unflushed`]).
+    write_failed: bool,
 }
 
 impl Store {
@@ -202,7 +219,7 @@ impl Store {
         config: StoreConfig,
         mode: OpenMode,
     ) -> Result<(Store, Recovery), StoreError> {
-        let (db, created) = open_db(path, &config, mode)?;
+        let (db, created, repairs) = open_db(path, &config, mode)?;
         let meta = read_meta(&db)?;
         // A directory from before policies were stored ran under whatever it is given.
         let stored = read_policy(&db)?;
@@ -212,8 +229,14 @@ impl Store {
         let mut engine = Engine::restore(recover_under, tombstones, meta.checkpoint.clone(), workspaces)?;
         let replayed = replay_tail(&db, &mut engine, meta.checkpoint.seq, meta.applied)?;
         let pending = read_outbox(&db)?;
-        let mut recovery =
-            Recovery { checkpoint_seq: meta.checkpoint.seq, replayed, pending, created, policy_changed_at: None };
+        let mut recovery = Recovery {
+            checkpoint_seq: meta.checkpoint.seq,
+            replayed,
+            pending,
+            created,
+            policy_changed_at: None,
+            repairs,
+        };
         let writer = writer::Writer::start(db.clone(), WRITE_DEPTH, None);
         let mut store = Store {
             db,
@@ -233,13 +256,15 @@ impl Store {
             stored_chunks: meta.chunks,
             full_checkpoint_due: true,
             poisoned: None,
+            write_failed: false,
         };
-        match stored {
-            Some(stored) if stored == policy => {}
-            _ if mode == OpenMode::Inspect => {}
-            Some(_) => recovery.policy_changed_at = Some(store.change_policy(policy)?),
-            None => store.record_policy(&policy)?,
-        }
+        let sealed = match stored {
+            Some(stored) if stored == policy => Ok(()),
+            _ if mode == OpenMode::Inspect => Ok(()),
+            Some(_) => store.change_policy(policy).map(|seq| recovery.policy_changed_at = Some(seq)),
+            None => store.record_policy(&policy),
+        };
+        store.poison_on(sealed)?;
         Ok((store, recovery))
     }
 
@@ -261,7 +286,8 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(keys::META_POLICY, rmp_serde::to_vec_named(policy).expect("a policy always encodes"));
         batch.insert(keys::META_POLICY_SINCE, &keys::u64_value(self.engine.seq() + 1)[..]);
-        self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the policy"))?;
+        let written = self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the policy"));
+        self.poison_on(written)?;
         Ok(())
     }
 
@@ -301,7 +327,9 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(keys::META_STREAM_ID, id.as_bytes());
         batch.insert(keys::META_STREAM, &keys::u64_value(seq)[..]);
-        self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the input stream"))?;
+        let written =
+            self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the input stream"));
+        self.poison_on(written)?;
         self.stream_id = Some(id.to_string());
         self.stream_seq = seq;
         self.durable_stream_seq = seq;
@@ -516,6 +544,7 @@ impl Store {
         let written = self.db.apply_batch(batch).map_err(io("clearing the outbox"));
         if written.is_err() {
             self.removals = keys; // tried again with the next write
+            self.write_failed = true;
         }
         written
     }
@@ -551,7 +580,8 @@ impl Store {
             first = last + 1;
         }
         batch.insert(keys::META_FIRST, &keys::u64_value(first)[..]);
-        self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("compacting the log"))?;
+        let written = self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("compacting the log"));
+        self.poison_on(written)?;
         self.first_seq = first;
         Ok(dropped)
     }
@@ -562,19 +592,33 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.poisoned.is_some() || self.write_failed {
+            keep_unflushed(&self.db);
+        }
+    }
+}
+
 /// A read-only view of a data directory's log, for `vigil export`.
 pub struct LogReader {
     db: sled::Db,
     first_seq: u64,
     applied: u64,
+    repairs: Vec<String>,
 }
 
 impl LogReader {
     /// Opens an existing data directory without recovering the engine.
     pub fn open(path: &Path) -> Result<LogReader, StoreError> {
-        let (db, _) = open_db(path, &StoreConfig::default(), OpenMode::MustExist)?;
+        let (db, _, repairs) = open_db(path, &StoreConfig::default(), OpenMode::MustExist)?;
         let meta = read_meta(&db)?;
-        Ok(LogReader { db, first_seq: meta.first, applied: meta.applied })
+        Ok(LogReader { db, first_seq: meta.first, applied: meta.applied, repairs })
+    }
+
+    /// What opening had to mend in sled's files, in words (see [`Recovery::repairs`]).
+    pub fn repairs(&self) -> &[String] {
+        &self.repairs
     }
 
     /// The first sequence still stored (later than 1 when older entries were compacted).
@@ -632,10 +676,11 @@ impl LogReader {
 
 // ---- opening ----------------------------------------------------------------------------------
 
-/// sled's own files in a data directory.
-const SLED_FILES: &[&str] = &["conf", "db", "blobs", "snap"];
-
-fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::Db, bool), StoreError> {
+/// Opens sled on `path`: checks what is there first (a vigil directory, or an empty or missing
+/// one where `mode` allows creating it), that the disk has room for what opening writes, and
+/// mends what an earlier full disk can leave behind (see [`files`]). Returns the database,
+/// whether it is new, and what was mended.
+fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::Db, bool, Vec<String>), StoreError> {
     let existed = path.exists();
     if existed && !path.is_dir() {
         return Err(StoreError::NotADirectory(path.to_path_buf()));
@@ -643,20 +688,27 @@ fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::D
     if !existed && mode != OpenMode::CreateIfMissing {
         return Err(StoreError::Missing(path.to_path_buf()));
     }
+    let mut repairs = Vec::new();
     if existed {
         let entries: Vec<String> = std::fs::read_dir(path)
             .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
-        let sleds = entries.iter().any(|n| SLED_FILES.iter().any(|s| n == s || n.starts_with("snap.")));
+        let sleds = entries.iter().any(|n| files::SLED_FILES.iter().any(|s| n == s || n.starts_with("snap.")));
         if !entries.is_empty() && !sleds {
             return Err(StoreError::Foreign(path.to_path_buf()));
         }
         if entries.is_empty() && mode != OpenMode::CreateIfMissing {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
+        let incomplete = files::remove_incomplete_snapshots(path)
+            .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+        for name in incomplete {
+            repairs.push(format!("removed {name}, a snapshot sled began and never finished (a full disk?)"));
+        }
     }
-    let db = open_sled(path, config)?;
+    check_room(path)?;
+    let db = open_sled(path, config, &mut repairs)?;
     let created = match db.get(keys::META_FORMAT).map_err(io("reading the store format"))? {
         Some(v) => {
             let found = v
@@ -669,36 +721,114 @@ fn open_db(path: &Path, config: &StoreConfig, mode: OpenMode) -> Result<(sled::D
             }
             false
         }
+        None if !files::set_aside_snapshots(path).is_empty() => {
+            let kept = files::set_aside_snapshots(path).iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+            return Err(StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail: "rebuilt from sled's log without its snapshot, the database holds no vigil data".into(),
+                snapshot: format!("; the unreadable snapshot is kept as {}", kept.join(", ")),
+            });
+        }
         None if !db.is_empty() => return Err(StoreError::Foreign(path.to_path_buf())),
         None if mode != OpenMode::CreateIfMissing => return Err(StoreError::Missing(path.to_path_buf())),
         None => {
             let mut format = keys::MAGIC.to_vec();
             format.extend_from_slice(&FORMAT.to_be_bytes());
-            db.insert(keys::META_FORMAT, format).map_err(io("initialising the store"))?;
-            db.flush().map_err(io("initialising the store"))?;
+            let written = db.insert(keys::META_FORMAT, format).and_then(|_| db.flush());
+            if let Err(e) = written {
+                keep_unflushed(&db);
+                return Err(io("initialising the store")(e));
+            }
             true
         }
     };
-    Ok((db, created))
+    Ok((db, created, repairs))
+}
+
+/// Refuses to open a directory on a disk without room for what opening writes, before anything
+/// is written (the directory, or the nearest existing parent of a new one).
+fn check_room(path: &Path) -> Result<(), StoreError> {
+    let Some(existing) = path.ancestors().find(|p| p.exists()) else { return Ok(()) };
+    let needed = if existing == path { files::room_needed(path) } else { files::MIN_FREE_BYTES };
+    match files::free_bytes(existing) {
+        Some(free) if free < needed => Err(StoreError::DiskFull { path: path.to_path_buf(), free, needed }),
+        // A filesystem that cannot say is given the benefit of the doubt.
+        _ => Ok(()),
+    }
+}
+
+/// sled's `Drop` flushes what it holds, and after a write has failed (a full disk) that flush
+/// waits forever for I/O buffers that will never be written. A database that failed a write is
+/// therefore never dropped: one handle is leaked, so its last `Drop` never runs. Nothing is lost —
+/// what vigil reported durable was flushed — and the process is about to stop.
+fn keep_unflushed(db: &sled::Db) {
+    std::mem::forget(db.clone());
 }
 
 /// How long to wait for another holder of the directory's lock to let go (sled releases it from a
 /// background thread shortly after a database is dropped).
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
+fn lock_held(e: &sled::Error) -> bool {
+    // sled reports a held lock as an `Other` I/O error; its text is all there is to go by.
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Opens sled; if it finds its newest snapshot unreadable, sets the snapshot aside and lets sled
+/// rebuild it from its log.
+fn open_sled(path: &Path, config: &StoreConfig, repairs: &mut Vec<String>) -> Result<sled::Db, StoreError> {
+    let failed = |e: sled::Error| match e {
+        e if lock_held(&e) => StoreError::InUse { path: path.to_path_buf() },
+        e => StoreError::Open { path: path.to_path_buf(), detail: describe(&e) },
+    };
+    let detail = match sled_open(path, config) {
+        Err(e @ sled::Error::Corruption { .. }) => describe(&e),
+        other => return other.map_err(failed),
+    };
+    let damaged = |e: &sled::Error, snapshot: String| StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail: describe(e),
+        snapshot,
+    };
+    let Some(snapshot) = files::snapshots(path).pop() else {
+        return Err(StoreError::Damaged { path: path.to_path_buf(), detail, snapshot: String::new() });
+    };
+    let aside = files::set_aside_name(&snapshot);
+    std::fs::rename(&snapshot, &aside).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        detail: format!("sled's snapshot {} is unreadable and cannot be set aside: {e}", snapshot.display()),
+    })?;
+    match sled_open(path, config) {
+        Ok(db) => {
+            repairs.push(format!(
+                "sled's snapshot {} was unreadable ({detail}); rebuilt it from sled's log, the unreadable copy is \
+                 kept as {}",
+                snapshot.display(),
+                aside.display()
+            ));
+            Ok(db)
+        }
+        Err(e) => {
+            // Leave the directory as it was found.
+            let _ = std::fs::rename(&aside, &snapshot);
+            let what = format!(
+                "; its snapshot {} is unreadable, and rebuilding without it failed as well",
+                snapshot.display()
+            );
+            Err(damaged(&e, what))
+        }
+    }
+}
+
+/// sled's own open, waiting up to [`LOCK_PATIENCE`] for a lock another process is releasing.
+fn sled_open(path: &Path, config: &StoreConfig) -> Result<sled::Db, sled::Error> {
     let started = std::time::Instant::now();
     loop {
         match sled::Config::new().path(path).cache_capacity(config.cache_bytes).open() {
-            Ok(db) => return Ok(db),
-            // sled reports a held lock as an `Other` I/O error; its text is all there is to go by.
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                if started.elapsed() >= LOCK_PATIENCE {
-                    return Err(StoreError::InUse { path: path.to_path_buf() });
-                }
+            Err(e) if lock_held(&e) && started.elapsed() < LOCK_PATIENCE => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) => return Err(StoreError::Open { path: path.to_path_buf(), detail: describe(&e) }),
+            other => return other,
         }
     }
 }

@@ -153,27 +153,73 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             telemetry::init_metrics(addr).with_context(|| format!("serving metrics on {addr}"))?;
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
         }
-        bus::run(cfg, policy, shutdown_signal()).await.map_err(anyhow::Error::from)
+        bus::run(cfg, policy, shutdown_on_signal()).await.map_err(anyhow::Error::from)
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C), which starts a clean shutdown. A signal
+/// that arrives once the service no longer listens for one — a second signal, or one during the
+/// shutdown after an error — stops the process at once with status 2: vigil acknowledges nothing
+/// before it is durable, so all a stop at any moment costs is the final checkpoint.
+fn shutdown_on_signal() -> impl std::future::Future<Output = ()> {
+    let (first, listening) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut signals = Signals::new();
+        let mut first = Some(first);
+        loop {
+            signals.next().await;
+            let started = first.take().is_some_and(|tx| tx.send(()).is_ok());
+            if !started {
+                eprintln!("vigil: signal received while stopping; exiting now");
+                std::process::exit(2);
+            }
         }
+    });
+    async move {
+        let _ = listening.await;
     }
-    #[cfg(not(unix))]
-    ctrl_c.await.unwrap_or(());
+}
+
+/// SIGTERM and SIGINT, listened for from creation on (so none is missed between two waits).
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => {}
+                _ = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.unwrap_or(());
+    }
 }
 
 #[derive(clap::Args)]

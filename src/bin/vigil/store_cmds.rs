@@ -42,6 +42,9 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let workspace = args.workspace.as_deref().map(WorkspaceId::parse).transpose().context("--workspace")?;
     let reader = LogReader::open(&args.data_dir)?;
+    for repair in reader.repairs() {
+        eprintln!("vigil export: {repair}");
+    }
     let from = match since {
         Some(Since::Seq(n)) => n,
         _ => 1,
@@ -106,7 +109,13 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     // Read first, without recovering: opening the store under another policy would change it.
-    let stored = LogReader::open(&args.data_dir)?.policy()?;
+    let stored = {
+        let reader = LogReader::open(&args.data_dir)?;
+        for repair in reader.repairs() {
+            eprintln!("vigil inspect: {repair}");
+        }
+        reader.policy()?
+    };
     if args.show_policy {
         let Some((policy, since)) = stored else {
             bail!("{} does not record its policy (written by an earlier vigil)", args.data_dir.display())
@@ -227,6 +236,9 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     };
     let (mut store, recovery) =
         Store::open(&args.data_dir, policy.unwrap_or_default(), config, OpenMode::CreateIfMissing)?;
+    for repair in &recovery.repairs {
+        eprintln!("vigil debug-ingest: {repair}");
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "recovered {} {}", store.engine().seq(), hex(&store.engine().digest()))?;
     for p in &recovery.pending {
