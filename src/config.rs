@@ -43,6 +43,10 @@ pub struct ServeConfig {
     pub batch_wait: Duration,
     /// Inputs larger than this go to the DLQ.
     pub max_payload: usize,
+    /// At most this many workspaces are tracked: an input that would add one more goes to the DLQ
+    /// (`quota_exceeded`). Set it near the size of the fleet, so that invented workspace ids cannot
+    /// grow vigil's memory without bound.
+    pub max_workspaces: usize,
     /// Checkpoint after this many inputs...
     pub checkpoint_every: u64,
     /// ...or this long after the last checkpoint, whichever comes first.
@@ -97,6 +101,7 @@ impl Default for ServeConfig {
             batch_max: 1000,
             batch_wait: Duration::from_millis(0),
             max_payload: 64 * 1024,
+            max_workspaces: 1_000_000,
             checkpoint_every: 1_000_000,
             checkpoint_interval: Duration::from_secs(30),
             log_retention: Duration::from_secs(7 * 24 * 3600),
@@ -136,6 +141,9 @@ impl ServeConfig {
         }
         if self.batch_max == 0 {
             return bad("batch_max must be at least 1");
+        }
+        if self.max_workspaces == 0 {
+            return bad("max_workspaces must be at least 1");
         }
         if self.user.is_some() != self.password.is_some() {
             return bad("user and password go together");

@@ -265,3 +265,81 @@ async fn the_same_id_in_two_workspaces_is_two_events_and_an_over_long_id_is_refu
     assert_eq!(state_of(&client, "vigil", "idc-c").await, None);
     vigil.stop();
 }
+
+// ---- admission --------------------------------------------------------------------------------
+
+fn lifecycle(ws: &str, phase: vigil::core::event::LifecyclePhase) -> vigil::core::event::Input {
+    support::bus::input(vigil::core::event::InputKind::Lifecycle(vigil::core::event::Lifecycle {
+        workspace: support::bus::ws(ws),
+        phase,
+    }))
+}
+
+/// Anyone who can publish a heartbeat can invent a workspace; `max_workspaces` bounds how many
+/// vigil tracks. Beyond it a new workspace's events go to the DLQ, counted; the known ones go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_workspaces_new_ones_are_dead_lettered_and_known_ones_carry_on() {
+    use vigil::core::event::LifecyclePhase::Removed;
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), data.path(), &["--max-workspaces", "3"], &[]);
+    let producer = vigil::client::Client::with(client.clone(), "vigil");
+
+    // Given six workspaces heartbeating, in one burst,
+    for i in 0..6 {
+        producer.publish(&heartbeat(&format!("ws-{i}"))).await.unwrap();
+    }
+    wait_processed(&js, "vigil").await;
+    // then the first three are tracked and the other three dead-lettered as over quota,
+    for i in 0..3 {
+        assert_eq!(state_of(&client, "vigil", &format!("ws-{i}")).await.as_deref(), Some("alive"));
+    }
+    for i in 3..6 {
+        assert_eq!(state_of(&client, "vigil", &format!("ws-{i}")).await, None);
+    }
+    let dlq = wait_stream(&js, "VIGIL_DLQ", 3).await;
+    assert!(dlq.iter().all(|m| header(m, "Vigil-Reason") == "quota_exceeded"));
+    assert!(header(&dlq[0], "Vigil-Error").contains("max_workspaces"), "{}", header(&dlq[0], "Vigil-Error"));
+
+    // and a known workspace's heartbeat is still applied; once one is removed, there is room
+    // (from the next group commit on: the cap counts what the engine holds when a group starts).
+    producer.publish(&heartbeat("ws-0")).await.unwrap();
+    producer.publish(&lifecycle("ws-1", Removed)).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    producer.publish(&heartbeat("ws-4")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "ws-4").await.as_deref(), Some("alive"));
+    assert_eq!(read_stream(&js, "VIGIL_DLQ").await.len(), 3, "nothing more refused");
+    vigil.stop();
+}
+
+/// With `registration = "lifecycle"` only the provisioner's `lifecycle created` adds a workspace:
+/// an invented one's heartbeat is a visible decision not to track it, never a new workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lifecycle_registration_an_invented_workspace_is_suppressed_not_tracked() {
+    use vigil::core::event::{LifecyclePhase::Created, OutputBody, Reason};
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "registration = \"lifecycle\"\n").unwrap();
+    let store = data.path().join("store");
+    let vigil = Vigil::start(&server.url(), &store, &["--policy", policy.to_str().unwrap()], &[]);
+    let producer = vigil::client::Client::with(client.clone(), "vigil");
+
+    producer.publish(&heartbeat("ws-invented")).await.unwrap();
+    producer.publish(&lifecycle("ws-real", Created)).await.unwrap();
+    producer.publish(&heartbeat("ws-real")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "ws-invented").await, None);
+    assert_eq!(state_of(&client, "vigil", "ws-real").await.as_deref(), Some("alive"));
+    vigil.stop();
+    let outputs = support::bus::outputs(&js, "vigil").await;
+    let invented: Vec<_> =
+        outputs.iter().filter(|o| o.workspace.as_ref().is_some_and(|w| w.as_str() == "ws-invented")).collect();
+    assert_eq!(invented.len(), 1, "{invented:?}");
+    assert!(matches!(invented[0].body, OutputBody::Suppressed { reason: Reason::UnknownWorkspace, .. }));
+}

@@ -676,6 +676,75 @@ fn at_most_max_restarts_in_flight_automatic_restarts_the_rest_queue_in_order() {
     assert_eq!(s.engine.fleet_view().restart_queue, 1);
 }
 
+#[test]
+fn restarts_of_workspaces_never_seen_alive_queue_behind_those_that_were() {
+    // A flood of invented ids (a probe or a proxy error is enough to be tracked) must not stand in
+    // front of a real agent that really died.
+    let mut s = Scenario::with_policy(Policy { max_restarts_in_flight: 1, breaker_min: 1000, ..Policy::default() });
+    s.at(0.0).heartbeat("ws-real");
+    s.at(70.0).probe("ws-first", NotFound); // takes the one slot
+    for i in 0..5 {
+        let out = s.at(71.0).probe(&format!("ws-invented-{i}"), NotFound);
+        assert_eq!(out.last().unwrap(), &format!("ws-invented-{i} suppressed restart_queue_full"));
+    }
+    // Given the real one dies after the five invented ones were queued,
+    assert_eq!(s.at(80.0).probe("ws-real", NotFound)[1], "ws-real suppressed restart_queue_full");
+    assert_eq!(s.engine.fleet_view().restart_queue, 6);
+    // when the slot frees, then the real one goes first, and the invented ones after, in order.
+    let out = s.at(100.0).heartbeat("ws-first");
+    assert!(out.contains(&"ws-real RESTART ws-real:1 system not_running_no_heartbeat #1".to_string()), "{out:?}");
+    let out = s.at(110.0).heartbeat("ws-real");
+    assert!(out.iter().any(|o| o.starts_with("ws-invented-0 RESTART")), "{out:?}");
+}
+
+// ---- admission: which events register a workspace --------------------------------------------
+
+#[test]
+fn with_lifecycle_registration_only_lifecycle_created_adds_a_workspace() {
+    let policy = Policy { registration: vigil::core::policy::Registration::Lifecycle, ..Policy::default() };
+    let mut s = Scenario::with_policy(policy);
+    // Given events about a workspace the provisioner never created, none of them tracks it:
+    assert_eq!(s.at(0.0).heartbeat("ws-invented"), ["ws-invented suppressed unknown_workspace"]);
+    assert_eq!(s.at(1.0).probe("ws-invented", NotFound), ["ws-invented suppressed unknown_workspace"]);
+    assert_eq!(s.at(2.0).upstream("ws-invented", 502), ["ws-invented suppressed unknown_workspace"]);
+    assert_eq!(s.at(3.0).restart("ws-invented", User), ["ws-invented suppressed unknown_workspace"]);
+    assert_eq!(s.at(4.0).lifecycle("ws-invented", Paused), ["ws-invented suppressed unknown_workspace"]);
+    assert_eq!(s.engine.len(), 0);
+    // when the provisioner creates it, then it is tracked and handled like any other.
+    assert_eq!(s.at(10.0).lifecycle("ws-invented", Created), ["ws-invented none->alive created"]);
+    assert!(s.at(11.0).heartbeat("ws-invented").is_empty());
+    assert_eq!(s.state("ws-invented"), Some(StateName::Alive));
+}
+
+#[test]
+fn would_add_says_exactly_which_inputs_add_a_workspace() {
+    use vigil::core::policy::Registration;
+    // For every kind of input and both registrations, asking first agrees with applying.
+    for registration in [Registration::Open, Registration::Lifecycle] {
+        let kinds: Vec<fn(&mut Scenario) -> Vec<String>> = vec![
+            |s| s.heartbeat("ws-x"),
+            |s| s.probe("ws-x", NotFound),
+            |s| s.probe("ws-x", Running),
+            |s| s.upstream("ws-x", 502),
+            |s| s.restart("ws-x", System),
+            |s| s.progress("ws-x", "ws-x:1", Started),
+            |s| s.lifecycle("ws-x", Created),
+            |s| s.lifecycle("ws-x", Paused),
+            |s| s.lifecycle("ws-x", Resumed),
+            |s| s.lifecycle("ws-x", Removed),
+        ];
+        for (n, apply) in kinds.iter().enumerate() {
+            let mut s = Scenario::with_policy(Policy { registration, ..Policy::default() });
+            let mut probe = Scenario::with_policy(Policy { registration, ..Policy::default() });
+            apply(&mut probe);
+            let input = probe.last_input();
+            let predicted = s.engine.would_add(&input);
+            s.apply_input(input);
+            assert_eq!(predicted, s.engine.len() == 1, "{registration:?}, input {n}");
+        }
+    }
+}
+
 // ---- §1 resume, idempotency, and the engine's clock -----------------------------------------
 
 #[test]

@@ -25,12 +25,12 @@ use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
 use crate::bus::dlq::{DeadLetter, Dlq};
-use crate::bus::intake::Intake;
+use crate::bus::intake::{Intake, Rejection};
 use crate::bus::publisher::Released;
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
-use crate::core::event::{Input, InputKind, OutputBody, StateName};
+use crate::core::event::{Input, InputKind, OutputBody, StateName, WorkspaceId};
 use crate::core::{At, Policy};
 use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
 
@@ -122,6 +122,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let mut serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
+        adding: Default::default(),
         cfg,
         subjects,
         input_stream,
@@ -154,6 +155,8 @@ struct Serve {
     /// What an input must be; what fails goes to `dlq`.
     intake: Intake,
     dlq: Dlq,
+    /// Workspaces the group being gathered adds (for `max_workspaces`).
+    adding: std::collections::HashSet<WorkspaceId>,
     subjects: Subjects,
     /// The input stream, for reading messages the consumer did not deliver in order.
     input_stream: jetstream::stream::Stream,
@@ -340,8 +343,9 @@ impl Serve {
     }
 
     /// Decodes one input into `inputs`, or dead-letters it.
-    fn accept(&self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
-        match self.intake.decode(subject, payload, now) {
+    fn accept(&mut self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
+        let checked = self.intake.decode(subject, payload, now).and_then(|input| self.admit(input));
+        match checked {
             Ok(input) => {
                 metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
                 inputs.push(input);
@@ -351,6 +355,27 @@ impl Serve {
                 self.dlq.send(letter);
             }
         }
+    }
+
+    /// The cap on tracked workspaces: an input that would add one past `max_workspaces` (counting
+    /// those this group adds) is refused before it reaches the log, so a replay of the log never
+    /// needs to know the cap. It counts what the engine holds when the group starts: a workspace
+    /// removed in the same group makes room from the next group on.
+    fn admit(&mut self, input: Input) -> Result<Input, Rejection> {
+        let engine = self.store.engine();
+        let Some(ws) = input.kind.workspace().filter(|_| engine.would_add(&input)) else { return Ok(input) };
+        if self.adding.contains(ws) {
+            return Ok(input);
+        }
+        if engine.len() + self.adding.len() >= self.cfg.max_workspaces {
+            metrics::counter!("vigil_quota_exceeded_total").increment(1);
+            return Err(Rejection::new(
+                "quota_exceeded",
+                format!("vigil tracks {} workspaces, its max_workspaces; {ws} is not added", self.cfg.max_workspaces),
+            ));
+        }
+        self.adding.insert(ws.clone());
+        Ok(input)
     }
 
     /// Makes sure the stored stream position counts in this input stream. A data directory that
@@ -393,7 +418,12 @@ impl Serve {
     }
 
     /// Reads the input messages with stream sequences in `missing` directly from the stream.
-    async fn fill_gap(&self, missing: std::ops::Range<u64>, now: At, inputs: &mut Vec<Input>) -> Result<(), BusError> {
+    async fn fill_gap(
+        &mut self,
+        missing: std::ops::Range<u64>,
+        now: At,
+        inputs: &mut Vec<Input>,
+    ) -> Result<(), BusError> {
         tracing::info!(from = missing.start, to = missing.end - 1, "reading undelivered inputs from the stream");
         for seq in missing {
             let mut attempt = 0;
@@ -426,6 +456,7 @@ impl Serve {
     /// from there once it is durable.
     async fn submit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
         self.last_ticket = tokio::task::block_in_place(|| self.store.submit(&inputs, stream_seq))?;
+        self.adding.clear(); // the engine counts them now
         self.record_gauges();
         Ok(())
     }

@@ -23,7 +23,7 @@ use crate::core::event::*;
 use crate::core::fleet::{Fleet, Handle};
 use crate::core::index::{Index, prefetch_line};
 use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
-use crate::core::policy::Policy;
+use crate::core::policy::{Policy, Registration};
 use crate::core::snapshot::{Chunks, FleetRecord, RestoreError, WorkspaceRecord};
 use crate::core::time::{At, Stamp};
 use crate::core::timers::Timers;
@@ -455,6 +455,12 @@ impl<T: Tombstones> Engine<T> {
             }
             return None;
         }
+        let registers = matches!(phase, Some(LifecyclePhase::Created | LifecyclePhase::Removed));
+        if self.policy.registration == Registration::Lifecycle && !registers {
+            let detail = Some("registration is `lifecycle`: only `lifecycle created` adds a workspace".to_string());
+            self.push_output(out, Some(ws), at, suppressed(Reason::UnknownWorkspace, type_name, detail));
+            return None;
+        }
         match (kind, phase) {
             (InputKind::RestartProgress(p), _) => {
                 let detail = Some(format!("{} for a workspace vigil does not know", p.restart_id));
@@ -486,6 +492,24 @@ impl<T: Tombstones> Engine<T> {
             }
             // A heartbeat, probe, upstream error or restart request: Alive, then handled.
             _ => Some(self.create(ws, at, StateName::Alive, Reason::FirstSeen, None, out)),
+        }
+    }
+
+    /// Whether applying `input` now would add a workspace (a removed one's tombstone may still
+    /// turn it away): what a cap on the number of workspaces has to refuse before it is applied.
+    pub fn would_add(&self, input: &Input) -> bool {
+        let Some(ws) = input.kind.workspace() else { return false };
+        if self.lookup(ws.as_str()).is_some() {
+            return false;
+        }
+        match &input.kind {
+            InputKind::Lifecycle(l) => match l.phase {
+                LifecyclePhase::Created => true,
+                LifecyclePhase::Removed => false,
+                _ => self.policy.registration == Registration::Open,
+            },
+            InputKind::RestartProgress(_) => false,
+            _ => self.policy.registration == Registration::Open,
         }
     }
 
@@ -600,7 +624,7 @@ impl<T: Tombstones> Engine<T> {
         if list_before != list_after {
             match list_before {
                 FleetList::Held => self.fleet.held.retain(|h| *h != handle),
-                FleetList::Queue => self.fleet.queue.retain(|h| *h != handle),
+                FleetList::Queue => self.fleet.dequeue(handle),
                 FleetList::None => {}
             }
         }
@@ -627,17 +651,17 @@ impl<T: Tombstones> Engine<T> {
         }
         self.draining = true;
         while self.fleet.in_flight < self.policy.max_restarts_in_flight {
-            let Some(&h) = self.fleet.queue.front() else { break };
+            let Some(h) = self.fleet.queue_head() else { break };
             if !self.valid(h) {
-                self.fleet.queue.pop_front();
+                self.fleet.pop_queue_head();
                 continue;
             }
             self.fleet.granted = Some(h);
             self.dispatch(h.idx, &Event::SlotFree, now, None, out);
             self.fleet.granted = None;
-            if self.fleet.queue.front() == Some(&h) {
+            if self.fleet.queue_head() == Some(h) {
                 // The machine did not take the slot (it no longer waits for one): drop its entry.
-                self.fleet.queue.pop_front();
+                self.fleet.pop_queue_head();
             }
         }
         self.draining = false;
@@ -811,6 +835,7 @@ impl<T: Tombstones> Engine<T> {
             clock: self.clock(),
             breaker: self.fleet.breaker.clone(),
             queue: names(&mut self.fleet.queue.iter()),
+            queue_unseen: names(&mut self.fleet.queue_unseen.iter()),
             held: names(&mut self.fleet.held.iter()),
             dedup: self.dedup.order.iter().map(|(t, k)| (*t, k.to_string())).collect(),
         }
@@ -889,6 +914,8 @@ impl<T: Tombstones> Engine<T> {
             e.lookup(ws.as_str()).map(|i| e.handle(i)).ok_or(RestoreError::UnknownInFleet(ws))
         };
         engine.fleet.queue = fleet.queue.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
+        engine.fleet.queue_unseen =
+            fleet.queue_unseen.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
         engine.fleet.held = fleet.held.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
         engine.fleet.breaker = fleet.breaker;
         for (t, key) in fleet.dedup {
@@ -955,7 +982,7 @@ impl<T: Tombstones> Engine<T> {
             breaker_open: self.fleet.breaker.is_open(),
             breaker_close_at: self.fleet.breaker.close_at(),
             restarts_in_flight: self.fleet.in_flight,
-            restart_queue: self.fleet.queue.len(),
+            restart_queue: self.fleet.queued(),
             held: self.fleet.held.len(),
         }
     }

@@ -48,8 +48,11 @@ pub struct Fleet {
     pub breaker: Breaker,
     /// Automatic restarts currently in Restarting.
     pub in_flight: u32,
-    /// Dead workspaces waiting for a restart slot, in declaration order.
+    /// Dead workspaces waiting for a restart slot, in declaration order: those that were ever
+    /// seen alive (a heartbeat) ...
     pub queue: VecDeque<Handle>,
+    /// ... ahead of those that never were (see [`Fleet::enqueue`]).
+    pub queue_unseen: VecDeque<Handle>,
     /// Workspaces held by the open breaker, in the order they were held.
     pub held: Vec<Handle>,
     /// Workspaces that are not parked: the breaker's percentage is of these.
@@ -126,7 +129,37 @@ impl Fleet {
     /// True when `who` may start an automatic restart now: a slot is free and nobody queued
     /// earlier is waiting for it (unless `who` is the queue head being granted the slot).
     pub fn has_slot(&self, policy: &Policy, who: Handle) -> bool {
-        self.in_flight < policy.max_restarts_in_flight && (self.queue.is_empty() || self.granted == Some(who))
+        self.in_flight < policy.max_restarts_in_flight && (self.queued() == 0 || self.granted == Some(who))
+    }
+
+    /// Queues a dead workspace for a restart slot. A workspace that never heartbeated waits behind
+    /// every one that did: anyone can invent workspace ids, and a thousand invented ones must not
+    /// stand in front of a real agent that really died.
+    pub fn enqueue(&mut self, who: Handle, seen_alive: bool) {
+        if seen_alive { self.queue.push_back(who) } else { self.queue_unseen.push_back(who) }
+    }
+
+    /// The workspace the next free slot goes to.
+    pub fn queue_head(&self) -> Option<Handle> {
+        self.queue.front().or(self.queue_unseen.front()).copied()
+    }
+
+    /// Drops the queue head (it took its slot, or no longer waits for one).
+    pub fn pop_queue_head(&mut self) {
+        if self.queue.pop_front().is_none() {
+            self.queue_unseen.pop_front();
+        }
+    }
+
+    /// Takes `who` out of the queue.
+    pub fn dequeue(&mut self, who: Handle) {
+        self.queue.retain(|h| *h != who);
+        self.queue_unseen.retain(|h| *h != who);
+    }
+
+    /// How many wait for a slot.
+    pub fn queued(&self) -> usize {
+        self.queue.len() + self.queue_unseen.len()
     }
 }
 
@@ -171,6 +204,22 @@ mod tests {
         let close = b.close_at().unwrap();
         assert!(close > at(4), "the closing time is after the last declaration");
         assert!(b.try_close(close, 20, &p), "and at that time the window is calm");
+    }
+
+    #[test]
+    fn workspaces_never_seen_alive_wait_behind_those_that_were() {
+        let h = |idx| Handle { idx, generation: 0 };
+        let mut fleet = Fleet::default();
+        fleet.enqueue(h(1), false);
+        fleet.enqueue(h(2), false);
+        fleet.enqueue(h(3), true);
+        assert_eq!(fleet.queued(), 3);
+        let mut order = Vec::new();
+        while let Some(head) = fleet.queue_head() {
+            order.push(head.idx);
+            fleet.pop_queue_head();
+        }
+        assert_eq!(order, [3, 1, 2]);
     }
 
     #[test]

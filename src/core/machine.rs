@@ -700,7 +700,7 @@ impl Workspace {
             }
             Verdict::Queue => {
                 if w.on != Wait::Queue {
-                    ctx.fleet.queue.push_back(ctx.handle);
+                    ctx.fleet.enqueue(ctx.handle, self.last_heartbeat.get().is_some());
                 }
                 let detail = format!("{} automatic restarts in flight", ctx.fleet.in_flight);
                 ctx.suppress(Reason::RestartQueueFull, Some(detail));

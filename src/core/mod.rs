@@ -19,5 +19,5 @@ pub mod wire;
 
 pub use engine::{Engine, FleetView, MemoryTombstones, Tombstone, Tombstones, WorkspaceView};
 pub use event::{Input, InputKind, Output, OutputBody, Reason, StateName, WorkspaceId};
-pub use policy::Policy;
+pub use policy::{Policy, Registration};
 pub use time::At;

@@ -79,6 +79,21 @@ pub struct Policy {
     /// `retry_after_s` advertised for a dead workspace whose restart waits on the breaker, the
     /// restart queue or a person.
     pub dead_retry_after_s: u32,
+    /// Which events may add a workspace vigil does not know yet.
+    pub registration: Registration,
+}
+
+/// Which events may add a workspace vigil does not know yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Any event about it (a heartbeat, a probe, an upstream error, a restart request, or a
+    /// lifecycle change other than `removed`): agents register themselves by heartbeating.
+    #[default]
+    Open,
+    /// Only `lifecycle created`, from the provisioner: events about any other workspace are
+    /// `suppressed` (`unknown_workspace`), so nobody can make vigil track invented workspaces.
+    Lifecycle,
 }
 
 impl Default for Policy {
@@ -111,6 +126,7 @@ impl Default for Policy {
             dedup_window: secs(120),
             restart_retry_after_s: 15,
             dead_retry_after_s: 60,
+            registration: Registration::Open,
         }
     }
 }
@@ -254,6 +270,9 @@ mod tests {
     #[test]
     fn toml_overrides_keep_defaults_and_refuse_typos() {
         let p = Policy::from_toml("ttl_min = \"5m\"\nmax_restarts_in_flight = 4\n").unwrap();
+        assert_eq!(p.registration, Registration::Open);
+        assert_eq!(Policy::from_toml("registration = \"lifecycle\"").unwrap().registration, Registration::Lifecycle);
+        assert!(Policy::from_toml("registration = \"closed\"").is_err());
         assert_eq!(p.ttl_min, secs(300));
         assert_eq!(p.max_restarts_in_flight, 4);
         assert_eq!(p.settle, secs(30));

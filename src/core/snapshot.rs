@@ -31,8 +31,11 @@ pub struct FleetRecord {
     /// The engine's clock.
     pub clock: Option<At>,
     pub breaker: Breaker,
-    /// Dead workspaces waiting for a restart slot, in order.
+    /// Dead workspaces waiting for a restart slot, in order: those once seen alive...
     pub queue: Vec<WorkspaceId>,
+    /// ...then those never seen alive (absent from checkpoints written before the split).
+    #[serde(default)]
+    pub queue_unseen: Vec<WorkspaceId>,
     /// Workspaces held by the breaker, in order.
     pub held: Vec<WorkspaceId>,
     /// Idempotency keys still inside the dedup window, oldest first.

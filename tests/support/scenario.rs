@@ -15,6 +15,8 @@ pub struct Scenario {
     now: At,
     /// Every output so far, in order.
     pub all: Vec<Output>,
+    /// Every input so far, in order.
+    pub inputs: Vec<Input>,
 }
 
 fn ws(id: &str) -> WorkspaceId {
@@ -34,7 +36,7 @@ impl Scenario {
 
     pub fn with_policy(policy: Policy) -> Scenario {
         let t0 = At::parse(T0).unwrap();
-        Scenario { engine: Engine::new(policy), t0, now: t0, all: Vec::new() }
+        Scenario { engine: Engine::new(policy), t0, now: t0, all: Vec::new(), inputs: Vec::new() }
     }
 
     /// Sets the clock for the next input, in seconds after T0.
@@ -55,6 +57,7 @@ impl Scenario {
     pub fn apply_input(&mut self, input: Input) -> Vec<String> {
         let start = self.all.len();
         self.engine.apply(&input, &mut self.all);
+        self.inputs.push(input.clone());
         self.all[start..].iter().map(|o| self.summary(o, input.at)).collect()
     }
 
@@ -167,6 +170,11 @@ impl Scenario {
     }
 
     // ---- observations -------------------------------------------------------------------------
+
+    /// The last input applied.
+    pub fn last_input(&self) -> Input {
+        self.inputs.last().cloned().expect("an input was applied")
+    }
 
     pub fn state(&self, id: &str) -> Option<StateName> {
         self.engine.view(id).map(|v| v.state)

@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Larger inputs go to the DLQ, in bytes [default: 65536]
     #[arg(long, env = "VIGIL_MAX_PAYLOAD")]
     max_payload: Option<usize>,
+    /// At most this many workspaces are tracked; inputs that would add more go to the DLQ
+    /// (`quota_exceeded`) [default: 1000000]
+    #[arg(long, env = "VIGIL_MAX_WORKSPACES")]
+    max_workspaces: Option<usize>,
     /// Serve Prometheus metrics here, or `off` [default: 127.0.0.1:9464]
     #[arg(long, env = "VIGIL_METRICS_ADDR", value_name = "ADDR|off")]
     metrics_addr: Option<String>,
@@ -128,6 +132,9 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     if let Some(n) = args.max_payload {
         cfg.max_payload = n;
+    }
+    if let Some(n) = args.max_workspaces {
+        cfg.max_workspaces = n;
     }
     match args.metrics_addr.as_deref() {
         None => {}
