@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use support::bus::{export, heartbeat, nats, not_found, outputs, state_of, wait_processed, wait_stream};
+use support::bus::{export, heartbeat, nats, not_found, outputs, state_of, untagged, wait_processed, wait_stream};
 use support::nats::{NatsServer, Vigil};
 use vigil::client::Client;
 use vigil::core::event::{Input, InputKind, Output, OutputBody};
@@ -92,7 +92,7 @@ async fn restart_across_a_crash(crash: (&str, &str)) -> Vec<Output> {
 async fn a_restart_committed_but_never_published_is_published_once_after_a_crash() {
     // Commit 1 is vigil's own `resume`; commit 2 holds the probe and its restart command.
     let restarts = restart_across_a_crash(("VIGIL_TEST_ABORT_AFTER_COMMITS", "2")).await;
-    let ids: Vec<_> = restarts.iter().map(|o| o.id.as_str()).collect();
+    let ids: Vec<_> = restarts.iter().map(|o| untagged(&o.id)).collect();
     assert_eq!(ids, ["ws-dead:1"]);
 }
 
@@ -101,7 +101,7 @@ async fn a_restart_published_but_not_cleared_is_not_delivered_twice_after_a_cras
     // The first confirmed batch is the restart's: vigil dies before clearing it from the outbox,
     // publishes it again on restart, and the stream drops the duplicate by its Nats-Msg-Id.
     let restarts = restart_across_a_crash(("VIGIL_TEST_ABORT_AFTER_PUBLISHES", "1")).await;
-    let ids: Vec<_> = restarts.iter().map(|o| o.id.as_str()).collect();
+    let ids: Vec<_> = restarts.iter().map(|o| untagged(&o.id)).collect();
     assert_eq!(ids, ["ws-dead:1"]);
 }
 
@@ -136,7 +136,7 @@ async fn restart_commands_are_delivered_exactly_once_across_sigkills_mid_stream(
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for o in outputs(&js, "vigil").await {
         if let OutputBody::Restart { restart_id, .. } = &o.body {
-            *seen.entry(restart_id.clone()).or_default() += 1;
+            *seen.entry(untagged(restart_id).to_string()).or_default() += 1;
         }
     }
     let expected: BTreeMap<String, usize> = (0..60).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
@@ -297,7 +297,7 @@ async fn with_user_and_password_vigil_works_with_credentials_and_refuses_without
         .await
         .into_iter()
         .filter(|o| matches!(o.body, OutputBody::Restart { .. }))
-        .map(|o| o.id)
+        .map(|o| untagged(&o.id).to_string())
         .collect();
     assert_eq!(restarts, ["ws-auth:1"]);
 }

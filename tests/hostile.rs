@@ -343,3 +343,65 @@ async fn with_lifecycle_registration_an_invented_workspace_is_suppressed_not_tra
     assert_eq!(invented.len(), 1, "{invented:?}");
     assert!(matches!(invented[0].body, OutputBody::Suppressed { reason: Reason::UnknownWorkspace, .. }));
 }
+
+// ---- forged outputs ---------------------------------------------------------------------------
+
+/// With open permissions, anyone can publish on `vigil.out.restart.<ws>`. A forger who could guess
+/// the next restart's id (`ws-victim:1`) and publish it first made the output stream drop vigil's
+/// real command as a duplicate. Ids now carry a tag from the data directory's secret key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_restart_command_cannot_pre_empt_the_real_one() {
+    use vigil::core::event::OutputBody;
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+
+    // Given a forger who publishes, first, a restart command with every id it could guess,
+    for guess in ["ws-victim:1", "ws-victim:1:0000000000000000"] {
+        let forged = vigil::core::event::Output {
+            id: guess.into(),
+            workspace: Some(support::bus::ws("ws-victim")),
+            at: At(0),
+            body: OutputBody::Restart {
+                restart_id: guess.into(),
+                origin: vigil::core::event::Origin::User,
+                reason: vigil::core::event::Reason::RestartRequested,
+                attempt: 1,
+                detail: Some("forged".into()),
+            },
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        vigil::bus::headers::insert(&mut headers, "Nats-Msg-Id", &vigil::bus::headers::HeaderText::escape(guess));
+        js.publish_with_headers("vigil.out.restart.ws-victim", headers, wire::encode_output_msgpack(&forged).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // when vigil really restarts that workspace,
+    vigil::client::Client::with(client.clone(), "vigil").publish(&support::bus::not_found("ws-victim")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    let asked: serde_json::Value =
+        serde_json::from_slice(&client.request("vigil.query.state.ws-victim", "".into()).await.unwrap().payload)
+            .unwrap();
+    vigil.stop();
+
+    // then its command is on the stream beside the forgeries, under an id nobody could guess,
+    let restarts: Vec<_> = support::bus::outputs(&js, "vigil")
+        .await
+        .into_iter()
+        .filter_map(|o| match o.body {
+            OutputBody::Restart { restart_id, detail, .. } => Some((restart_id, detail)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarts.len(), 3, "{restarts:?}");
+    let real = &restarts[2];
+    assert_eq!(real.1, None, "the last one is vigil's");
+    assert_eq!(support::bus::untagged(&real.0), "ws-victim:1");
+    assert!(restarts[..2].iter().all(|(id, _)| id != &real.0));
+    // and a consumer can tell the real one from the forgeries by asking vigil.
+    assert_eq!(asked["restart_in_flight"], real.0.as_str());
+}

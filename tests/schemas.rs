@@ -319,6 +319,7 @@ fn every_input_field() -> BTreeSet<String> {
         request_id: s(),
         restart_id: s(),
         phase: s(),
+        id_key: s(),
     };
     keys(&serde_json::to_value(&raw).unwrap())
 }
@@ -406,7 +407,10 @@ fn input_examples() -> Vec<(Input, Input)> {
             InputKind::Lifecycle(Lifecycle { workspace: w(), phase: LifecyclePhase::Removed }),
         ),
         pair(InputKind::Tick, InputKind::Tick),
-        pair(InputKind::Resume, InputKind::Resume),
+        pair(
+            InputKind::Resume(Resume { id_key: None }),
+            InputKind::Resume(Resume { id_key: Some(vigil::core::ids::IdKey([1, 2])) }),
+        ),
     ]
 }
 

@@ -65,7 +65,7 @@ impl Intake {
         };
         let input = wire::decode_msgpack(payload, Stamping::ReceivedAt(now))?;
         let kind = input.kind.type_name();
-        if matches!(input.kind, InputKind::Tick | InputKind::Resume) {
+        if matches!(input.kind, InputKind::Tick | InputKind::Resume(_)) {
             return Err(Rejection::new("internal_type", format!("`{kind}` events are vigil's own")));
         }
         if kind != subject.kind {

@@ -30,7 +30,8 @@ use crate::bus::publisher::Released;
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
-use crate::core::event::{Input, InputKind, OutputBody, StateName, WorkspaceId};
+use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName, WorkspaceId};
+use crate::core::ids::IdKey;
 use crate::core::{At, Policy};
 use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
 
@@ -137,7 +138,14 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         last_checkpoint: Instant::now(),
     };
     // vigil was away: every deadline gets full grace from now (SPEC §1 `resume`).
-    let resume = Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume };
+    // It carries the directory's id key (a new one for a new directory), so output ids are
+    // unguessable and never repeat those of a lost directory (`core::ids`).
+    let id_key = match serve.store.engine().id_key() {
+        Some(key) => key,
+        None => new_id_key()?,
+    };
+    let resume =
+        Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume(Resume { id_key: Some(id_key) }) };
     serve.adopt_input_stream(&mut consumer).await?;
     serve.submit(vec![resume], None).await?;
     // Inputs a crashed instance received but did not commit are redelivered only after the ack
@@ -555,6 +563,13 @@ impl Serve {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// 128 bits from the operating system's random source.
+fn new_id_key() -> Result<IdKey, BusError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| BusError::Config(format!("no random source for the id key: {e}")))?;
+    Ok(IdKey::from_bytes(bytes))
 }
 
 /// Exits the process with status 2 if it is still running `limit` from now: a shutdown must end

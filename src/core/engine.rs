@@ -21,6 +21,7 @@ use statig::blocking::IntoStateMachineExt;
 
 use crate::core::event::*;
 use crate::core::fleet::{Fleet, Handle};
+use crate::core::ids::{self, IdKey};
 use crate::core::index::{Index, prefetch_line};
 use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
 use crate::core::policy::{Policy, Registration};
@@ -128,6 +129,9 @@ pub struct WorkspaceView {
     pub incarnation: Option<String>,
     /// Restart commands issued over the workspace's life.
     pub restarts: u32,
+    /// While Restarting: the id of the restart command in flight. A consumer can check a restart
+    /// command against it before acting, so a forged command is recognised as one.
+    pub restart_in_flight: Option<String>,
     /// The attempt number the next restart would carry (1 + consecutive failures).
     pub restart_attempt: u32,
     /// A mutation follow-up restart is owed when the current restart completes.
@@ -170,6 +174,8 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     counts: [u32; 5],
     dedup: Dedup,
     tombstones: T,
+    /// The data directory's id key, from the latest `resume` that carried one (`core::ids`).
+    id_key: Option<IdKey>,
     scratch: Vec<Emitted>,
     due: Vec<u32>,
     draining: bool,
@@ -225,6 +231,7 @@ impl<T: Tombstones> Engine<T> {
             counts: [0; 5],
             dedup: Dedup::default(),
             tombstones,
+            id_key: None,
             scratch: Vec::new(),
             due: Vec::new(),
             draining: false,
@@ -353,13 +360,13 @@ impl<T: Tombstones> Engine<T> {
         let at = input.at.max(self.clock);
         // vigil was away until `at`: deadlines that passed meanwhile are re-armed with full grace
         // first, not fired — silence nobody watched is not evidence (SPEC §1 `resume`).
-        if !matches!(input.kind, InputKind::Resume) {
+        if !matches!(input.kind, InputKind::Resume(_)) {
             self.fire_due(at, out);
         }
         self.clock = at;
         match &input.kind {
             InputKind::Tick => {}
-            InputKind::Resume => self.resume(at, out),
+            InputKind::Resume(r) => self.resume(r, at, out),
             _ => self.apply_to_workspace(input, at, out),
         }
         // A deadline the input itself made due (never one in the past: see `fire_instant`).
@@ -368,14 +375,19 @@ impl<T: Tombstones> Engine<T> {
     }
 
     /// Gives the outputs of the current input their ids: the restart id for restarts (it is also
-    /// the `Nats-Msg-Id`), `<seq>.<n>` otherwise.
+    /// the `Nats-Msg-Id`), `<seq>.<n>` otherwise — each with its tag once there is an id key.
     fn number(&self, start: usize, out: &mut [Output]) {
         for (n, o) in out[start..].iter_mut().enumerate() {
             o.id = match &o.body {
                 OutputBody::Restart { restart_id, .. } => restart_id.clone(),
-                _ => format!("{}.{}", self.seq, n),
+                _ => ids::output_id(self.id_key.as_ref(), self.seq, n),
             };
         }
+    }
+
+    /// The id key in force, if the log carried one.
+    pub fn id_key(&self) -> Option<IdKey> {
+        self.id_key
     }
 
     fn hash(&self, ws: &str) -> u64 {
@@ -541,6 +553,7 @@ impl<T: Tombstones> Engine<T> {
             let mut ctx = Ctx {
                 now: at,
                 policy: &self.policy,
+                id_key: self.id_key.as_ref(),
                 ws,
                 handle,
                 fleet: &mut self.fleet,
@@ -589,6 +602,7 @@ impl<T: Tombstones> Engine<T> {
             let mut ctx = Ctx {
                 now,
                 policy: &self.policy,
+                id_key: self.id_key.as_ref(),
                 ws: &slot.name,
                 handle,
                 fleet: &mut self.fleet,
@@ -783,7 +797,10 @@ impl<T: Tombstones> Engine<T> {
     }
 
     /// vigil (re)started: every workspace's deadlines are re-armed with full grace from `at`.
-    fn resume(&mut self, at: At, out: &mut Vec<Output>) {
+    fn resume(&mut self, resume: &Resume, at: At, out: &mut Vec<Output>) {
+        if let Some(key) = resume.id_key {
+            self.id_key = Some(key);
+        }
         for idx in 0..self.slots.len() as u32 {
             if self.slots[idx as usize].machine.is_some() {
                 self.dispatch(idx, &Event::Resume, at, Some("resume"), out);
@@ -838,6 +855,7 @@ impl<T: Tombstones> Engine<T> {
             queue_unseen: names(&mut self.fleet.queue_unseen.iter()),
             held: names(&mut self.fleet.held.iter()),
             dedup: self.dedup.order.iter().map(|(t, k)| (*t, k.to_string())).collect(),
+            id_key: self.id_key,
         }
     }
 
@@ -869,6 +887,7 @@ impl<T: Tombstones> Engine<T> {
         let hasher = engine.hasher;
         engine.index.reserve(expected, |i| hasher.hash_one(engine.slots[i as usize].name.as_str()));
         engine.seq = fleet.seq;
+        engine.id_key = fleet.id_key;
         if let Some(clock) = fleet.clock {
             engine.clock = clock;
         }
@@ -885,6 +904,7 @@ impl<T: Tombstones> Engine<T> {
             let machine = sm.init_with_context(&mut Ctx {
                 now: engine.clock,
                 policy: &engine.policy,
+                id_key: engine.id_key.as_ref(),
                 ws: &ws,
                 handle: Handle { idx, generation: 0 },
                 fleet: &mut engine.fleet,
@@ -945,6 +965,8 @@ impl<T: Tombstones> Engine<T> {
             interval_s: if shared.interval_s == 0 { self.policy.default_interval_s } else { shared.interval_s },
             incarnation: shared.incarnation.as_deref().map(str::to_string),
             restarts: shared.restarts,
+            restart_in_flight: matches!(state, State::Restarting { .. })
+                .then(|| ids::restart_id(self.id_key.as_ref(), &slot.name, shared.restarts)),
             restart_attempt: u32::from(shared.failures) + 1,
             followup_pending: matches!(state, State::Restarting { r } if r.followup),
             held: fleet_list(state) == FleetList::Held,
@@ -1009,7 +1031,7 @@ fn machine_event(kind: &InputKind) -> Option<Event<'_>> {
         InputKind::RestartRequested(e) => Event::RestartRequested(e),
         InputKind::RestartProgress(e) => Event::Progress(e),
         InputKind::Lifecycle(e) => Event::Lifecycle(e.phase),
-        InputKind::Tick | InputKind::Resume => return None,
+        InputKind::Tick | InputKind::Resume(_) => return None,
     })
 }
 

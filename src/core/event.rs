@@ -279,7 +279,15 @@ pub enum InputKind {
     /// Only advances the clock so that due timers fire.
     Tick,
     /// vigil (re)started: every heartbeat deadline is re-armed with full grace.
-    Resume,
+    Resume(Resume),
+}
+
+/// `resume`: vigil (re)started.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resume {
+    /// The data directory's id key, from which output ids take their tags (`core::ids`); absent
+    /// in logs from before keys, whose ids stay plain.
+    pub id_key: Option<crate::core::ids::IdKey>,
 }
 
 /// `heartbeat`: the agent says it is alive.
@@ -350,7 +358,7 @@ impl InputKind {
             InputKind::RestartProgress(_) => "restart_progress",
             InputKind::Lifecycle(_) => "lifecycle",
             InputKind::Tick => "tick",
-            InputKind::Resume => "resume",
+            InputKind::Resume(_) => "resume",
         }
     }
 
@@ -363,7 +371,7 @@ impl InputKind {
             InputKind::RestartRequested(e) => Some(&e.workspace),
             InputKind::RestartProgress(e) => Some(&e.workspace),
             InputKind::Lifecycle(e) => Some(&e.workspace),
-            InputKind::Tick | InputKind::Resume => None,
+            InputKind::Tick | InputKind::Resume(_) => None,
         }
     }
 }

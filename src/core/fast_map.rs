@@ -75,6 +75,7 @@ fn field_index(key: &[u8]) -> Option<usize> {
         b"request_id" => 16,
         b"restart_id" => 17,
         b"phase" => 18,
+        b"id_key" => 19,
         _ => return None,
     })
 }
@@ -264,6 +265,7 @@ impl<'a> Reader<'a> {
             16 => raw.request_id = self.opt_str()?,
             17 => raw.restart_id = self.opt_str()?,
             18 => raw.phase = self.opt_str()?,
+            19 => raw.id_key = self.opt_str()?,
             _ => return None,
         }
         Some(())

@@ -21,6 +21,7 @@ use statig::prelude::*;
 use crate::core::classify::{Evidence, classify_probe, is_dead_origin};
 use crate::core::event::*;
 use crate::core::fleet::{Declaration, Fleet, Handle};
+use crate::core::ids::{self, IdKey};
 use crate::core::policy::Policy;
 use crate::core::time::{At, Stamp};
 
@@ -139,6 +140,8 @@ pub struct Emitted {
 pub struct Ctx<'a> {
     pub now: At,
     pub policy: &'a Policy,
+    /// The key output ids take their tags from (`core::ids`), if the log carried one.
+    pub id_key: Option<&'a IdKey>,
     pub ws: &'a WorkspaceId,
     pub handle: Handle,
     pub fleet: &'a mut Fleet,
@@ -328,7 +331,7 @@ impl Workspace {
                     self.issue_restart(ctx, Origin::User, Reason::RestartRequested, Some(req.reason.clone()))
                 }
             },
-            Event::Progress(p) if !self.is_current_restart(ctx.ws, &p.restart_id) => {
+            Event::Progress(p) if p.restart_id != ctx.restart_id(self.restarts) => {
                 ctx.suppress(Reason::StaleRestart, Some(format!("{} is not the restart in flight", p.restart_id)));
                 Handled
             }
@@ -781,7 +784,7 @@ impl Workspace {
             ctx.change(StateName::Restarting, Reason::RestartIssued, Some(ctx.policy.restart_retry_after_s));
         }
         ctx.emit(OutputBody::Restart {
-            restart_id: restart_id(ctx.ws, self.restarts),
+            restart_id: ctx.restart_id(self.restarts),
             origin,
             reason,
             attempt: u32::from(self.failures) + 1,
@@ -828,13 +831,6 @@ impl Workspace {
             None => self.last_restart.get().is_some_and(|t| ctx.now.since(t) > ctx.policy.fresh_after),
         }
     }
-
-    fn is_current_restart(&self, ws: &WorkspaceId, id: &str) -> bool {
-        id.strip_prefix(ws.as_str())
-            .and_then(|rest| rest.strip_prefix(':'))
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_some_and(|n| n == self.restarts)
-    }
 }
 
 /// FNV-1a (64-bit) of an incarnation, never 0. Stable across builds, so it may be persisted; two
@@ -845,11 +841,6 @@ pub fn incarnation_hash(incarnation: &str) -> u64 {
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
     h.max(1)
-}
-
-/// The deterministic restart id: `<workspace>:<n>`, n counting the workspace's restart commands.
-pub fn restart_id(ws: &WorkspaceId, n: u32) -> String {
-    format!("{ws}:{n}")
 }
 
 /// What vigil's own automatic restart may do now.
@@ -873,6 +864,11 @@ impl Verdict {
 }
 
 impl Ctx<'_> {
+    /// The id of this workspace's `n`-th restart command.
+    pub fn restart_id(&self, n: u32) -> String {
+        ids::restart_id(self.id_key, self.ws, n)
+    }
+
     /// Announces a state change (the `state_changed` output).
     pub fn change(&mut self, to: StateName, reason: Reason, retry_after_s: Option<u32>) {
         self.out.push(Emitted {

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod event;
 pub mod fast_map;
 pub mod fleet;
+pub mod ids;
 mod index;
 pub mod machine;
 pub mod policy;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::event::WorkspaceId;
 use crate::core::fleet::Breaker;
+use crate::core::ids::IdKey;
 use crate::core::machine::{State, Workspace};
 use crate::core::time::At;
 
@@ -40,6 +41,9 @@ pub struct FleetRecord {
     pub held: Vec<WorkspaceId>,
     /// Idempotency keys still inside the dedup window, oldest first.
     pub dedup: Vec<(At, String)>,
+    /// The id key outputs take their tags from (`core::ids`).
+    #[serde(default)]
+    pub id_key: Option<IdKey>,
 }
 
 /// The machines a checkpoint writes, chunk by chunk (see `Engine::take_dirty_chunks`).

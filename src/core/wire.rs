@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::core::event::*;
 use crate::core::fast_map;
+use crate::core::ids::IdKey;
 use crate::core::time::At;
 
 /// The only schema version this build reads and writes.
@@ -115,6 +116,8 @@ pub struct RawInput<'a> {
     pub restart_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub id_key: Option<Cow<'a, str>>,
 }
 
 /// Longest accepted idempotency key or name (`id`, `request_id`, `probe_id`, `backend`), in bytes.
@@ -267,7 +270,14 @@ impl<'a> RawInput<'a> {
                 )?,
             }),
             "tick" => InputKind::Tick,
-            "resume" => InputKind::Resume,
+            "resume" => InputKind::Resume(Resume {
+                id_key: match self.id_key.as_deref() {
+                    None => None,
+                    Some(k) => {
+                        Some(IdKey::parse_hex(k).ok_or_else(|| DecodeError::field("id_key", "is not 32 hex digits"))?)
+                    }
+                },
+            }),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         };
         Ok(Input { at, sent_at, id: text("id", &self.id)?, kind })
@@ -313,7 +323,8 @@ impl<'a> RawInput<'a> {
                 raw.error = o(&e.error);
             }
             InputKind::Lifecycle(e) => raw.phase = b(e.phase.as_str()),
-            InputKind::Tick | InputKind::Resume => {}
+            InputKind::Resume(r) => raw.id_key = r.id_key.map(|k| Cow::Owned(k.to_hex())),
+            InputKind::Tick => {}
         }
         raw
     }

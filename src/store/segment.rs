@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::event::*;
 use crate::core::fast_map::Reader;
+use crate::core::ids::IdKey;
 use crate::core::time::At;
 
 const HEADER: usize = 4 + 8;
@@ -60,6 +61,9 @@ enum Event<'a> {
     Lifecycle(#[serde(borrow)] Cow<'a, str>, LifecyclePhase),
     Tick,
     Resume,
+    /// A resume carrying the directory's id key (appended last: the variants before it keep their
+    /// numbers, so older segments read as before).
+    ResumeKeyed(u64, u64),
 }
 
 fn b(s: &str) -> Cow<'_, str> {
@@ -92,7 +96,8 @@ impl<'a> Record<'a> {
             }
             InputKind::Lifecycle(e) => Event::Lifecycle(b(e.workspace.as_str()), e.phase),
             InputKind::Tick => Event::Tick,
-            InputKind::Resume => Event::Resume,
+            InputKind::Resume(Resume { id_key: None }) => Event::Resume,
+            InputKind::Resume(Resume { id_key: Some(k) }) => Event::ResumeKeyed(k.0[0], k.0[1]),
         };
         Record { at: input.at.millis(), sent_at: input.sent_at.map(At::millis), id: ob(&input.id), event }
     }
@@ -130,7 +135,8 @@ impl<'a> Record<'a> {
             }),
             Event::Lifecycle(w, phase) => InputKind::Lifecycle(Lifecycle { workspace: ws(w)?, phase }),
             Event::Tick => InputKind::Tick,
-            Event::Resume => InputKind::Resume,
+            Event::Resume => InputKind::Resume(Resume { id_key: None }),
+            Event::ResumeKeyed(a, b) => InputKind::Resume(Resume { id_key: Some(IdKey([a, b])) }),
         };
         Ok(Input { at: At(self.at), sent_at: self.sent_at.map(At), id: owned(self.id), kind })
     }
@@ -412,7 +418,8 @@ mod tests {
             }),
             InputKind::Lifecycle(Lifecycle { workspace: ws(), phase: LifecyclePhase::Hibernated }),
             InputKind::Tick,
-            InputKind::Resume,
+            InputKind::Resume(Resume { id_key: None }),
+            InputKind::Resume(Resume { id_key: Some(crate::core::ids::IdKey([7, u64::MAX])) }),
         ];
         let inputs: Vec<Input> = kinds
             .into_iter()
@@ -427,7 +434,7 @@ mod tests {
         let mut w = SegmentWriter::with_capacity(inputs.len());
         inputs.iter().for_each(|i| w.push(i));
         let bytes = w.finish();
-        assert_eq!(header(&bytes), Some((inputs.len() as u32, At(1_008))));
+        assert_eq!(header(&bytes), Some((inputs.len() as u32, At(1_009))));
         assert_eq!(decode(&bytes).unwrap(), inputs);
     }
 

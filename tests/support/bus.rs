@@ -112,3 +112,11 @@ pub fn not_found(id: &str) -> Input {
         probe_id: None,
     }))
 }
+
+/// A restart id without its tag (`ws-a:1:<16 hex digits>` → `ws-a:1`), checking the tag is there:
+/// a service's ids are tagged with its data directory's key (`vigil::core::ids`).
+pub fn untagged(id: &str) -> &str {
+    let (plain, tag) = id.rsplit_once(':').unwrap_or_else(|| panic!("{id} has no tag"));
+    assert!(tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()), "{id} has no tag");
+    plain
+}

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-pub const KNOWN: [&str; 19] = [
+pub const KNOWN: [&str; 20] = [
     "v",
     "type",
     "workspace",
@@ -24,6 +24,7 @@ pub const KNOWN: [&str; 19] = [
     "request_id",
     "restart_id",
     "phase",
+    "id_key",
 ];
 
 /// Strings that make some maps valid events.

@@ -166,7 +166,7 @@ impl Scenario {
     }
 
     pub fn resume(&mut self) -> Vec<String> {
-        self.apply(InputKind::Resume)
+        self.apply(InputKind::Resume(Resume::default()))
     }
 
     // ---- observations -------------------------------------------------------------------------

@@ -85,7 +85,7 @@ fn kind(mix: Mix) -> impl Strategy<Value = InputKind> {
     });
     let lifecycle = (w, prop::sample::select(LifecyclePhase::ALL.to_vec()))
         .prop_map(|(i, phase)| InputKind::Lifecycle(Lifecycle { workspace: ws(i), phase }));
-    let clock = prop_oneof![5 => Just(InputKind::Tick), 1 => Just(InputKind::Resume)];
+    let clock = prop_oneof![5 => Just(InputKind::Tick), 1 => Just(InputKind::Resume(Resume::default()))];
 
     let mut arms: Vec<(u32, BoxedStrategy<InputKind>)> = vec![
         (40, heartbeat.boxed()),
