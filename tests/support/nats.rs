@@ -38,6 +38,7 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -47,11 +48,17 @@ impl NatsServer {
 
     /// Starts one with extra arguments (e.g. `--user`, `--pass`).
     pub fn start_with(extra: &[&str]) -> NatsServer {
+        NatsServer::start_with_env(extra, &[])
+    }
+
+    /// Starts one with extra arguments and environment variables (a configuration file's `$VAR`s).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> NatsServer {
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             store: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         server.spawn();
         server
@@ -63,6 +70,7 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store.path())
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
