@@ -301,3 +301,40 @@ async fn with_user_and_password_vigil_works_with_credentials_and_refuses_without
         .collect();
     assert_eq!(restarts, ["ws-auth:1"]);
 }
+
+/// A vigil that crashed after committing a group but before acknowledging it leaves the consumer
+/// behind its data directory. The next start used to read what the consumer had delivered by
+/// sequence and never acknowledge it, so the consumer's ack floor stayed behind — and a new data
+/// directory, which starts after the ack floor, applied those inputs a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_consumer_is_brought_level_with_the_data_directory() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    // Given a vigil that dies right after its second commit (its first is its own resume): the
+    // heartbeats are durable in its directory, never acknowledged,
+    let mut crashing = Vigil::start(&server.url(), data.path(), &[], &[("VIGIL_TEST_ABORT_AFTER_COMMITS", "2")]);
+    let producer = Client::with(client.clone(), "vigil");
+    for ws in ["ws-a", "ws-b", "ws-c"] {
+        producer.publish(&heartbeat(ws)).await.unwrap();
+    }
+    assert!(!crashing.wait_exit(Duration::from_secs(30)).success());
+    // when it starts again on that directory and stops,
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    wait_processed(&js, "vigil").await;
+    vigil.stop();
+    let committed = export(data.path()).lines().filter(|l| l.contains(r#""type":"heartbeat""#)).count();
+    assert_eq!(committed, 3, "each heartbeat applied once");
+    // then the consumer has acknowledged everything the directory committed,
+    let mut consumer: jetstream::consumer::PullConsumer =
+        js.get_stream("VIGIL_IN").await.unwrap().get_consumer("vigil").await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, 3, "{info:?}");
+    assert_eq!(info.num_ack_pending, 0);
+    // and a new data directory does not apply them again.
+    let fresh = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&server.url(), fresh.path(), &[], &[]);
+    assert_eq!(state_of(&client, "vigil", "ws-a").await, None, "applied a second time");
+    vigil.stop();
+}

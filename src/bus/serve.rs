@@ -148,10 +148,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume(Resume { id_key: Some(id_key) }) };
     serve.adopt_input_stream(&mut consumer).await?;
     serve.submit(vec![resume], None).await?;
-    // Inputs a crashed instance received but did not commit are redelivered only after the ack
-    // wait; read them from the stream now instead of stalling for it.
-    let delivered = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?.delivered.stream_sequence;
-    serve.catch_up(delivered).await?;
+    serve.level_consumer(&mut consumer).await?;
     tracing::info!(prefix = serve.subjects.prefix(), "serving");
 
     let result = serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, shutdown).await;
@@ -410,6 +407,26 @@ impl Serve {
         }
         tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked))?;
         Ok(())
+    }
+
+    /// Brings the input consumer level with the data directory: its next delivery is the input
+    /// after the last one committed here, nothing counts as delivered and unacknowledged, and its
+    /// ack floor is what this directory committed. So the inputs a crashed instance received but
+    /// did not commit come again at once (not after the ack wait), and a new data directory —
+    /// which starts after the ack floor — never applies again what this one applied.
+    /// (`$JS.API.CONSUMER.RESET`, nats-server 2.14; on an older server the undelivered inputs are
+    /// read from the stream instead, and the ack floor catches up with the next acknowledgement.)
+    async fn level_consumer(&mut self, consumer: &mut jetstream::consumer::PullConsumer) -> Result<(), BusError> {
+        let next = self.store.stream_seq() + 1;
+        match consumer.reset(Some(next)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reset the input consumer; reading undelivered inputs from the stream");
+                let info = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?;
+                let delivered = info.delivered.stream_sequence;
+                self.catch_up(delivered).await
+            }
+        }
     }
 
     /// Applies, in order and in groups, the inputs between the last committed one and `through`.
