@@ -5,10 +5,12 @@
 //! [`HeaderText`] (one line of printable ASCII each) and its copy of the producer's bytes is cut so
 //! that the whole message fits the server's maximum payload — a `Vigil-Truncated` header then says
 //! how long the original was. And dead-lettering never holds up the serve loop: rejections go
-//! through a bounded queue to a task of their own, which retries a failed publish a few times;
-//! only when that queue is full, or the retries are spent, does a rejection stay in the logs and
-//! metrics alone (`vigil_dlq_dropped_total`). The original message stays in the input stream
-//! either way, and the rejection is always counted (`vigil_dlq_total`) and logged.
+//! through a bounded queue to a task of their own, which sends them in batches (one round trip for
+//! many) and retries a failed publish a few times; only when that queue is full, or the retries
+//! are spent, does a rejection stay in the logs and metrics alone (`vigil_dlq_dropped_total`). The
+//! original message stays in the input stream either way, and every rejection is counted
+//! (`vigil_dlq_total`); the logs say at most 20 lines a second of each kind, and how many they
+//! left out.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +25,7 @@ use crate::bus::intake::Rejection;
 /// Rejections waiting for the DLQ task; beyond this many they are only logged and counted.
 pub const QUEUE_CAPACITY: usize = 1024;
 
-/// Publish attempts per DLQ message before it is given up (about 6 s of backoff in all).
+/// Publish attempts per DLQ message before it is given up (about 3 s of backoff in all).
 const ATTEMPTS: u32 = 6;
 
 /// One refused input.
@@ -106,13 +108,16 @@ impl Dlq {
     /// Counts and logs a rejection and queues it for the DLQ; never waits.
     pub fn send(&self, letter: DeadLetter) {
         metrics::counter!("vigil_dlq_total", "reason" => letter.rejection.code).increment(1);
-        tracing::warn!(
-            subject = %HeaderText::escape(&letter.subject),
-            seq = letter.seq,
-            reason = letter.rejection.code,
-            detail = %HeaderText::escape(&letter.rejection.detail),
-            "dead-lettered an input"
-        );
+        if let Some(since) = REJECTED_LOG.admit() {
+            tracing::warn!(
+                subject = %HeaderText::escape(&letter.subject),
+                seq = letter.seq,
+                reason = letter.rejection.code,
+                detail = %HeaderText::escape(&letter.rejection.detail),
+                not_logged_since_last = since,
+                "dead-lettered an input"
+            );
+        }
         if let Err(e) = self.queue.try_send(letter) {
             let letter = match e {
                 mpsc::error::TrySendError::Full(l) | mpsc::error::TrySendError::Closed(l) => l,
@@ -122,47 +127,100 @@ impl Dlq {
     }
 }
 
+/// DLQ messages sent before their confirmations are awaited: one round trip for many, so the task
+/// keeps up with a flood of rejections instead of dropping them.
+const PUBLISH_BATCH: usize = 256;
+
 async fn run(target: Target, mut letters: mpsc::Receiver<DeadLetter>) {
-    while let Some(letter) = letters.recv().await {
-        let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=ATTEMPTS {
-            // The server's limit, as negotiated on the current connection.
-            let limit = target.js.client().max_payload();
-            let message = letter.message(&target.stream_id, limit, target.copy_max);
-            let sent = match target.js.send_publish(target.subject.clone(), message.publish()).await {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while letters.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let mut waiting = Vec::with_capacity(batch.len());
+        for letter in &batch {
+            waiting.push(send(&target, letter).await);
+        }
+        for (letter, sent) in batch.iter().zip(waiting) {
+            let confirmed = match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             };
-            match sent {
-                Ok(()) => break,
-                Err(e) if attempt == ATTEMPTS => dropped(letter.seq, &e),
-                Err(e) => {
-                    tracing::warn!(seq = letter.seq, error = %e, "publishing to the DLQ failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
+            if let Err(e) = confirmed {
+                tracing::warn!(seq = letter.seq, error = %e, "publishing to the DLQ failed; retrying");
+                retry(&target, letter).await;
             }
+        }
+        batch.clear();
+    }
+}
+
+async fn send(target: &Target, letter: &DeadLetter) -> Result<jetstream::context::PublishAckFuture, String> {
+    // The server's limit, as negotiated on the current connection.
+    let message = letter.message(&target.stream_id, target.js.client().max_payload(), target.copy_max);
+    target.js.send_publish(target.subject.clone(), message.publish()).await.map_err(|e| e.to_string())
+}
+
+/// Publishes one DLQ message again, a few times with backoff, then gives it up.
+async fn retry(target: &Target, letter: &DeadLetter) {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 2..=ATTEMPTS {
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+        let confirmed = match send(target, letter).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match confirmed {
+            Ok(()) => return,
+            Err(e) if attempt == ATTEMPTS => dropped(letter.seq, &e),
+            Err(e) => tracing::warn!(seq = letter.seq, error = %e, "publishing to the DLQ failed; retrying"),
         }
     }
 }
 
-/// A rejection that will not reach the DLQ. Logged at most once a second (with how many were
-/// dropped since), so a flood cannot flood the logs too.
+/// A rejection that will not reach the DLQ (`vigil_dlq_dropped_total`), logged through
+/// [`DROPPED_LOG`].
 fn dropped(seq: u64, why: &str) {
     metrics::counter!("vigil_dlq_dropped_total").increment(1);
-    static LAST: std::sync::Mutex<Option<(Instant, u64)>> = std::sync::Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    match &mut *last {
-        Some((at, n)) if at.elapsed() < Duration::from_secs(1) => *n += 1,
-        _ => {
-            let since = last.map_or(0, |(_, n)| n);
-            tracing::error!(
-                seq,
-                why,
-                dropped_since_last_report = since,
-                "a rejection did not reach the DLQ; it is only in the logs and metrics"
-            );
-            *last = Some((Instant::now(), 0));
+    if let Some(since) = DROPPED_LOG.admit() {
+        tracing::error!(
+            seq,
+            why,
+            not_logged_since_last = since,
+            "a rejection did not reach the DLQ; it is only in the logs and metrics"
+        );
+    }
+}
+
+/// How many log lines of one kind a second: a flood of bad inputs must not flood the logs too.
+const LOG_LINES_PER_SECOND: u64 = 20;
+
+static REJECTED_LOG: Throttle = Throttle::new();
+static DROPPED_LOG: Throttle = Throttle::new();
+
+/// At most [`LOG_LINES_PER_SECOND`] lines a second; each line says how many were left out since
+/// the last one. (The counters count every one.)
+struct Throttle {
+    state: std::sync::Mutex<Option<(Instant, u64, u64)>>,
+}
+
+impl Throttle {
+    const fn new() -> Throttle {
+        Throttle { state: std::sync::Mutex::new(None) }
+    }
+
+    /// `Some(left out since the last line)` if this one may be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (started, logged, skipped) = state.get_or_insert((now, 0, 0));
+        if now.duration_since(*started) >= Duration::from_secs(1) {
+            (*started, *logged) = (now, 0);
+        }
+        if *logged < LOG_LINES_PER_SECOND {
+            *logged += 1;
+            Some(std::mem::take(skipped))
+        } else {
+            *skipped += 1;
+            None
         }
     }
 }
@@ -178,6 +236,17 @@ mod tests {
             seq: 7,
             rejection: Rejection::new("too_large", "1048000 bytes; at most 65536 are accepted"),
         }
+    }
+
+    #[test]
+    fn a_flood_of_log_lines_is_cut_to_a_few_a_second_and_says_how_many_it_left_out() {
+        let throttle = Throttle::new();
+        let admitted: Vec<_> = (0..100).filter_map(|_| throttle.admit()).collect();
+        assert_eq!(admitted.len() as u64, LOG_LINES_PER_SECOND);
+        assert!(admitted.iter().all(|skipped| *skipped == 0));
+        // A second later the next line reports the 80 left out.
+        *throttle.state.lock().unwrap() = Some((Instant::now() - Duration::from_secs(2), 20, 80));
+        assert_eq!(throttle.admit(), Some(80));
     }
 
     #[test]

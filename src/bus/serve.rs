@@ -123,6 +123,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let mut serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
+        near_cap: false,
         adding: Default::default(),
         cfg,
         subjects,
@@ -160,7 +161,9 @@ struct Serve {
     /// What an input must be; what fails goes to `dlq`.
     intake: Intake,
     dlq: Dlq,
-    /// Workspaces the group being gathered adds (for `max_workspaces`).
+    /// The group being gathered is within its own size of `max_workspaces`, so what it adds is
+    /// counted: these workspaces.
+    near_cap: bool,
     adding: std::collections::HashSet<WorkspaceId>,
     subjects: Subjects,
     /// The input stream, for reading messages the consumer did not deliver in order.
@@ -349,7 +352,7 @@ impl Serve {
 
     /// Decodes one input into `inputs`, or dead-letters it.
     fn accept(&mut self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
-        let checked = self.intake.decode(subject, payload, now).and_then(|input| self.admit(input));
+        let checked = self.intake.decode(subject, payload, now).and_then(|input| self.admit(input, inputs));
         match checked {
             Ok(input) => {
                 metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
@@ -366,8 +369,20 @@ impl Serve {
     /// those this group adds) is refused before it reaches the log, so a replay of the log never
     /// needs to know the cap. It counts what the engine holds when the group starts: a workspace
     /// removed in the same group makes room from the next group on.
-    fn admit(&mut self, input: Input) -> Result<Input, Rejection> {
+    ///
+    /// Each input adds at most one workspace, so while the group (`gathered` so far) cannot reach
+    /// the cap there is nothing to look up; within a group of it, what the group adds is counted
+    /// exactly, input by input.
+    fn admit(&mut self, input: Input, gathered: &[Input]) -> Result<Input, Rejection> {
         let engine = self.store.engine();
+        if !self.near_cap {
+            if engine.len() + gathered.len() < self.cfg.max_workspaces {
+                return Ok(input);
+            }
+            self.near_cap = true;
+            let added = gathered.iter().filter(|i| engine.would_add(i)).filter_map(|i| i.kind.workspace());
+            self.adding = added.cloned().collect();
+        }
         let Some(ws) = input.kind.workspace().filter(|_| engine.would_add(&input)) else { return Ok(input) };
         if self.adding.contains(ws) {
             return Ok(input);
@@ -481,7 +496,9 @@ impl Serve {
     /// from there once it is durable.
     async fn submit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
         self.last_ticket = tokio::task::block_in_place(|| self.store.submit(&inputs, stream_seq))?;
-        self.adding.clear(); // the engine counts them now
+        // The engine counts them now.
+        self.near_cap = false;
+        self.adding.clear();
         self.record_gauges();
         Ok(())
     }
