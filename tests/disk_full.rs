@@ -170,9 +170,10 @@ async fn serve_on_a_full_tmpfs_stops_with_status_2_and_the_directory_opens_again
         eprintln!("SKIPPED: mounting a tmpfs was refused (not root?); the RLIMIT_FSIZE test still runs");
         return;
     };
-    // Room to give back later: the disk is full only while this file is there.
+    // Room to give back later: the disk is full only while this file is there. (10 MiB: well
+    // above the 4 MiB vigil needs free to open a directory.)
     let filler = disk.path().join("filler");
-    std::fs::write(&filler, vec![0u8; 6 << 20]).unwrap();
+    std::fs::write(&filler, vec![0u8; 10 << 20]).unwrap();
     let data = disk.path().join("data");
     let server = NatsServer::start();
     let client = support::bus::nats(&server.url()).await;
@@ -218,7 +219,14 @@ async fn serve_on_a_full_tmpfs_stops_with_status_2_and_the_directory_opens_again
     // and once there is room again, it opens, and vigil serves again from where it stopped.
     std::fs::remove_file(&filler).unwrap();
     let inspect = vigil_cli(&["inspect"], &data);
-    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let df = Command::new("df").arg(disk.path()).output().unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}\n{}\n{:?}",
+        String::from_utf8_lossy(&inspect.stderr),
+        String::from_utf8_lossy(&df.stdout),
+        listing(disk.path())
+    );
     assert!(String::from_utf8_lossy(&inspect.stdout).contains("ws-00000"));
     assert!(!listing(disk.path()).iter().any(|(name, _)| name.ends_with(".generating")));
     // The heartbeats vigil had not read when it stopped wait in the stream: room for them too.
