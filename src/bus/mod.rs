@@ -9,6 +9,7 @@
 //! the server has confirmed them — so a restart command reaches a consumer exactly once, even if
 //! vigil crashes between committing and publishing it.
 
+mod admission;
 pub mod client;
 pub mod connect;
 pub mod dlq;

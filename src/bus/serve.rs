@@ -24,13 +24,14 @@ use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
+use crate::bus::admission::Admission;
 use crate::bus::dlq::{DeadLetter, Dlq};
-use crate::bus::intake::{Intake, Rejection};
+use crate::bus::intake::Intake;
 use crate::bus::publisher::Released;
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
-use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName, WorkspaceId};
+use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName};
 use crate::core::ids::IdKey;
 use crate::core::{At, Policy};
 use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
@@ -123,8 +124,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let mut serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
-        near_cap: false,
-        adding: Default::default(),
+        admission: Admission::new(cfg.max_workspaces),
         cfg,
         subjects,
         input_stream,
@@ -161,10 +161,8 @@ struct Serve {
     /// What an input must be; what fails goes to `dlq`.
     intake: Intake,
     dlq: Dlq,
-    /// The group being gathered is within its own size of `max_workspaces`, so what it adds is
-    /// counted: these workspaces.
-    near_cap: bool,
-    adding: std::collections::HashSet<WorkspaceId>,
+    /// The cap on tracked workspaces.
+    admission: Admission,
     subjects: Subjects,
     /// The input stream, for reading messages the consumer did not deliver in order.
     input_stream: jetstream::stream::Stream,
@@ -352,7 +350,9 @@ impl Serve {
 
     /// Decodes one input into `inputs`, or dead-letters it.
     fn accept(&mut self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
-        let checked = self.intake.decode(subject, payload, now).and_then(|input| self.admit(input, inputs));
+        let engine = self.store.engine();
+        let checked =
+            self.intake.decode(subject, payload, now).and_then(|input| self.admission.admit(engine, input, inputs));
         match checked {
             Ok(input) => {
                 metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
@@ -363,39 +363,6 @@ impl Serve {
                 self.dlq.send(letter);
             }
         }
-    }
-
-    /// The cap on tracked workspaces: an input that would add one past `max_workspaces` (counting
-    /// those this group adds) is refused before it reaches the log, so a replay of the log never
-    /// needs to know the cap. It counts what the engine holds when the group starts: a workspace
-    /// removed in the same group makes room from the next group on.
-    ///
-    /// Each input adds at most one workspace, so while the group (`gathered` so far) cannot reach
-    /// the cap there is nothing to look up; within a group of it, what the group adds is counted
-    /// exactly, input by input.
-    fn admit(&mut self, input: Input, gathered: &[Input]) -> Result<Input, Rejection> {
-        let engine = self.store.engine();
-        if !self.near_cap {
-            if engine.len() + gathered.len() < self.cfg.max_workspaces {
-                return Ok(input);
-            }
-            self.near_cap = true;
-            let added = gathered.iter().filter(|i| engine.would_add(i)).filter_map(|i| i.kind.workspace());
-            self.adding = added.cloned().collect();
-        }
-        let Some(ws) = input.kind.workspace().filter(|_| engine.would_add(&input)) else { return Ok(input) };
-        if self.adding.contains(ws) {
-            return Ok(input);
-        }
-        if engine.len() + self.adding.len() >= self.cfg.max_workspaces {
-            metrics::counter!("vigil_quota_exceeded_total").increment(1);
-            return Err(Rejection::new(
-                "quota_exceeded",
-                format!("vigil tracks {} workspaces, its max_workspaces; {ws} is not added", self.cfg.max_workspaces),
-            ));
-        }
-        self.adding.insert(ws.clone());
-        Ok(input)
     }
 
     /// Makes sure the stored stream position counts in this input stream. A data directory that
@@ -496,9 +463,7 @@ impl Serve {
     /// from there once it is durable.
     async fn submit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
         self.last_ticket = tokio::task::block_in_place(|| self.store.submit(&inputs, stream_seq))?;
-        // The engine counts them now.
-        self.near_cap = false;
-        self.adding.clear();
+        self.admission.group_applied();
         self.record_gauges();
         Ok(())
     }
