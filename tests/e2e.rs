@@ -338,3 +338,31 @@ async fn after_a_crash_the_consumer_is_brought_level_with_the_data_directory() {
     assert_eq!(state_of(&client, "vigil", "ws-a").await, None, "applied a second time");
     vigil.stop();
 }
+
+/// A shutdown that never ends (it waits for a disk or a server that does not answer; a test hook
+/// stands in for them) still ends: a second SIGTERM stops vigil at once, and without one the
+/// watchdog does. Before, SIGTERM and SIGINT were swallowed once the shutdown had begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_shutdown_ends_on_a_second_signal_or_by_the_watchdog() {
+    let server = NatsServer::start();
+    let term = |vigil: &Vigil| {
+        let status = std::process::Command::new("kill").args(["-TERM", &vigil.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    let stall = [("VIGIL_TEST_STALL_SHUTDOWN", "1")];
+
+    // Given a shutdown that hangs, a second signal stops the process at once, with status 2,
+    let data = tempfile::tempdir().unwrap();
+    let mut vigil = Vigil::start(&server.url(), data.path(), &[], &stall);
+    term(&vigil);
+    vigil.wait_for("shutting down", Duration::from_secs(10));
+    term(&vigil);
+    assert_eq!(vigil.wait_exit(Duration::from_secs(5)).code(), Some(2), "{}", vigil.log());
+
+    // and with no second signal, the watchdog does once its limit has passed.
+    let data = tempfile::tempdir().unwrap();
+    let mut vigil = Vigil::start(&server.url(), data.path(), &[], &[stall[0], ("VIGIL_TEST_SHUTDOWN_LIMIT_MS", "500")]);
+    term(&vigil);
+    assert_eq!(vigil.wait_exit(Duration::from_secs(10)).code(), Some(2), "{}", vigil.log());
+    assert!(vigil.log().contains("did not finish within"), "{}", vigil.log());
+}

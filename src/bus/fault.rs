@@ -4,7 +4,10 @@
 //! - `VIGIL_TEST_ABORT_AFTER_COMMITS=n`: abort right after the n-th group commit is durable, before
 //!   its outputs reach the publisher (they must come back from the outbox);
 //! - `VIGIL_TEST_ABORT_AFTER_PUBLISHES=n`: abort after the n-th batch of outputs is confirmed by the
-//!   server, before the outbox is cleared (the re-publish must be de-duplicated).
+//!   server, before the outbox is cleared (the re-publish must be de-duplicated);
+//! - `VIGIL_TEST_STALL_SHUTDOWN=1`: the shutdown waits forever, as one waiting for a disk or a
+//!   server that never answers would (a second signal, or the watchdog, must end it);
+//!   `VIGIL_TEST_SHUTDOWN_LIMIT_MS` sets the watchdog's limit.
 //!
 //! Unset, they cost one relaxed atomic load. `abort()` is as abrupt as SIGKILL: no destructors,
 //! no flush.
@@ -40,4 +43,19 @@ pub fn after_commit() {
 pub fn after_publish() {
     static P: OnceLock<Point> = OnceLock::new();
     reached(point(&P, "VIGIL_TEST_ABORT_AFTER_PUBLISHES"));
+}
+
+/// Called at the start of a shutdown: never returns with `VIGIL_TEST_STALL_SHUTDOWN` set.
+pub async fn stall_shutdown() {
+    if std::env::var_os("VIGIL_TEST_STALL_SHUTDOWN").is_some() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The shutdown watchdog's limit: `default`, unless a test sets `VIGIL_TEST_SHUTDOWN_LIMIT_MS`.
+pub fn shutdown_limit(default: std::time::Duration) -> std::time::Duration {
+    std::env::var("VIGIL_TEST_SHUTDOWN_LIMIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(default, std::time::Duration::from_millis)
 }

@@ -535,7 +535,8 @@ impl Serve {
         if let Err(e) = &result {
             tracing::error!(error = %e, "stopping after an error");
         }
-        watchdog(SHUTDOWN_LIMIT);
+        watchdog(fault::shutdown_limit(SHUTDOWN_LIMIT));
+        fault::stall_shutdown().await;
         // Groups still in flight: once durable, their messages are acknowledged and their outputs
         // go to the publisher like any others.
         let result = match self.wait_durable().await {
@@ -577,7 +578,7 @@ fn new_id_key() -> Result<IdKey, BusError> {
 fn watchdog(limit: Duration) {
     let spawned = std::thread::Builder::new().name("vigil-shutdown-watchdog".into()).spawn(move || {
         std::thread::sleep(limit);
-        eprintln!("vigil: the shutdown did not finish within {}s; exiting now", limit.as_secs());
+        eprintln!("vigil: the shutdown did not finish within {limit:?}; exiting now");
         std::process::exit(2);
     });
     if let Err(e) = spawned {
