@@ -148,8 +148,8 @@ proptest! {
         match intake.decode(&subject, &payload, At(1_780_272_000_000)) {
             Ok(input) => prop_assert!(input.kind.workspace().is_some()),
             Err(rejection) => {
-                let letter = DeadLetter { subject, payload: payload.into(), seq: 7, rejection };
-                let message = letter.message("VIGIL_IN@1", limit, intake.max_payload());
+                let letter = DeadLetter::new(&subject, &payload.into(), 7, rejection, intake.max_payload());
+                let message = letter.message("VIGIL_IN@1", limit);
                 assert_headers_safe(&message.headers)?;
                 if limit > 2048 {
                     prop_assert!(message.wire_len() <= limit, "{} bytes over a limit of {}", message.wire_len(), limit);

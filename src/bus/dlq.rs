@@ -28,16 +28,21 @@ pub const QUEUE_CAPACITY: usize = 1024;
 /// Publish attempts per DLQ message before it is given up (about 3 s of backoff in all).
 const ATTEMPTS: u32 = 6;
 
-/// One refused input.
+/// One refused input, as the DLQ will show it. Bounded whatever the producer sent: the subject
+/// and the error are header text already, and the copy of the payload is at most `copy_max`
+/// bytes of its own (so a queued letter never keeps a megabyte message alive).
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
     /// The subject the producer published on.
-    pub subject: String,
-    /// The producer's bytes.
-    pub payload: Bytes,
+    subject: HeaderText,
+    /// The producer's bytes, or their first `copy_max`.
+    payload: Bytes,
+    /// How long the producer's payload was.
+    original_len: usize,
     /// Its input stream sequence.
-    pub seq: u64,
-    pub rejection: Rejection,
+    seq: u64,
+    code: &'static str,
+    detail: HeaderText,
 }
 
 /// A DLQ message, ready to publish.
@@ -59,22 +64,37 @@ impl DlqMessage {
 }
 
 impl DeadLetter {
+    /// The letter for input `seq`, published on `subject` with `payload`, refused for
+    /// `rejection`; it keeps at most `copy_max` bytes of the payload.
+    pub fn new(subject: &str, payload: &Bytes, seq: u64, rejection: Rejection, copy_max: usize) -> DeadLetter {
+        let payload_copy =
+            if payload.len() <= copy_max { payload.clone() } else { Bytes::copy_from_slice(&payload[..copy_max]) };
+        DeadLetter {
+            subject: HeaderText::escape(subject),
+            payload: payload_copy,
+            original_len: payload.len(),
+            seq,
+            code: rejection.code,
+            detail: HeaderText::escape(&rejection.detail),
+        }
+    }
+
     /// The DLQ message: the reason, the error, the subject and the stream sequence in headers, the
-    /// producer's bytes as payload — cut to at most `copy_max` bytes, and so that headers and
-    /// payload together fit `limit` (the server's maximum payload). `Nats-Msg-Id` is the input's
-    /// position in stream `stream_id`, so a redelivered input is dead-lettered once.
-    pub fn message(&self, stream_id: &str, limit: usize, copy_max: usize) -> DlqMessage {
+    /// producer's bytes as payload — cut so that headers and payload together fit `limit` (the
+    /// server's maximum payload). `Nats-Msg-Id` is the input's position in stream `stream_id`, so
+    /// a redelivered input is dead-lettered once.
+    pub fn message(&self, stream_id: &str, limit: usize) -> DlqMessage {
         let mut h = HeaderMap::new();
         let dedup = format!("dlq-{stream_id}-{}", self.seq);
         headers::insert(&mut h, "Nats-Msg-Id", &HeaderText::escape(&dedup));
-        headers::insert(&mut h, "Vigil-Reason", &HeaderText::escape(self.rejection.code));
-        headers::insert(&mut h, "Vigil-Error", &HeaderText::escape(&self.rejection.detail));
-        headers::insert(&mut h, "Vigil-Subject", &HeaderText::escape(&self.subject));
+        headers::insert(&mut h, "Vigil-Reason", &HeaderText::escape(self.code));
+        headers::insert(&mut h, "Vigil-Error", &self.detail);
+        headers::insert(&mut h, "Vigil-Subject", &self.subject);
         headers::insert(&mut h, "Vigil-Stream-Seq", &HeaderText::escape(&self.seq.to_string()));
-        let fits = |h: &HeaderMap| limit.saturating_sub(headers::wire_len(h)).min(copy_max);
+        let fits = |h: &HeaderMap| limit.saturating_sub(headers::wire_len(h));
         let mut payload = self.payload.clone();
-        if payload.len() > fits(&h) {
-            let original = HeaderText::escape(&payload.len().to_string());
+        if self.original_len > payload.len() || payload.len() > fits(&h) {
+            let original = HeaderText::escape(&self.original_len.to_string());
             headers::insert(&mut h, "Vigil-Truncated", &original);
             payload.truncate(fits(&h));
         }
@@ -94,8 +114,6 @@ pub struct Target {
     pub subject: String,
     /// The input stream's identity, for the `Nats-Msg-Id`.
     pub stream_id: String,
-    /// The largest copy of a producer's bytes kept (vigil's own input limit).
-    pub copy_max: usize,
 }
 
 impl Dlq {
@@ -107,13 +125,13 @@ impl Dlq {
 
     /// Counts and logs a rejection and queues it for the DLQ; never waits.
     pub fn send(&self, letter: DeadLetter) {
-        metrics::counter!("vigil_dlq_total", "reason" => letter.rejection.code).increment(1);
+        metrics::counter!("vigil_dlq_total", "reason" => letter.code).increment(1);
         if let Some(since) = REJECTED_LOG.admit() {
             tracing::warn!(
-                subject = %HeaderText::escape(&letter.subject),
+                subject = %letter.subject,
                 seq = letter.seq,
-                reason = letter.rejection.code,
-                detail = %HeaderText::escape(&letter.rejection.detail),
+                reason = letter.code,
+                detail = %letter.detail,
                 not_logged_since_last = since,
                 "dead-lettered an input"
             );
@@ -154,7 +172,7 @@ async fn run(target: Target, mut letters: mpsc::Receiver<DeadLetter>) {
 
 async fn send(target: &Target, letter: &DeadLetter) -> Result<jetstream::context::PublishAckFuture, String> {
     // The server's limit, as negotiated on the current connection.
-    let message = letter.message(&target.stream_id, target.js.client().max_payload(), target.copy_max);
+    let message = letter.message(&target.stream_id, target.js.client().max_payload());
     target.js.send_publish(target.subject.clone(), message.publish()).await.map_err(|e| e.to_string())
 }
 
@@ -229,13 +247,9 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    fn letter(payload: Vec<u8>) -> DeadLetter {
-        DeadLetter {
-            subject: "vigil.in.heartbeat.ws-a".into(),
-            payload: payload.into(),
-            seq: 7,
-            rejection: Rejection::new("too_large", "1048000 bytes; at most 65536 are accepted"),
-        }
+    fn letter(payload: Vec<u8>, copy_max: usize) -> DeadLetter {
+        let rejection = Rejection::new("too_large", "1048000 bytes; at most 65536 are accepted");
+        DeadLetter::new("vigil.in.heartbeat.ws-a", &payload.into(), 7, rejection, copy_max)
     }
 
     #[test]
@@ -251,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_copy_that_fits_is_whole_and_says_nothing_about_truncation() {
-        let m = letter(b"small".to_vec()).message("VIGIL_IN@1", 1 << 20, 64 << 10);
+        let m = letter(b"small".to_vec(), 64 << 10).message("VIGIL_IN@1", 1 << 20);
         assert_eq!(m.payload.as_ref(), b"small");
         assert!(m.headers.get("Vigil-Truncated").is_none());
         assert_eq!(m.headers.get("Nats-Msg-Id").unwrap().as_str(), "dlq-VIGIL_IN@1-7");
@@ -259,13 +273,25 @@ mod tests {
 
     #[test]
     fn an_oversized_copy_is_cut_to_fit_the_server_and_says_how_long_it_was() {
-        let big = letter(vec![0x90; 1_048_570]);
-        let m = big.message("VIGIL_IN@1", 1 << 20, usize::MAX);
+        let big = letter(vec![0x90; 1_048_570], usize::MAX);
+        let m = big.message("VIGIL_IN@1", 1 << 20);
         assert!(m.wire_len() <= 1 << 20, "{} bytes", m.wire_len());
         assert_eq!(m.headers.get("Vigil-Truncated").unwrap().as_str(), "1048570");
-        let capped = big.message("VIGIL_IN@1", 1 << 20, 64 << 10);
-        assert_eq!(capped.payload.len(), 64 << 10, "vigil keeps at most its own input limit");
-        let tiny = big.message("VIGIL_IN@1", 100, usize::MAX);
+        let tiny = big.message("VIGIL_IN@1", 100);
         assert!(tiny.payload.is_empty(), "headers alone over the limit: no copy at all");
+    }
+
+    #[test]
+    fn a_letter_keeps_at_most_its_copy_limit_of_its_own() {
+        // A queued letter must not keep a megabyte message alive: it copies what it keeps.
+        let original = Bytes::from(vec![0x90; 1_000_000]);
+        let rejection = Rejection::new("too_large", "x".repeat(100_000));
+        let letter = DeadLetter::new("vigil.in.heartbeat.ws-a", &original, 7, rejection, 64 << 10);
+        assert_eq!(letter.payload.len(), 64 << 10);
+        assert!(!std::ptr::eq(letter.payload.as_ptr(), original.as_ptr()), "a copy, not a slice of the original");
+        assert!(letter.detail.as_str().len() <= crate::bus::headers::HEADER_TEXT_MAX);
+        let m = letter.message("VIGIL_IN@1", 1 << 20);
+        assert_eq!(m.payload.len(), 64 << 10);
+        assert_eq!(m.headers.get("Vigil-Truncated").unwrap().as_str(), "1000000");
     }
 }

@@ -115,12 +115,8 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
     let created = input_stream.info().await.map_err(|e| BusError::Nats(e.to_string()))?.created;
     let stream_id = format!("{}@{}", subjects.input_stream(), created.unix_timestamp_nanos());
-    let (dlq, dlq_task) = Dlq::start(dlq::Target {
-        js: js.clone(),
-        subject: subjects.dlq(),
-        stream_id: stream_id.clone(),
-        copy_max: cfg.max_payload,
-    });
+    let (dlq, dlq_task) =
+        Dlq::start(dlq::Target { js: js.clone(), subject: subjects.dlq(), stream_id: stream_id.clone() });
     let mut serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
@@ -359,8 +355,7 @@ impl Serve {
                 inputs.push(input);
             }
             Err(rejection) => {
-                let letter = DeadLetter { subject: subject.to_string(), payload: payload.clone(), seq, rejection };
-                self.dlq.send(letter);
+                self.dlq.send(DeadLetter::new(subject, payload, seq, rejection, self.cfg.max_payload));
             }
         }
     }
