@@ -26,6 +26,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::bus::admission::Admission;
 use crate::bus::dlq::{DeadLetter, Dlq};
+use crate::bus::headers::HeaderText;
 use crate::bus::intake::Intake;
 use crate::bus::publisher::Released;
 use crate::bus::subjects::Subjects;
@@ -312,7 +313,8 @@ impl Serve {
                 }
             };
             let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
-                tracing::warn!(subject = %message.subject, "a message without JetStream metadata; ignored");
+                let subject = HeaderText::escape(&message.subject);
+                tracing::warn!(%subject, "a message without JetStream metadata; ignored");
                 continue;
             };
             if seq <= last_seq {
