@@ -489,3 +489,66 @@ fn a_directory_sled_cannot_rebuild_says_which_file_and_how_to_recover() {
     // and a service restarted on it does not take what sled salvaged for a new directory.
     assert!(matches!(refused(OpenMode::CreateIfMissing), StoreError::Damaged { .. }));
 }
+
+#[test]
+fn a_vigil_directory_whose_database_is_lost_is_damaged_never_new() {
+    // sled opens what is left of a lost or emptied log as an empty database; without the marker
+    // vigil wrote beside it, that looked like a new directory, and every state was lost silently.
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("the log emptied", |dir| std::fs::write(dir.join("db"), b"").unwrap()),
+        ("the log deleted", |dir| std::fs::remove_file(dir.join("db")).unwrap()),
+        ("every sled file deleted", |dir| {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().unwrap() != "vigil-data-dir" {
+                    if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }.unwrap();
+                }
+            }
+        }),
+    ];
+    for (what, damage) in damages {
+        // Given a directory a service wrote to, with fewer writes than sled needs for a snapshot,
+        let dir = tempfile::tempdir().unwrap();
+        // (sled's own open would write a snapshot, so the directory is not reopened before),
+        let (mut store, _) = open(dir.path(), 0);
+        store.commit(&sample(5, 9), None).unwrap();
+        drop(store);
+        assert!(sled_snapshots(dir.path()).is_empty(), "the story needs a directory without a sled snapshot");
+        // when its database is lost, then opening it says it is damaged, even for a service.
+        damage(dir.path());
+        for mode in [OpenMode::MustExist, OpenMode::CreateIfMissing] {
+            let err = Store::open(dir.path(), Policy::default(), StoreConfig::default(), mode).err();
+            assert!(matches!(err, Some(StoreError::Damaged { .. })), "{what}, {mode:?}: {err:?}");
+        }
+    }
+}
+
+#[test]
+fn a_directory_of_the_previous_format_is_read_and_marked_when_a_service_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = committed_and_closed(dir.path());
+    // Given a format 1 directory, written before directories were marked,
+    {
+        let db = raw_sled(dir.path());
+        let mut v = b"vigil-store".to_vec();
+        v.extend_from_slice(&1u32.to_be_bytes());
+        db.insert(b"mformat", v).unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_file(dir.path().join("vigil-data-dir")).unwrap();
+    // inspecting it changes nothing,
+    let (store, _) = Store::open(dir.path(), Policy::default(), StoreConfig::default(), OpenMode::Inspect).unwrap();
+    assert_eq!(store.engine().digest(), digest);
+    drop(store);
+    assert!(!dir.path().join("vigil-data-dir").exists());
+    drop(raw_sled(dir.path()));
+    // and a service reads it as it is, then marks it and records this build's format.
+    let (store, _) = open(dir.path(), 0);
+    assert_eq!(store.engine().digest(), digest);
+    drop(store);
+    assert!(dir.path().join("vigil-data-dir").exists());
+    let db = raw_sled(dir.path());
+    let format = db.get(b"mformat").unwrap().unwrap();
+    assert_eq!(&format[format.len() - 4..], &vigil::store::FORMAT.to_be_bytes());
+}

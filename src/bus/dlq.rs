@@ -30,7 +30,7 @@ const ATTEMPTS: u32 = 6;
 
 /// One refused input, as the DLQ will show it. Bounded whatever the producer sent: the subject
 /// and the error are header text already, and the copy of the payload is at most `copy_max`
-/// bytes of its own (so a queued letter never keeps a megabyte message alive).
+/// bytes of its own (so a queued letter never keeps a connection's read buffer alive).
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
     /// The subject the producer published on.
@@ -67,11 +67,11 @@ impl DeadLetter {
     /// The letter for input `seq`, published on `subject` with `payload`, refused for
     /// `rejection`; it keeps at most `copy_max` bytes of the payload.
     pub fn new(subject: &str, payload: &Bytes, seq: u64, rejection: Rejection, copy_max: usize) -> DeadLetter {
-        let payload_copy =
-            if payload.len() <= copy_max { payload.clone() } else { Bytes::copy_from_slice(&payload[..copy_max]) };
+        // Always a copy: a message's `Bytes` shares the connection's read buffer, which a small
+        // message read after a large one keeps alive whole.
         DeadLetter {
             subject: HeaderText::escape(subject),
-            payload: payload_copy,
+            payload: Bytes::copy_from_slice(&payload[..payload.len().min(copy_max)]),
             original_len: payload.len(),
             seq,
             code: rejection.code,
@@ -289,6 +289,9 @@ mod tests {
         let letter = DeadLetter::new("vigil.in.heartbeat.ws-a", &original, 7, rejection, 64 << 10);
         assert_eq!(letter.payload.len(), 64 << 10);
         assert!(!std::ptr::eq(letter.payload.as_ptr(), original.as_ptr()), "a copy, not a slice of the original");
+        let small = Bytes::from(vec![1u8; 100]);
+        let kept = DeadLetter::new("s", &small.slice(..10), 8, Rejection::new("syntax", ""), 64 << 10);
+        assert!(!std::ptr::eq(kept.payload.as_ptr(), small.as_ptr()), "a small one is copied too");
         assert!(letter.detail.as_str().len() <= crate::bus::headers::HEADER_TEXT_MAX);
         let m = letter.message("VIGIL_IN@1", 1 << 20);
         assert_eq!(m.payload.len(), 64 << 10);

@@ -11,6 +11,7 @@
 //!   nothing is written to it;
 //! - an incomplete `.generating` snapshot is removed: it is never valid, sled only writes it to
 //!   rename it;
+//! - a directory vigil marked ([`MARKER`]) whose database turns out empty is damaged, not new;
 //! - if sled still reports corruption, its newest snapshot is set aside (kept, renamed) and sled
 //!   rebuilds the page table from its log; if that fails too, the snapshot is put back and the
 //!   error says which file and how to recover. sled rebuilds silently from whatever part of its
@@ -21,6 +22,26 @@ use std::path::{Path, PathBuf};
 
 /// sled's own files in a data directory.
 pub const SLED_FILES: &[&str] = &["conf", "db", "blobs", "snap"];
+
+/// A file vigil writes beside sled's once the directory holds vigil's format record. sled opens
+/// whatever is left of a damaged database — an empty or missing log included — as an empty
+/// database, which vigil would otherwise take for a new directory and start afresh in, losing
+/// every state silently. With this file there, an empty database is damage.
+pub const MARKER: &str = "vigil-data-dir";
+
+/// Whether `dir` was marked as holding vigil data.
+pub fn is_marked(dir: &Path) -> bool {
+    dir.join(MARKER).exists()
+}
+
+/// Marks `dir` as holding vigil data, durably (the file and the directory entry are synced).
+pub fn mark(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join(MARKER))?;
+    file.write_all(b"vigil data directory: sled's files here hold vigil's log and states; do not delete\n")?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
 
 /// Free space below which a data directory is not opened: sled writes a snapshot on open, and
 /// vigil its policy and a checkpoint.

@@ -33,8 +33,10 @@ pub use segment::SegmentError;
 pub use tombstones::SledTombstones;
 pub use writer::Wake;
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT: u32 = 1;
+/// The on-disk format this build reads and writes. 2: log segments may hold `resume` records with
+/// an id key (an older build cannot read them, so it is told the directory is newer). Format 1
+/// directories are read as they are and marked 2 when a service opens them.
+pub const FORMAT: u32 = 2;
 
 /// Workspaces per checkpoint chunk: large enough that a million workspaces are a few hundred sled
 /// values (iterating a million small values costs sled tens of seconds), small enough that a

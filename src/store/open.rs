@@ -33,6 +33,9 @@ pub(super) fn open_db(
             .collect();
         let sleds = entries.iter().any(|n| files::SLED_FILES.iter().any(|s| n == s || n.starts_with("snap.")));
         if !entries.is_empty() && !sleds {
+            if files::is_marked(path) {
+                return Err(damaged(path, "sled's files are gone"));
+            }
             return Err(StoreError::Foreign(path.to_path_buf()));
         }
         if entries.is_empty() && mode != OpenMode::CreateIfMissing {
@@ -46,6 +49,8 @@ pub(super) fn open_db(
     }
     check_room(path)?;
     let db = open_sled(path, config, &mut repairs)?;
+    // Only a service (or the test tool that ingests like one) writes to a directory on open.
+    let writes = mode == OpenMode::CreateIfMissing;
     let created = match db.get(keys::META_FORMAT).map_err(io("reading the store format"))? {
         Some(v) => {
             let found = v
@@ -56,30 +61,50 @@ pub(super) fn open_db(
             if found > FORMAT {
                 return Err(StoreError::NewerFormat { path: path.to_path_buf(), found });
             }
+            if writes && found < FORMAT {
+                // What this build writes from now on an older one cannot read: let it say so.
+                write_format(&db)?;
+            }
+            if writes && !files::is_marked(path) {
+                files::mark(path).map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+            }
             false
         }
-        None if !files::set_aside_snapshots(path).is_empty() => {
+        None if files::is_marked(path) || !files::set_aside_snapshots(path).is_empty() => {
             let kept = files::set_aside_snapshots(path).iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
-            return Err(StoreError::Damaged {
-                path: path.to_path_buf(),
-                detail: "rebuilt from sled's log without its snapshot, the database holds no vigil data".into(),
-                snapshot: format!("; the unreadable snapshot is kept as {}", kept.join(", ")),
-            });
+            let mut err = damaged(path, "sled's database holds no vigil data: its files were lost or damaged");
+            if let StoreError::Damaged { snapshot, .. } = &mut err
+                && !kept.is_empty()
+            {
+                *snapshot = format!("; the unreadable snapshot is kept as {}", kept.join(", "));
+            }
+            return Err(err);
         }
         None if !db.is_empty() => return Err(StoreError::Foreign(path.to_path_buf())),
-        None if mode != OpenMode::CreateIfMissing => return Err(StoreError::Missing(path.to_path_buf())),
+        None if !writes => return Err(StoreError::Missing(path.to_path_buf())),
         None => {
-            let mut format = keys::MAGIC.to_vec();
-            format.extend_from_slice(&FORMAT.to_be_bytes());
-            let written = db.insert(keys::META_FORMAT, format).and_then(|_| db.flush());
-            if let Err(e) = written {
-                keep_unflushed(&db);
-                return Err(io("initialising the store")(e));
-            }
+            write_format(&db)?;
+            files::mark(path).map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
             true
         }
     };
     Ok((db, created, repairs))
+}
+
+/// Records this build's store format, flushed.
+fn write_format(db: &sled::Db) -> Result<(), StoreError> {
+    let mut format = keys::MAGIC.to_vec();
+    format.extend_from_slice(&FORMAT.to_be_bytes());
+    let written = db.insert(keys::META_FORMAT, format).and_then(|_| db.flush());
+    if let Err(e) = written {
+        keep_unflushed(db);
+        return Err(io("initialising the store")(e));
+    }
+    Ok(())
+}
+
+fn damaged(path: &Path, detail: &str) -> StoreError {
+    StoreError::Damaged { path: path.to_path_buf(), detail: detail.into(), snapshot: String::new() }
 }
 
 /// Refuses to open a directory on a disk without room for what opening writes, before anything
