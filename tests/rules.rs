@@ -697,6 +697,46 @@ fn restarts_of_workspaces_never_seen_alive_queue_behind_those_that_were() {
     assert!(out.iter().any(|o| o.starts_with("ws-invented-0 RESTART")), "{out:?}");
 }
 
+// ---- ids --------------------------------------------------------------------------------------
+
+#[test]
+fn with_an_id_key_restart_ids_are_tagged_and_progress_must_name_the_tagged_one() {
+    let key = vigil::core::ids::IdKey::from_bytes(*b"0123456789abcdef");
+    let mut s = Scenario::new();
+    s.at(0.0).resume_keyed(key);
+    s.at(1.0).heartbeat_inc("ws-a", "c1");
+    let out = s.at(10.0).restart("ws-a", User);
+    let id = s.engine.view("ws-a").unwrap().restart_in_flight.unwrap();
+    assert!(id.starts_with("ws-a:1:") && id.len() == "ws-a:1:".len() + 16, "{id}");
+    assert_eq!(out[1], format!("ws-a RESTART {id} user restart_requested #1"));
+    // A guess at the plain id is not the restart in flight.
+    assert_eq!(s.at(11.0).progress("ws-a", "ws-a:1", Failed), ["ws-a suppressed stale_restart"]);
+    assert_eq!(s.at(12.0).progress("ws-a", &id, Failed)[0], "ws-a restarting->dead restart_failed");
+}
+
+#[test]
+fn a_restart_in_flight_when_the_first_id_key_comes_keeps_its_plain_id() {
+    // A data directory from before id keys, upgraded while a restart is in flight.
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat_inc("ws-a", "c1");
+    s.at(10.0).restart("ws-a", User);
+    assert_eq!(s.restarts(), ["ws-a:1 user"]);
+    // Given the first key arrives now, the restart in flight keeps the id it was issued with,
+    s.at(20.0).resume_keyed(vigil::core::ids::IdKey::from_bytes(*b"0123456789abcdef"));
+    assert_eq!(s.engine.view("ws-a").unwrap().restart_in_flight.as_deref(), Some("ws-a:1"));
+    // so the provisioner's progress for it still counts,
+    assert_eq!(s.at(30.0).progress("ws-a", "ws-a:1", Failed)[0], "ws-a restarting->dead restart_failed");
+    // and every later restart's id is tagged (here the automatic retry after the backoff is #2,
+    // the user's restart that supersedes it #3).
+    s.at(100.0).restart("ws-a", User);
+    let later: Vec<String> = s.restarts().into_iter().skip(1).collect();
+    assert_eq!(later.len(), 2, "{later:?}");
+    for (n, r) in later.iter().enumerate() {
+        let prefix = format!("ws-a:{}:", n + 2);
+        assert!(r.starts_with(&prefix) && r.split(' ').next().unwrap().len() == prefix.len() + 16, "{r}");
+    }
+}
+
 // ---- admission: which events register a workspace --------------------------------------------
 
 #[test]

@@ -176,6 +176,10 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     tombstones: T,
     /// The data directory's id key, from the latest `resume` that carried one (`core::ids`).
     id_key: Option<IdKey>,
+    /// Restarts in flight when the log first carried a key (a directory from before keys): their
+    /// ids stay plain, so the provisioner's progress for them still matches. Workspace → the
+    /// restart number issued plain; an entry goes when that restart is no longer in flight.
+    plain_restarts: BTreeMap<WorkspaceId, u32>,
     scratch: Vec<Emitted>,
     due: Vec<u32>,
     draining: bool,
@@ -232,6 +236,7 @@ impl<T: Tombstones> Engine<T> {
             dedup: Dedup::default(),
             tombstones,
             id_key: None,
+            plain_restarts: BTreeMap::new(),
             scratch: Vec::new(),
             due: Vec::new(),
             draining: false,
@@ -554,6 +559,7 @@ impl<T: Tombstones> Engine<T> {
                 now: at,
                 policy: &self.policy,
                 id_key: self.id_key.as_ref(),
+                plain_restart: None,
                 ws,
                 handle,
                 fleet: &mut self.fleet,
@@ -598,11 +604,14 @@ impl<T: Tombstones> Engine<T> {
             let before = machine.state();
             (before.name(), before.holds_restart_slot(), fleet_list(before))
         };
+        let plain_restart =
+            if self.plain_restarts.is_empty() { None } else { self.plain_restarts.get(&slot.name).copied() };
         let removed = {
             let mut ctx = Ctx {
                 now,
                 policy: &self.policy,
                 id_key: self.id_key.as_ref(),
+                plain_restart,
                 ws: &slot.name,
                 handle,
                 fleet: &mut self.fleet,
@@ -616,6 +625,11 @@ impl<T: Tombstones> Engine<T> {
         };
         let after = machine.state();
         let is = after.name();
+        if let Some(n) = plain_restart
+            && (removed || is != StateName::Restarting || machine.inner().restarts != n)
+        {
+            self.plain_restarts.remove(&slot.name);
+        }
         let released = slot_before && (removed || !after.holds_restart_slot());
         let acquired = !slot_before && after.holds_restart_slot() && !removed;
         let list_after = if removed { FleetList::None } else { fleet_list(after) };
@@ -799,6 +813,16 @@ impl<T: Tombstones> Engine<T> {
     /// vigil (re)started: every workspace's deadlines are re-armed with full grace from `at`.
     fn resume(&mut self, resume: &Resume, at: At, out: &mut Vec<Output>) {
         if let Some(key) = resume.id_key {
+            if self.id_key.is_none() {
+                // The first key: what is in flight was issued with a plain id and keeps it.
+                for slot in &self.slots {
+                    if let Some(m) = slot.machine.as_ref()
+                        && matches!(m.state(), State::Restarting { .. })
+                    {
+                        self.plain_restarts.insert(slot.name.clone(), m.inner().restarts);
+                    }
+                }
+            }
             self.id_key = Some(key);
         }
         for idx in 0..self.slots.len() as u32 {
@@ -856,6 +880,7 @@ impl<T: Tombstones> Engine<T> {
             held: names(&mut self.fleet.held.iter()),
             dedup: self.dedup.order.iter().map(|(t, k)| (*t, k.to_string())).collect(),
             id_key: self.id_key,
+            plain_restarts: self.plain_restarts.iter().map(|(ws, n)| (ws.clone(), *n)).collect(),
         }
     }
 
@@ -888,6 +913,7 @@ impl<T: Tombstones> Engine<T> {
         engine.index.reserve(expected, |i| hasher.hash_one(engine.slots[i as usize].name.as_str()));
         engine.seq = fleet.seq;
         engine.id_key = fleet.id_key;
+        engine.plain_restarts = fleet.plain_restarts.into_iter().collect();
         if let Some(clock) = fleet.clock {
             engine.clock = clock;
         }
@@ -905,6 +931,7 @@ impl<T: Tombstones> Engine<T> {
                 now: engine.clock,
                 policy: &engine.policy,
                 id_key: engine.id_key.as_ref(),
+                plain_restart: None,
                 ws: &ws,
                 handle: Handle { idx, generation: 0 },
                 fleet: &mut engine.fleet,
@@ -965,8 +992,10 @@ impl<T: Tombstones> Engine<T> {
             interval_s: if shared.interval_s == 0 { self.policy.default_interval_s } else { shared.interval_s },
             incarnation: shared.incarnation.as_deref().map(str::to_string),
             restarts: shared.restarts,
-            restart_in_flight: matches!(state, State::Restarting { .. })
-                .then(|| ids::restart_id(self.id_key.as_ref(), &slot.name, shared.restarts)),
+            restart_in_flight: matches!(state, State::Restarting { .. }).then(|| {
+                let plain = self.plain_restarts.get(&slot.name) == Some(&shared.restarts);
+                ids::restart_id(self.id_key.as_ref().filter(|_| !plain), &slot.name, shared.restarts)
+            }),
             restart_attempt: u32::from(shared.failures) + 1,
             followup_pending: matches!(state, State::Restarting { r } if r.followup),
             held: fleet_list(state) == FleetList::Held,

@@ -142,6 +142,8 @@ pub struct Ctx<'a> {
     pub policy: &'a Policy,
     /// The key output ids take their tags from (`core::ids`), if the log carried one.
     pub id_key: Option<&'a IdKey>,
+    /// This workspace's restart in flight when the first key came, issued with a plain id.
+    pub plain_restart: Option<u32>,
     pub ws: &'a WorkspaceId,
     pub handle: Handle,
     pub fleet: &'a mut Fleet,
@@ -866,7 +868,8 @@ impl Verdict {
 impl Ctx<'_> {
     /// The id of this workspace's `n`-th restart command.
     pub fn restart_id(&self, n: u32) -> String {
-        ids::restart_id(self.id_key, self.ws, n)
+        let key = self.id_key.filter(|_| self.plain_restart != Some(n));
+        ids::restart_id(key, self.ws, n)
     }
 
     /// Announces a state change (the `state_changed` output).

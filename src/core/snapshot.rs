@@ -44,6 +44,9 @@ pub struct FleetRecord {
     /// The id key outputs take their tags from (`core::ids`).
     #[serde(default)]
     pub id_key: Option<IdKey>,
+    /// Restarts in flight when the first key came, which keep their plain ids.
+    #[serde(default)]
+    pub plain_restarts: Vec<(WorkspaceId, u32)>,
 }
 
 /// The machines a checkpoint writes, chunk by chunk (see `Engine::take_dirty_chunks`).

@@ -169,6 +169,11 @@ impl Scenario {
         self.apply(InputKind::Resume(Resume::default()))
     }
 
+    /// A resume carrying a data directory's id key, as the service writes it.
+    pub fn resume_keyed(&mut self, key: vigil::core::ids::IdKey) -> Vec<String> {
+        self.apply(InputKind::Resume(Resume { id_key: Some(key) }))
+    }
+
     // ---- observations -------------------------------------------------------------------------
 
     /// The last input applied.
