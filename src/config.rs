@@ -22,6 +22,10 @@ pub struct ServeConfig {
     /// NATS user (with `password`).
     pub user: Option<String>,
     pub password: Option<String>,
+    /// The subject prefix of this connection's reply inboxes (default `_INBOX`). Give each NATS
+    /// user its own (`deploy/nats/vigil.conf` expects `_INBOX_vigil` for vigil), so that no other
+    /// user may subscribe to the replies vigil receives: its pulled inputs among them.
+    pub inbox_prefix: Option<String>,
     /// Require TLS; `tls_ca` adds a root certificate, `tls_cert` + `tls_key` a client certificate.
     pub tls_required: bool,
     pub tls_ca: Option<PathBuf>,
@@ -90,6 +94,7 @@ impl Default for ServeConfig {
             token: None,
             user: None,
             password: None,
+            inbox_prefix: None,
             tls_required: false,
             tls_ca: None,
             tls_cert: None,
@@ -144,6 +149,13 @@ impl ServeConfig {
         }
         if self.max_workspaces == 0 {
             return bad("max_workspaces must be at least 1");
+        }
+        if self
+            .inbox_prefix
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || p.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' '])))
+        {
+            return bad("inbox_prefix must be one or more dot-separated subject tokens without wildcards");
         }
         if self.user.is_some() != self.password.is_some() {
             return bad("user and password go together");

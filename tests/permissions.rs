@@ -18,19 +18,27 @@ use vigil::client::Client;
 use vigil::core::event::*;
 use vigil::core::wire;
 
-const ROLES: [&str; 6] = ["VIGIL", "PROVISIONER", "CONTROL", "AGENT", "PROXY", "OPERATOR"];
+/// Every user of the configuration, and the variable its password comes from.
+const USERS: [(&str, &str); 7] = [
+    ("vigil", "VIGIL_NATS_VIGIL_PASSWORD"),
+    ("provisioner", "VIGIL_NATS_PROVISIONER_PASSWORD"),
+    ("control", "VIGIL_NATS_CONTROL_PASSWORD"),
+    ("agent", "VIGIL_NATS_AGENT_PASSWORD"),
+    ("agent-ws-a", "VIGIL_NATS_AGENT_WS_A_PASSWORD"),
+    ("proxy", "VIGIL_NATS_PROXY_PASSWORD"),
+    ("operator", "VIGIL_NATS_OPERATOR_PASSWORD"),
+];
 
 fn config() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/vigil.conf")
 }
 
 fn passwords() -> Vec<(String, String)> {
-    ROLES.iter().map(|r| (format!("VIGIL_NATS_{r}_PASSWORD"), format!("pw-{}", r.to_lowercase()))).collect()
+    USERS.iter().map(|(user, var)| (var.to_string(), password(user))).collect()
 }
 
 fn password(user: &str) -> String {
-    let role = if user.starts_with("agent") { "agent" } else { user };
-    format!("pw-{role}")
+    format!("pw-{user}")
 }
 
 /// A role's connection, and the errors the server sent it.
@@ -44,6 +52,7 @@ impl Role {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+            .custom_inbox_prefix(format!("_INBOX_{user}"))
             .event_callback(move |event| {
                 let sink = sink.clone();
                 async move {
@@ -66,10 +75,21 @@ impl Role {
     async fn refused(&self, who: &str, subject: &str) {
         self.client.publish(subject.to_string(), "{}".into()).await.unwrap();
         self.client.flush().await.unwrap();
-        let expected = format!("permissions violation for publish to \"{}\"", subject.to_lowercase());
+        self.wait_for_violation(who, "publish to", subject).await;
+    }
+
+    /// Subscribes to `subject` and waits for the server to refuse it.
+    async fn refused_subscription(&self, who: &str, subject: &str) {
+        let _subscription = self.client.subscribe(subject.to_string()).await.unwrap();
+        self.client.flush().await.unwrap();
+        self.wait_for_violation(who, "subscription to", subject).await;
+    }
+
+    async fn wait_for_violation(&self, who: &str, what: &str, subject: &str) {
+        let expected = format!("permissions violation for {what} \"{}\"", subject.to_lowercase());
         let started = Instant::now();
         while !self.errors.lock().unwrap().iter().any(|e| e.contains(&expected)) {
-            assert!(started.elapsed() < Duration::from_secs(5), "{who} may publish on {subject}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{who} may {what} {subject}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -77,6 +97,9 @@ impl Role {
 
 #[test]
 fn nats_server_accepts_the_configuration() {
+    let text = std::fs::read_to_string(config()).unwrap();
+    let users = text.lines().filter(|l| l.trim_start().starts_with("user: ")).count();
+    assert_eq!(USERS.len(), users, "a user of the configuration is not in USERS");
     let out = std::process::Command::new(nats_server_bin())
         .args(["-t", "-c"])
         .arg(config())
@@ -93,7 +116,12 @@ async fn each_role_can_do_its_job_and_nothing_else() {
     let server = NatsServer::start_with_env(&["-c", config().to_str().unwrap()], &env);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
-    let vigil = Vigil::start(&url, data.path(), &["--user", "vigil", "--password", "pw-vigil"], &[]);
+    let vigil = Vigil::start(
+        &url,
+        data.path(),
+        &["--user", "vigil", "--password", "pw-vigil", "--inbox-prefix", "_INBOX_vigil"],
+        &[],
+    );
 
     let [provisioner, control, agent, agent_a, proxy, operator] = [
         Role::connect(&url, "provisioner").await,
@@ -174,6 +202,18 @@ async fn each_role_can_do_its_job_and_nothing_else() {
     ] {
         operator.refused("operator", subject).await;
     }
+
+    // Nobody may read another's replies (vigil's pulled inputs come back on its inbox) or the
+    // outputs unless it is meant to,
+    for subject in ["_INBOX_vigil.>", "_INBOX.>", "vigil.out.>", "vigil.in.>"] {
+        agent.refused_subscription("agent", subject).await;
+    }
+    operator.refused_subscription("operator", "_INBOX_provisioner.>").await;
+    proxy.refused_subscription("proxy", "vigil.out.restart.>").await;
+    // and a per-workspace agent's password does not open the shared agent account.
+    let shared =
+        async_nats::ConnectOptions::with_user_and_password("agent".into(), password("agent-ws-a")).connect(&url).await;
+    assert!(shared.is_err(), "agent-ws-a's password logs in as agent");
 
     // So nothing forbidden reached a stream: the inputs are the six published above, and the only
     // restart command is vigil's own.

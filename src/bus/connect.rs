@@ -36,6 +36,9 @@ pub async fn connect(cfg: &ServeConfig, name: &str) -> Result<async_nats::Client
     if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
         opts = opts.user_and_password(user.clone(), password.clone());
     }
+    if let Some(prefix) = &cfg.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
+    }
     if cfg.tls_required {
         opts = opts.require_tls(true);
     }

@@ -34,6 +34,10 @@ pub struct NatsArgs {
     /// NATS password (with --user).
     #[arg(long, env = "VIGIL_NATS_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// The subject prefix of this connection's reply inboxes [default: _INBOX]; with
+    /// deploy/nats/vigil.conf, `_INBOX_<user>`.
+    #[arg(long, env = "VIGIL_NATS_INBOX_PREFIX", value_name = "PREFIX")]
+    inbox_prefix: Option<String>,
     /// Require TLS.
     #[arg(long, env = "VIGIL_TLS_REQUIRED")]
     tls_required: bool,
@@ -65,6 +69,7 @@ impl NatsArgs {
         set(&mut cfg.token, &self.token);
         set(&mut cfg.user, &self.user);
         set(&mut cfg.password, &self.password);
+        set(&mut cfg.inbox_prefix, &self.inbox_prefix);
         cfg.tls_required |= self.tls_required;
         set(&mut cfg.tls_ca, &self.tls_ca);
         set(&mut cfg.tls_cert, &self.tls_cert);
