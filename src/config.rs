@@ -72,6 +72,10 @@ pub struct ServeConfig {
     pub output_max_age: Duration,
     #[serde(with = "humantime_serde")]
     pub output_duplicate_window: Duration,
+    /// The DLQ stream keeps at most this many bytes, the oldest going first: a flood of refused
+    /// inputs must not fill the NATS server's disk (the input stream's own bound is the account's
+    /// JetStream limits).
+    pub dlq_max_bytes: u64,
     /// Where Prometheus metrics are served (`/metrics`); `None` to serve none.
     pub metrics_addr: Option<SocketAddr>,
     /// `human` or `json`.
@@ -114,6 +118,7 @@ impl Default for ServeConfig {
             input_duplicate_window: Duration::from_secs(120),
             output_max_age: Duration::from_secs(7 * 24 * 3600),
             output_duplicate_window: Duration::from_secs(3600),
+            dlq_max_bytes: 1 << 30,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             log_format: LogFormat::Human,
         }

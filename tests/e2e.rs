@@ -366,3 +366,45 @@ async fn a_stuck_shutdown_ends_on_a_second_signal_or_by_the_watchdog() {
     assert_eq!(vigil.wait_exit(Duration::from_secs(10)).code(), Some(2), "{}", vigil.log());
     assert!(vigil.log().contains("did not finish within"), "{}", vigil.log());
 }
+
+/// After an outage longer than the input stream's max age, what expired is skipped in one step:
+/// the loop used to ask for each missing sequence in turn, a round trip and a warning apiece,
+/// without answering queries, ticks or SIGTERM meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_expired_while_vigil_was_away_are_skipped_in_one_step() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("vigil.toml");
+    std::fs::write(&config, "input_max_age = \"2s\"\ninput_duplicate_window = \"1s\"\n").unwrap();
+    let store = data.path().join("store");
+    let args = ["--config", config.to_str().unwrap()];
+    let vigil = Vigil::start(&server.url(), &store, &args, &[]);
+    let producer = Client::with(client.clone(), "vigil");
+    producer.publish(&heartbeat("ws-a")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    vigil.stop();
+
+    // Given 500 inputs published while vigil is down, which expire before it is back,
+    for _ in 0..500 {
+        client.publish("vigil.in.heartbeat.ws-b", wire::encode_msgpack(&heartbeat("ws-b")).into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut input_stream = js.get_stream("VIGIL_IN").await.unwrap();
+    let started = std::time::Instant::now();
+    while input_stream.info().await.unwrap().state.messages > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the inputs never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    producer.publish(&heartbeat("ws-c")).await.unwrap();
+    // when it starts again, then the next input is applied and the expired ones are counted once.
+    let vigil = Vigil::start(&server.url(), &store, &args, &[]);
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "ws-c").await.as_deref(), Some("alive"));
+    assert_eq!(state_of(&client, "vigil", "ws-b").await, None);
+    let log = vigil.stop();
+    let expired = log.lines().find(|l| l.contains("inputs expired before vigil read them"));
+    assert!(expired.is_some_and(|l| l.contains("500")), "{log}");
+    assert!(!log.contains("an input expired or was deleted"), "asked one by one:\n{log}");
+}

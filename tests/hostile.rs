@@ -77,11 +77,20 @@ async fn a_poison_message_goes_to_the_dlq_and_never_crashes_vigil() {
     assert!(!vigil.log().contains("panicked"), "{}", vigil.log());
     vigil.stop();
 
-    // and a restart does not meet the poison again: it was acknowledged like any input.
+    // and a restart does not meet the poison again: it was acknowledged like any input (the
+    // DLQ's own de-duplication would hide a second dead-lettering, so the log is what tells).
+    let mut consumer: jetstream::consumer::PullConsumer =
+        js.get_stream("VIGIL_IN").await.unwrap().get_consumer("vigil").await.unwrap();
+    let acked = consumer.info().await.unwrap().ack_floor.stream_sequence;
+    assert_eq!(acked, 2, "the poison and the heartbeat are acknowledged");
     let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
     wait_processed(&js, "vigil").await;
-    assert_eq!(read_stream(&js, "VIGIL_DLQ").await.len(), 1, "dead-lettered once");
-    vigil.stop();
+    let log = vigil.stop();
+    assert!(!log.contains("dead-lettered an input"), "the poison was read again:\n{log}");
+    assert_eq!(read_stream(&js, "VIGIL_DLQ").await.len(), 1);
+    // The DLQ stream is bounded too: a flood of rejections cannot fill the server's disk.
+    let dlq_config = js.get_stream("VIGIL_DLQ").await.unwrap().info().await.unwrap().config.clone();
+    assert_eq!(dlq_config.max_bytes, 1 << 30);
 }
 
 // ---- any subject, any bytes -------------------------------------------------------------------

@@ -750,6 +750,11 @@ fn with_lifecycle_registration_only_lifecycle_created_adds_a_workspace() {
     assert_eq!(s.at(3.0).restart("ws-invented", User), ["ws-invented suppressed unknown_workspace"]);
     assert_eq!(s.at(4.0).lifecycle("ws-invented", Paused), ["ws-invented suppressed unknown_workspace"]);
     assert_eq!(s.engine.len(), 0);
+    // nor is its idempotency key remembered (a flood of them would be memory a stranger controls).
+    let mut beat = s.inputs[0].clone();
+    (beat.at, beat.id) = (s.t(5.0), Some("hb-1".into()));
+    assert_eq!(s.apply_input(beat), ["ws-invented suppressed unknown_workspace"]);
+    assert!(s.engine.fleet_record().dedup.is_empty());
     // when the provisioner creates it, then it is tracked and handled like any other.
     assert_eq!(s.at(10.0).lifecycle("ws-invented", Created), ["ws-invented none->alive created"]);
     assert!(s.at(11.0).heartbeat("ws-invented").is_empty());

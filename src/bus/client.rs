@@ -118,8 +118,9 @@ impl Client {
 
 /// The `Nats-Msg-Id` of an event with idempotency key `id`: `<type>:<workspace>:<id>`. The input
 /// stream de-duplicates by `Nats-Msg-Id` across all its subjects, so a bare `id` would let one
-/// workspace's event drop another's; vigil itself de-duplicates per workspace (SPEC §1), and this
-/// keeps the stream to the same scope. Producers in other languages should set the same header.
+/// workspace's event drop another's. vigil itself de-duplicates per workspace (SPEC §1); the
+/// stream's scope is narrower still (per type too), so it never drops what vigil would apply.
+/// Producers in other languages should set the same header.
 pub fn message_id(kind: &str, workspace: &WorkspaceId, id: &str) -> HeaderText {
     HeaderText::escape(&format!("{kind}:{workspace}:{id}"))
 }

@@ -60,18 +60,21 @@ pub async fn declare(
     subjects: &Subjects,
     cfg: &ServeConfig,
 ) -> Result<consumer::PullConsumer, BusError> {
+    let dlq_max_bytes = i64::try_from(cfg.dlq_max_bytes).unwrap_or(i64::MAX);
     let streams = [
-        (subjects.input_stream(), subjects.inputs(), cfg.input_max_age, cfg.input_duplicate_window),
-        (subjects.output_stream(), subjects.outputs(), cfg.output_max_age, cfg.output_duplicate_window),
-        (subjects.dlq_stream(), subjects.dlq(), cfg.input_max_age, cfg.input_duplicate_window),
+        (subjects.input_stream(), subjects.inputs(), cfg.input_max_age, cfg.input_duplicate_window, -1),
+        (subjects.output_stream(), subjects.outputs(), cfg.output_max_age, cfg.output_duplicate_window, -1),
+        (subjects.dlq_stream(), subjects.dlq(), cfg.input_max_age, cfg.input_duplicate_window, dlq_max_bytes),
     ];
-    for (name, subject, max_age, duplicate_window) in streams {
+    for (name, subject, max_age, duplicate_window, max_bytes) in streams {
         let config = stream::Config {
             name: name.clone(),
             subjects: vec![subject],
             storage: stream::StorageType::File,
             max_age,
             duplicate_window,
+            max_bytes,
+            discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
         js.create_or_update_stream(config).await.map_err(|e| BusError::Declare(format!("stream {name}: {e}")))?;

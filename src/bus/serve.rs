@@ -47,7 +47,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a shutdown may take, whatever it waits for: past it, vigil exits at once with
 /// status 2. Everything it acknowledged is durable by then; only the final checkpoint is skipped,
 /// and the next start replays the log tail instead.
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The wall clock, in the core's terms. Only the shells read it.
 pub fn wall_clock() -> At {
@@ -428,6 +428,25 @@ impl Serve {
         now: At,
         inputs: &mut Vec<Input>,
     ) -> Result<(), BusError> {
+        // What expired before vigil read it (after an outage longer than the stream's max age) is
+        // skipped in one step, not asked for one sequence at a time.
+        let first = match self.input_stream.info().await {
+            Ok(info) => info.state.first_sequence,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the input stream's first sequence");
+                missing.start
+            }
+        };
+        let start = missing.start.max(first.min(missing.end));
+        let expired = start - missing.start;
+        let missing = start..missing.end;
+        if expired > 0 {
+            metrics::counter!("vigil_input_gaps_total").increment(expired);
+            tracing::warn!(expired, first_in_stream = first, "inputs expired before vigil read them");
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
         tracing::info!(from = missing.start, to = missing.end - 1, "reading undelivered inputs from the stream");
         for seq in missing {
             let mut attempt = 0;
@@ -572,7 +591,7 @@ fn new_id_key() -> Result<IdKey, BusError> {
 /// Exits the process with status 2 if it is still running `limit` from now: a shutdown must end
 /// even if something it waits for never does (a NATS server that stopped answering, a disk that
 /// stopped writing).
-fn watchdog(limit: Duration) {
+pub fn watchdog(limit: Duration) {
     let spawned = std::thread::Builder::new().name("vigil-shutdown-watchdog".into()).spawn(move || {
         std::thread::sleep(limit);
         eprintln!("vigil: the shutdown did not finish within {limit:?}; exiting now");

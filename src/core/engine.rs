@@ -419,7 +419,12 @@ impl<T: Tombstones> Engine<T> {
     fn apply_to_workspace(&mut self, input: &Input, at: At, out: &mut Vec<Output>) {
         let ws = input.kind.workspace().expect("workspace events name a workspace");
         let type_name = input.kind.type_name();
-        if self.is_duplicate(input, ws, at) {
+        let known = self.lookup(ws.as_str());
+        // An event that cannot register the unknown workspace it names is turned away below
+        // without a dedup entry: nobody can make vigil remember keys for workspaces it does not
+        // track.
+        let remembered = known.is_some() || self.policy.registration == Registration::Open || registers(&input.kind);
+        if remembered && self.is_duplicate(input, ws, at) {
             let detail = input.id.clone().or_else(|| match &input.kind {
                 InputKind::RestartRequested(r) => r.request_id.clone(),
                 _ => None,
@@ -428,7 +433,7 @@ impl<T: Tombstones> Engine<T> {
             return;
         }
         let event = machine_event(&input.kind);
-        let idx = match self.lookup(ws.as_str()) {
+        let idx = match known {
             Some(idx) => idx,
             None => match self.admit_unknown(ws, &input.kind, at, out) {
                 Some(idx) => idx,
@@ -472,8 +477,7 @@ impl<T: Tombstones> Engine<T> {
             }
             return None;
         }
-        let registers = matches!(phase, Some(LifecyclePhase::Created | LifecyclePhase::Removed));
-        if self.policy.registration == Registration::Lifecycle && !registers {
+        if self.policy.registration == Registration::Lifecycle && !registers(kind) {
             let detail = Some("registration is `lifecycle`: only `lifecycle created` adds a workspace".to_string());
             self.push_output(out, Some(ws), at, suppressed(Reason::UnknownWorkspace, type_name, detail));
             return None;
@@ -1062,6 +1066,12 @@ fn machine_event(kind: &InputKind) -> Option<Event<'_>> {
         InputKind::Lifecycle(e) => Event::Lifecycle(e.phase),
         InputKind::Tick | InputKind::Resume(_) => return None,
     })
+}
+
+/// Whether an event about an unknown workspace is one `registration = "lifecycle"` acts on:
+/// `lifecycle created` adds it, `lifecycle removed` records its tombstone.
+fn registers(kind: &InputKind) -> bool {
+    matches!(kind, InputKind::Lifecycle(l) if matches!(l.phase, LifecyclePhase::Created | LifecyclePhase::Removed))
 }
 
 fn suppressed(reason: Reason, input: &'static str, detail: Option<String>) -> OutputBody {

@@ -363,6 +363,17 @@ fn is_json_object(line: &str) -> bool {
     line.trim_start().starts_with('{')
 }
 
+/// How deep MessagePack values may nest. An event is a flat map, so a nested value is only ever an
+/// unknown field's; rmp-serde's own limit (1024) recurses deep enough to overflow a worker
+/// thread's stack.
+pub const MAX_DEPTH: usize = 16;
+
+fn msgpack_deserializer(bytes: &[u8]) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    de
+}
+
 /// Decodes one MessagePack event.
 pub fn decode_msgpack(bytes: &[u8], stamping: Stamping) -> Result<Input, DecodeError> {
     match fast_map::read(bytes) {
@@ -383,9 +394,9 @@ pub fn decode_msgpack_with_serde(bytes: &[u8], stamping: Stamping) -> Result<Inp
     {
         return Err(DecodeError::TrailingBytes(bytes.len() - end));
     }
-    match rmp_serde::from_slice::<RawInput<'_>>(bytes) {
+    match RawInput::deserialize(&mut msgpack_deserializer(bytes)) {
         Ok(raw) => raw.validate(stamping),
-        Err(_) => Err(locate("MessagePack", &mut rmp_serde::Deserializer::from_read_ref(bytes))),
+        Err(_) => Err(locate("MessagePack", &mut msgpack_deserializer(bytes))),
     }
 }
 
@@ -571,8 +582,8 @@ pub fn decode_output_msgpack(bytes: &[u8]) -> Result<Output, DecodeError> {
     if !is_msgpack_map(bytes) {
         return Err(not_a_map("MessagePack"));
     }
-    let value: serde_json::Value =
-        rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Syntax { format: "MessagePack", msg: e.to_string() })?;
+    let value: serde_json::Value = serde_json::Value::deserialize(&mut msgpack_deserializer(bytes))
+        .map_err(|e| DecodeError::Syntax { format: "MessagePack", msg: e.to_string() })?;
     decode_output_value(value)
 }
 
@@ -686,6 +697,21 @@ mod tests {
         let huge = [0x81, 0xa1, b'v', 0xdd, 0xff, 0xff, 0xff, 0xff];
         assert_eq!(fast_map::value_end(&huge), None);
         assert!(decode_msgpack(&huge, Stamping::Logged).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // An unknown field holding arrays nested 100 000 deep, decoded on a small stack.
+        let mut bytes = vec![0x82, 0xa1, b'v', 0x01, 0xa1, b'x'];
+        bytes.extend(std::iter::repeat_n(0x91, 100_000));
+        bytes.push(0xc0);
+        let decoded = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || decode_msgpack(&bytes, Stamping::Logged))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(matches!(decoded, Err(DecodeError::Field { .. } | DecodeError::Syntax { .. })), "{decoded:?}");
     }
 
     #[test]

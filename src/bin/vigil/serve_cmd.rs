@@ -170,10 +170,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on the first SIGTERM or SIGINT (Ctrl-C), which starts a clean shutdown. A signal
-/// that arrives once the service no longer listens for one — a second signal, or one during the
-/// shutdown after an error — stops the process at once with status 2: vigil acknowledges nothing
-/// before it is durable, so all a stop at any moment costs is the final checkpoint.
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C), which starts a clean shutdown, bounded by a
+/// watchdog from that moment. A signal that arrives once the service no longer listens for one —
+/// a second signal, or one during the shutdown after an error — stops the process at once with
+/// status 2: vigil acknowledges nothing before it is durable, so all a stop at any moment costs
+/// is the final checkpoint.
 fn shutdown_on_signal() -> impl std::future::Future<Output = ()> {
     let (first, listening) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -182,7 +183,11 @@ fn shutdown_on_signal() -> impl std::future::Future<Output = ()> {
         loop {
             signals.next().await;
             let started = first.take().is_some_and(|tx| tx.send(()).is_ok());
-            if !started {
+            if started {
+                // Bounded from the signal on, even if the loop is stuck before it can start the
+                // shutdown (a disk whose writes hang rather than fail).
+                bus::serve::watchdog(bus::serve::SHUTDOWN_LIMIT);
+            } else {
                 eprintln!("vigil: signal received while stopping; exiting now");
                 std::process::exit(2);
             }
