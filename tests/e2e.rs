@@ -270,6 +270,12 @@ async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
         missing.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).map(|v| v.to_string()),
         Some("404".into())
     );
+    let invalid = client.request("vigil.query.state.ws!bad", "".into()).await.unwrap();
+    assert_eq!(
+        invalid.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).map(|v| v.to_string()),
+        Some("400".into()),
+        "a token that is not a workspace id"
+    );
     let ping = client.request("$SRV.PING.vigil", "".into()).await.unwrap();
     let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
     assert_eq!(ping["name"], "vigil");

@@ -499,7 +499,10 @@ fn assert_fits_exactly(schemas: &Schemas, side: Side, minimal: &Value, full: &Va
     schemas.check(side, minimal, "minimal");
     schemas.check(side, full, "full");
     let schema = schemas.schema_for(side, minimal);
-    assert_eq!(keys(minimal), schema.required(), "a minimal {minimal} carries exactly the required fields");
+    // vigil's codec always writes `at` (a log record has it); a producer's event need not.
+    let mut required = schema.required();
+    required.insert("at".to_string());
+    assert_eq!(keys(minimal), required, "a minimal {minimal} carries exactly the required fields and `at`");
     assert_eq!(keys(full), schema.property_names(), "a full {full} carries every listed property");
 }
 
@@ -550,7 +553,6 @@ fn input_lines_the_decoder_refuses_the_schemas_refuse_too() {
         ("an error text over 1024 bytes", with(&upstream, "error", json!("e".repeat(TEXT_MAX_LEN + 1)))),
         ("an id over 128 bytes", with(&hb, "id", json!("i".repeat(wire::ID_MAX_LEN + 1)))),
         ("an incarnation over 128 bytes", with(&hb, "incarnation", json!("c".repeat(wire::INCARNATION_MAX_LEN + 1)))),
-        ("a log record without `at`", without(&hb, "at")),
         ("a timestamp that is not RFC 3339", with(&hb, "at", json!("noon"))),
         ("a date that does not exist", with(&hb, "at", json!("2026-02-30T09:10:26.100Z"))),
         ("schema version 2", with(&hb, "v", json!(2))),
@@ -572,6 +574,13 @@ fn input_lines_the_decoder_accepts_the_schemas_accept_too() {
         ("a 128-character workspace id", with(&hb, "workspace", json!("a".repeat(128)))),
         ("a tick carrying a workspace (ignored)", json!({"v": 1, "type": "tick", "at": T0, "workspace": "ws-a"})),
     ];
+    // A producer's event without `at`: the schema and the service's decoder take it (vigil
+    // stamps the receive time); only a log record must carry it.
+    let produced = without(&hb, "at");
+    schemas.check(Side::In, &produced, "a producer's event without `at`");
+    let now = At::parse(T0).unwrap();
+    assert!(wire::decode_json(&produced.to_string(), Stamping::ReceivedAt(now)).is_ok());
+    assert!(wire::decode_json(&produced.to_string(), Stamping::Logged).is_err(), "a log record needs `at`");
     for (what, line) in cases {
         assert!(wire::decode_json(&line.to_string(), Stamping::Logged).is_ok(), "the decoder refuses {what}: {line}");
         schemas.check(Side::In, &line, what);

@@ -22,6 +22,10 @@ use tokio::sync::mpsc;
 use crate::bus::headers::{self, HeaderText};
 use crate::bus::intake::Rejection;
 
+/// The headers of a DLQ message (`docs/SPEC.md` §5.3).
+pub const HEADERS: &[&str] =
+    &["Nats-Msg-Id", "Vigil-Reason", "Vigil-Error", "Vigil-Subject", "Vigil-Stream-Seq", "Vigil-Truncated"];
+
 /// Rejections waiting for the DLQ task; beyond this many they are only logged and counted.
 pub const QUEUE_CAPACITY: usize = 1024;
 

@@ -32,6 +32,22 @@ impl From<DecodeError> for Rejection {
     }
 }
 
+/// Every reason an input can be dead-lettered for: intake's own, the decoder's
+/// ([`DecodeError::code`]) and admission's. `docs/SPEC.md` §5.3 describes each.
+pub const REASONS: &[&str] = &[
+    "too_large",
+    "bad_subject",
+    "syntax",
+    "trailing_bytes",
+    "bad_field",
+    "missing_field",
+    "unknown_type",
+    "bad_version",
+    "internal_type",
+    "subject_mismatch",
+    "quota_exceeded",
+];
+
 /// The checks, for one prefix and size limit.
 #[derive(Clone, Debug)]
 pub struct Intake {
@@ -78,5 +94,71 @@ impl Intake {
             return Err(Rejection::new("subject_mismatch", "the subject's workspace is not the payload's"));
         }
         Ok(input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    enum Value {
+        S(&'static str),
+        U(u64),
+    }
+
+    /// A MessagePack map of string and integer values.
+    fn map(fields: &[(&str, Value)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, fields.len() as u32).unwrap();
+        for (k, v) in fields {
+            rmp::encode::write_str(&mut out, k).unwrap();
+            match v {
+                Value::S(s) => rmp::encode::write_str(&mut out, s).unwrap(),
+                Value::U(n) => {
+                    rmp::encode::write_uint(&mut out, *n).unwrap();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_reason_intake_gives_is_listed() {
+        use Value::*;
+        let intake = Intake::new(Subjects::new("vigil"), 1000);
+        let hb = |ws: &'static str| map(&[("v", U(1)), ("type", S("heartbeat")), ("workspace", S(ws))]);
+        let typed = |v: u64, t: &'static str| map(&[("v", U(v)), ("type", S(t)), ("workspace", S("ws-a"))]);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("vigil.in.heartbeat.ws-a", vec![0x90; 2000], "too_large"),
+            ("vigil.other.ws-a", hb("ws-a"), "bad_subject"),
+            ("vigil.in.heartbeat.ws-a", b"garbage".to_vec(), "syntax"),
+            ("vigil.in.heartbeat.ws-a", [hb("ws-a"), vec![0xc0]].concat(), "trailing_bytes"),
+            (
+                "vigil.in.heartbeat.ws-a",
+                map(&[("v", U(1)), ("type", S("heartbeat")), ("workspace", U(7))]),
+                "bad_field",
+            ),
+            ("vigil.in.heartbeat.ws-a", map(&[("v", U(1)), ("type", S("heartbeat"))]), "missing_field"),
+            ("vigil.in.reboot.ws-a", typed(1, "reboot"), "unknown_type"),
+            ("vigil.in.heartbeat.ws-a", typed(2, "heartbeat"), "bad_version"),
+            ("vigil.in.tick.ws-a", map(&[("v", U(1)), ("type", S("tick"))]), "internal_type"),
+            ("vigil.in.heartbeat.ws-a", hb("ws-b"), "subject_mismatch"),
+        ];
+        for (subject, payload, code) in cases {
+            let got = intake.decode(subject, &payload, At(0)).err().map(|r| r.code);
+            assert_eq!(got, Some(code), "{subject}");
+            assert!(REASONS.contains(&code));
+        }
+        assert!(REASONS.contains(&"quota_exceeded"), "admission's");
+        for e in [
+            DecodeError::Syntax { format: "x", msg: String::new() },
+            DecodeError::Field { field: String::new(), msg: String::new() },
+            DecodeError::Missing("v"),
+            DecodeError::UnknownType(String::new()),
+            DecodeError::Version(2),
+            DecodeError::TrailingBytes(1),
+        ] {
+            assert!(REASONS.contains(&e.code()), "{}", e.code());
+        }
     }
 }

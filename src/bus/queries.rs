@@ -10,17 +10,21 @@ use async_nats::service::{Request, error::Error as ServiceError};
 use bytes::Bytes;
 
 use crate::bus::headers::HeaderText;
+use crate::core::event::WorkspaceId;
 use crate::core::{Engine, Tombstones};
 
-/// The workspace named by the last token of the request subject.
+/// The workspace named by the last token of the request subject: 404 if vigil does not know it,
+/// 400 if the token is not a workspace id at all.
 pub fn state<T: Tombstones>(engine: &Engine<T>, request: &Request) -> Result<Bytes, ServiceError> {
     let ws = request.message.subject.rsplit('.').next().unwrap_or_default();
+    // The status goes into a header; the subject's token is the requester's text.
+    let error = |code, status: String| ServiceError { status: HeaderText::escape(&status).to_string(), code };
+    if let Err(e) = WorkspaceId::parse(ws) {
+        return Err(error(400, format!("{ws:?} is not a workspace id: it {e}")));
+    }
     match engine.view(ws) {
         Some(view) => Ok(serde_json::to_vec(&view).expect("views serialise").into()),
-        // The status goes into a header; the subject's token is the requester's text.
-        None => {
-            Err(ServiceError { status: HeaderText::escape(&format!("no workspace {ws:?}")).to_string(), code: 404 })
-        }
+        None => Err(error(404, format!("no workspace {ws:?}"))),
     }
 }
 
