@@ -10,17 +10,25 @@ TOOLS := $(CURDIR)/.tools
 NATS_SERVER := $(TOOLS)/nats/bin/nats-server
 REPLAYS := $(sort $(wildcard replays/*/events.jsonl))
 
-.PHONY: all build test run replays bench soak replay bless nats-server nextest lint fmt clean
+.PHONY: all build test check-core run replays bench soak replay bless nats-server nextest lint fmt clean
 
 all: build
 
 build:
 	$(CARGO) build --release
 
-# Everything CI runs: unit, rule, property, replay and integration tests.
-test: nats-server nextest
+# Everything CI runs: unit, rule, property, replay and integration tests, and the core's purity.
+test: nats-server nextest check-core
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
-	$(CARGO) test --doc --quiet
+	$(CARGO) test --workspace --doc --quiet
+
+# The pure core depends on nothing that does I/O or reads a clock.
+CORE_FORBIDDEN := tokio async-nats sled mio socket2 libc getrandom rand reqwest hyper
+check-core:
+	@deps=$$($(CARGO) tree -p vigil-core -e normal --prefix none | awk '{print $$1}' | sort -u); \
+	for c in $(CORE_FORBIDDEN); do \
+		if echo "$$deps" | grep -qx "$$c"; then echo "vigil-core depends on $$c (cargo tree -p vigil-core -i $$c)"; exit 1; fi; \
+	done; echo "vigil-core: no I/O crate in its dependencies"
 
 # Start vigil: a local nats-server with JetStream is started first if none answers on
 # $VIGIL_NATS_URL (default nats://127.0.0.1:4222). Ctrl-C stops both.
@@ -60,7 +68,7 @@ bench: nats-server
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

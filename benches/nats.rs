@@ -33,7 +33,7 @@ const WORKSPACES: usize = 100_000;
 
 fn heartbeat(n: usize) -> Vec<u8> {
     wire::encode_msgpack(&Input {
-        at: vigil::bus::serve::wall_clock(),
+        at: vigil::client::wall_clock(),
         sent_at: None,
         id: None,
         kind: InputKind::Heartbeat(Heartbeat {
@@ -237,7 +237,7 @@ async fn latency() -> (Duration, Duration, usize, String) {
             tokio::time::sleep_until(due.into()).await;
             let ws = format!("lat-{n:07}");
             let payload = wire::encode_msgpack(&Input {
-                at: vigil::bus::serve::wall_clock(),
+                at: vigil::client::wall_clock(),
                 sent_at: None,
                 id: None,
                 kind: InputKind::Heartbeat(Heartbeat {

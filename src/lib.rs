@@ -6,19 +6,24 @@
 //!
 //! # Layout
 //!
-//! - [`core`]: the pure part — event types and their wire encoding, the policy, the statig state
-//!   machine (`core::machine`, the transition table), the fleet breaker and the engine.
+//! - [`core`] (the `vigil-core` crate): the pure part — event types and their wire encoding, the
+//!   policy, the statig state machine (`core::machine`, the transition table), the fleet breaker
+//!   and the engine.
 //! - [`replay`]: reads JSONL logs, runs them through the engine, writes transcripts.
 //! - [`store`]: the engine made durable on sled: log segments, outbox, checkpoints, recovery.
-//! - [`bus`]: the service over NATS JetStream, and the producers' [`client`].
+//! - [`bus`]: the service over NATS JetStream.
+//! - [`client`] (the `vigil-client` crate): what producers link to publish events to vigil.
 //! - [`config`], [`telemetry`]: how `vigil serve` is configured, logs and metrics.
+
+#![forbid(unsafe_code)]
 
 pub mod bus;
 pub mod config;
-pub mod core;
 pub mod replay;
 pub mod store;
 pub mod telemetry;
 
-/// The producer's client (`vigil::client::Client`): publish events, heartbeat on an interval.
-pub use bus::client;
+/// The producers' client (the `vigil-client` crate): publish events, heartbeat on an interval.
+pub use vigil_client as client;
+/// The pure core (the `vigil-core` crate): events, the state machine, the engine.
+pub use vigil_core as core;

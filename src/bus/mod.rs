@@ -10,19 +10,17 @@
 //! vigil crashes between committing and publishing it.
 
 mod admission;
-pub mod client;
 pub mod connect;
 pub mod dlq;
 mod fault;
-pub mod headers;
 pub mod intake;
 mod publisher;
 mod queries;
 pub mod serve;
-pub mod subjects;
 
 pub use serve::run;
-pub use subjects::Subjects;
+/// The subjects, header text and client the service shares with producers (`vigil-client`).
+pub use vigil_client::{Subjects, headers, subjects};
 
 use crate::store::StoreError;
 
@@ -41,6 +39,4 @@ pub enum BusError {
     Store(#[from] StoreError),
     #[error("NATS: {0}")]
     Nats(String),
-    #[error("not a valid event: {0}")]
-    Invalid(#[from] crate::core::wire::DecodeError),
 }

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::service::ServiceExt;
@@ -36,6 +36,7 @@ use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName};
 use crate::core::ids::IdKey;
 use crate::core::{At, Policy};
 use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
+use vigil_client::wall_clock;
 
 /// Deadlines within this many milliseconds of each other fire in one tick.
 const TICK_GRANULARITY_MS: i64 = 10;
@@ -48,11 +49,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// status 2. Everything it acknowledged is durable by then; only the final checkpoint is skipped,
 /// and the next start replays the log tail instead.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
-
-/// The wall clock, in the core's terms. Only the shells read it.
-pub fn wall_clock() -> At {
-    At(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
-}
 
 /// Runs the service until `shutdown` completes or a fatal error occurs.
 pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {

@@ -286,7 +286,7 @@ pub fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
         let value = value.parse::<u64>().map(serde_json::Value::from).unwrap_or_else(|_| value.as_str().into());
         event[name] = value;
     }
-    let now = bus::serve::wall_clock();
+    let now = vigil::client::wall_clock();
     event["at"] = now.to_string().into();
     let input = wire::decode_json(&event.to_string(), Stamping::Logged).context("not a valid event")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -19,15 +19,15 @@ use serde::{Deserialize, Serialize};
 use statig::blocking::InitializedStateMachine;
 use statig::blocking::IntoStateMachineExt;
 
-use crate::core::event::*;
-use crate::core::fleet::{Fleet, Handle};
-use crate::core::ids::{self, IdKey};
-use crate::core::index::{Index, prefetch_line};
-use crate::core::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
-use crate::core::policy::{Policy, Registration};
-use crate::core::snapshot::{Chunks, FleetRecord, RestoreError, WorkspaceRecord};
-use crate::core::time::{At, Stamp};
-use crate::core::timers::Timers;
+use crate::event::*;
+use crate::fleet::{Fleet, Handle};
+use crate::ids::{self, IdKey};
+use crate::index::{Index, prefetch_line};
+use crate::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
+use crate::policy::{Policy, Registration};
+use crate::snapshot::{Chunks, FleetRecord, RestoreError, WorkspaceRecord};
+use crate::time::{At, Stamp};
+use crate::timers::Timers;
 
 /// How many inputs make one prefetch stage of `apply_batch`.
 const PREFETCH_AHEAD: usize = 16;

@@ -18,12 +18,12 @@
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
-use crate::core::classify::{Evidence, classify_probe, is_dead_origin};
-use crate::core::event::*;
-use crate::core::fleet::{Declaration, Fleet, Handle};
-use crate::core::ids::{self, IdKey};
-use crate::core::policy::Policy;
-use crate::core::time::{At, Stamp};
+use crate::classify::{Evidence, classify_probe, is_dead_origin};
+use crate::event::*;
+use crate::fleet::{Declaration, Fleet, Handle};
+use crate::ids::{self, IdKey};
+use crate::policy::Policy;
+use crate::time::{At, Stamp};
 
 /// What every state knows about its workspace (statig's shared storage).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

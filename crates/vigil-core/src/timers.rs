@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::core::time::At;
+use crate::time::At;
 
 /// One armed deadline: 12 bytes (packed), since there is one per workspace.
 ///

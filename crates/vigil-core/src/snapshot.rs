@@ -8,11 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::event::WorkspaceId;
-use crate::core::fleet::Breaker;
-use crate::core::ids::IdKey;
-use crate::core::machine::{State, Workspace};
-use crate::core::time::At;
+use crate::event::WorkspaceId;
+use crate::fleet::Breaker;
+use crate::ids::IdKey;
+use crate::machine::{State, Workspace};
+use crate::time::At;
 
 /// Version of the snapshot records.
 pub const FORMAT: u32 = 1;

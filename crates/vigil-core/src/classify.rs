@@ -4,7 +4,7 @@
 //! dead". Here only an explicit not-running, or an error whose text says the container is gone, is
 //! definitive; every other error means the *observer* is in trouble and is never acted on.
 
-use crate::core::event::{Probe, ProbeResult, UpstreamError};
+use crate::event::{Probe, ProbeResult, UpstreamError};
 
 /// What a probe tells vigil about the workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub fn is_dead_origin(e: &UpstreamError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::WorkspaceId;
+    use crate::event::WorkspaceId;
 
     fn probe_error(text: Option<&str>) -> Probe {
         Probe {

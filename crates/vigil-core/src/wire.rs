@@ -9,7 +9,7 @@
 //! record, so decoding an encoded event gives the event back.
 //!
 //! MessagePack in the plain shape producers send is read into [`RawInput`] by a hand-rolled reader
-//! ([`crate::core::fast_map`]) rather than serde, about twice as fast; anything else goes through
+//! ([`crate::fast_map`]) rather than serde, about twice as fast; anything else goes through
 //! serde, so the result is the same either way.
 
 use std::borrow::Cow;
@@ -17,10 +17,10 @@ use std::borrow::Cow;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::core::event::*;
-use crate::core::fast_map;
-use crate::core::ids::IdKey;
-use crate::core::time::At;
+use crate::event::*;
+use crate::fast_map;
+use crate::ids::IdKey;
+use crate::time::At;
 
 /// The only schema version this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;

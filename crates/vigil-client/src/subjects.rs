@@ -9,7 +9,7 @@
 //! | `<prefix>.query.state.<workspace>`    | request/reply: one workspace's state as JSON        |
 //! | `<prefix>.query.fleet`                | request/reply: counts per state, breaker status     |
 
-use crate::core::event::{Output, WorkspaceId};
+use vigil_core::event::{Output, WorkspaceId};
 
 /// Subjects and stream names for one prefix.
 #[derive(Clone, Debug)]

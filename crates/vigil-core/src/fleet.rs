@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::policy::Policy;
-use crate::core::time::At;
+use crate::policy::Policy;
+use crate::time::At;
 
 /// A stable reference to a workspace slot in the engine (index plus generation, so a reused slot
 /// is never mistaken for the workspace that used to live there).

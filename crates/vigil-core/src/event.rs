@@ -2,13 +2,13 @@
 //!
 //! These types are the contract of SPEC §1–2 after validation: a value of `Input` is always a
 //! well-formed event (valid workspace id, known type, fields in range). How they look on the wire
-//! (MessagePack maps or JSONL, field by field) lives in [`crate::core::wire`].
+//! (MessagePack maps or JSONL, field by field) lives in [`crate::wire`].
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::time::At;
+use crate::time::At;
 
 /// Longest accepted workspace id (one NATS subject token).
 pub const WORKSPACE_MAX_LEN: usize = 128;
@@ -287,7 +287,7 @@ pub enum InputKind {
 pub struct Resume {
     /// The data directory's id key, from which output ids take their tags (`core::ids`); absent
     /// in logs from before keys, whose ids stay plain.
-    pub id_key: Option<crate::core::ids::IdKey>,
+    pub id_key: Option<crate::ids::IdKey>,
 }
 
 /// `heartbeat`: the agent says it is alive.

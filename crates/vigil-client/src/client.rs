@@ -1,5 +1,5 @@
 //! A small client for producers: what an agent runtime, a provisioner or a proxy links to publish
-//! events to vigil (`vigil::client`), and what `vigil emit` and `vigil watch` use.
+//! events to vigil, and what `vigil emit` and `vigil watch` use.
 //!
 //! Events are published with JetStream acknowledgement, so `publish` returning `Ok` means the event
 //! is stored in vigil's input stream and will be applied even if vigil is down right now.
@@ -9,11 +9,40 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use futures::StreamExt;
 
-use crate::bus::headers::{self, HeaderText};
-use crate::bus::subjects::Subjects;
-use crate::bus::{BusError, serve::wall_clock};
-use crate::core::event::{Heartbeat, Input, InputKind, Output, WorkspaceId};
-use crate::core::wire::{self, Stamping};
+use vigil_core::event::{Heartbeat, Input, InputKind, Output, WorkspaceId};
+use vigil_core::wire::{self, DecodeError, Stamping};
+
+use crate::headers::{self, HeaderText};
+use crate::subjects::Subjects;
+use crate::wall_clock;
+
+/// Why the client could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The event is not one vigil would accept (it would be dead-lettered): nothing was published.
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    #[error("`{0}` events are vigil's own; producers cannot publish them")]
+    Internal(&'static str),
+    #[error("publishing to {subject}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error("subscribing to {subject}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
 
 /// A connection to vigil's subjects.
 #[derive(Clone)]
@@ -25,9 +54,8 @@ pub struct Client {
 
 impl Client {
     /// Connects to `url` (no auth) with the default prefix `vigil`.
-    pub async fn connect(url: &str) -> Result<Client, BusError> {
-        let nats =
-            async_nats::connect(url).await.map_err(|e| BusError::Connect { url: url.into(), detail: e.to_string() })?;
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        let nats = async_nats::connect(url).await.map_err(|source| ClientError::Connect { url: url.into(), source })?;
         Ok(Client::with(nats, "vigil"))
     }
 
@@ -43,11 +71,11 @@ impl Client {
     /// words, and nothing is published. An event with an `id` carries a `Nats-Msg-Id` scoped by its
     /// type and workspace ([`message_id`]), so the input stream drops a re-publish of it — and
     /// only of it.
-    pub async fn publish(&self, input: &Input) -> Result<(), BusError> {
+    pub async fn publish(&self, input: &Input) -> Result<(), ClientError> {
         let payload = wire::encode_msgpack(input);
         wire::decode_msgpack(&payload, Stamping::ReceivedAt(input.at))?;
         let Some(ws) = input.kind.workspace() else {
-            return Err(BusError::Config(format!("`{}` events are vigil's own", input.kind.type_name())));
+            return Err(ClientError::Internal(input.kind.type_name()));
         };
         let kind = input.kind.type_name();
         let mut message = Publish::build().payload(payload.into());
@@ -55,8 +83,9 @@ impl Client {
             message = headers::with_message_id(message, &message_id(kind, ws, id));
         }
         let subject = self.subjects.input(kind, ws);
-        let ack = self.js.send_publish(subject, message).await.map_err(|e| BusError::Nats(e.to_string()))?;
-        ack.await.map(|_| ()).map_err(|e| BusError::Nats(e.to_string()))
+        let failed = |source| ClientError::Publish { subject: subject.clone(), source };
+        let ack = self.js.send_publish(subject.clone(), message).await.map_err(failed)?;
+        ack.await.map(|_| ()).map_err(failed)
     }
 
     /// Publishes one heartbeat.
@@ -65,7 +94,7 @@ impl Client {
         workspace: &WorkspaceId,
         interval: Duration,
         incarnation: Option<&str>,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), ClientError> {
         let input = Input {
             at: wall_clock(),
             sent_at: None,
@@ -95,7 +124,7 @@ impl Client {
             loop {
                 ticker.tick().await;
                 if let Err(e) = client.heartbeat(&workspace, interval, incarnation.as_deref()).await {
-                    tracing::warn!(workspace = %workspace, error = %e, "heartbeat not published");
+                    tracing::warn!(workspace = %workspace, error = %chain(&e), "heartbeat not published");
                 }
             }
         });
@@ -106,12 +135,16 @@ impl Client {
     pub async fn watch(
         &self,
         workspace: Option<&WorkspaceId>,
-    ) -> Result<impl futures::Stream<Item = Result<Output, String>>, BusError> {
+    ) -> Result<impl futures::Stream<Item = Result<Output, String>>, ClientError> {
         let subject = match workspace {
             Some(ws) => format!("{}.out.*.{ws}", self.subjects.prefix()),
             None => format!("{}.out.>", self.subjects.prefix()),
         };
-        let sub = self.nats.subscribe(subject).await.map_err(|e| BusError::Nats(e.to_string()))?;
+        let sub = self
+            .nats
+            .subscribe(subject.clone())
+            .await
+            .map_err(|source| ClientError::Subscribe { subject: subject.clone(), source })?;
         Ok(sub.map(|m| wire::decode_output_msgpack(&m.payload).map_err(|e| e.to_string())))
     }
 }
@@ -132,4 +165,16 @@ impl Drop for Heartbeats {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// An error and its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -187,8 +187,10 @@ impl Index {
     }
 }
 
-/// Asks the CPU to start loading the cache line at `p` (a hint; never dereferenced).
+/// Asks the CPU to start loading the cache line at `p` (a hint; never dereferenced). The crate's
+/// one `unsafe` block (`#![deny(unsafe_code)]` everywhere else).
 #[inline]
+#[allow(unsafe_code)]
 pub fn prefetch_line(p: *const i8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint and never faults, whatever the address.

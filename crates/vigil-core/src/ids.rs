@@ -15,7 +15,7 @@ use std::hash::Hasher;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::event::WorkspaceId;
+use crate::event::WorkspaceId;
 
 /// A data directory's id key.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

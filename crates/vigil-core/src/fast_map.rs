@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use crate::core::wire::RawInput;
+use crate::wire::RawInput;
 
 /// Reads a plain input map; `None` means "not the plain shape, ask serde".
 pub fn read(bytes: &[u8]) -> Option<RawInput<'_>> {
@@ -82,22 +82,22 @@ fn field_index(key: &[u8]) -> Option<usize> {
 
 /// A forward-only reader of MessagePack scalars that gives up (`None`) on anything unexpected;
 /// also used by the log's fast path (`store::segment`).
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+    pub fn new(bytes: &'a [u8]) -> Self {
         Reader { bytes, pos: 0 }
     }
 
     /// Whether every byte was read.
-    pub(crate) fn at_end(&self) -> bool {
+    pub fn at_end(&self) -> bool {
         self.pos == self.bytes.len()
     }
 
-    pub(crate) fn array_len(&mut self) -> Option<usize> {
+    pub fn array_len(&mut self) -> Option<usize> {
         match self.byte()? {
             b @ 0x90..=0x9f => Some(usize::from(b & 0x0f)),
             0xdc => self.be(2).map(|n| n as usize),
@@ -107,7 +107,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A signed integer that fits an `i64`, or give up.
-    pub(crate) fn int(&mut self) -> Option<i64> {
+    pub fn int(&mut self) -> Option<i64> {
         Some(match self.byte()? {
             b @ 0x00..=0x7f => i64::from(b),
             b @ 0xe0..=0xff => i64::from(b as i8),
@@ -124,7 +124,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A signed integer, nil, or give up.
-    pub(crate) fn opt_int(&mut self) -> Option<Option<i64>> {
+    pub fn opt_int(&mut self) -> Option<Option<i64>> {
         if self.bytes.get(self.pos) == Some(&0xc0) {
             self.pos += 1;
             return Some(None);
@@ -149,7 +149,7 @@ impl<'a> Reader<'a> {
         Some(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
-    pub(crate) fn map_len(&mut self) -> Option<usize> {
+    pub fn map_len(&mut self) -> Option<usize> {
         match self.byte()? {
             b @ 0x80..=0x8f => Some(usize::from(b & 0x0f)),
             0xde => self.be(2).map(|n| n as usize),
@@ -159,7 +159,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The bytes of a string (not yet checked as UTF-8).
-    pub(crate) fn str(&mut self) -> Option<&'a [u8]> {
+    pub fn str(&mut self) -> Option<&'a [u8]> {
         let len = match self.byte()? {
             b @ 0xa0..=0xbf => usize::from(b & 0x1f),
             0xd9 => self.be(1)? as usize,
@@ -171,7 +171,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string value, nil, or give up.
-    pub(crate) fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
+    pub fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.bytes.get(self.pos) == Some(&0xc0) {
             self.pos += 1;
             return Some(None);
@@ -181,7 +181,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned integer value, nil, or give up.
-    pub(crate) fn opt_uint(&mut self) -> Option<Option<u64>> {
+    pub fn opt_uint(&mut self) -> Option<Option<u64>> {
         let n = match self.byte()? {
             0xc0 => return Some(None),
             b @ 0x00..=0x7f => u64::from(b),
