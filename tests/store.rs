@@ -552,3 +552,53 @@ fn a_directory_of_the_previous_format_is_read_and_marked_when_a_service_opens_it
     let format = db.get(b"mformat").unwrap().unwrap();
     assert_eq!(&format[format.len() - 4..], &vigil::store::FORMAT.to_be_bytes());
 }
+
+fn event(at: i64, kind: vigil::core::event::InputKind) -> Input {
+    Input { at: vigil::core::At(1_780_000_000_000 + at), sent_at: None, id: None, kind }
+}
+
+fn lifecycle(at: i64, ws: &str, phase: vigil::core::event::LifecyclePhase) -> Input {
+    let workspace = vigil::core::WorkspaceId::parse(ws).unwrap();
+    event(at, vigil::core::event::InputKind::Lifecycle(vigil::core::event::Lifecycle { workspace, phase }))
+}
+
+fn beat(at: i64, ws: &str) -> Input {
+    let workspace = vigil::core::WorkspaceId::parse(ws).unwrap();
+    event(
+        at,
+        vigil::core::event::InputKind::Heartbeat(vigil::core::event::Heartbeat {
+            workspace,
+            interval_s: None,
+            incarnation: None,
+            active_tasks: None,
+        }),
+    )
+}
+
+#[test]
+fn a_tombstone_on_disk_is_read_before_the_input_that_needs_it_and_a_bad_one_stops_the_group() {
+    use vigil::core::event::{LifecyclePhase::*, OutputBody, Reason};
+    // Given a workspace removed and checkpointed (its tombstone is on disk, not in memory),
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = open(dir.path(), 0);
+    store.commit(&[lifecycle(0, "ws-gone", Created), lifecycle(1, "ws-gone", Removed)], None).unwrap();
+    store.checkpoint().unwrap();
+    drop(store);
+    // when a zombie's heartbeat arrives after a restart, then it is turned away for the tombstone,
+    let (mut store, _) = open(dir.path(), 0);
+    let committed = store.commit(&[beat(2, "ws-live"), beat(3, "ws-gone"), beat(4, "ws-live")], None).unwrap();
+    let reasons: Vec<_> = committed.outputs.iter().map(|p| p.output.body.reason()).collect();
+    assert_eq!(reasons, [Reason::FirstSeen, Reason::Removed], "{:?}", committed.outputs);
+    assert!(matches!(committed.outputs[1].output.body, OutputBody::Suppressed { .. }));
+    store.checkpoint().unwrap();
+    drop(store);
+    // and a tombstone that cannot be read stops the group with an error naming it, not a guess.
+    {
+        let db = raw_sled(dir.path());
+        db.insert(b"tws-gone", b"\xc1garbage".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let (mut store, _) = open(dir.path(), 0);
+    let err = store.commit(&[beat(5, "ws-gone")], None).unwrap_err();
+    assert!(matches!(&err, StoreError::CorruptRecord { what: "tombstone", key, .. } if key == "ws-gone"), "{err}");
+}

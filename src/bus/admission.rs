@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 
 use crate::bus::intake::Rejection;
+use crate::core::Engine;
 use crate::core::event::{Input, WorkspaceId};
-use crate::core::{Engine, Tombstones};
 
 /// Admission for the group being gathered.
 pub struct Admission {
@@ -28,12 +28,7 @@ impl Admission {
     }
 
     /// Admits `input` into a group that has gathered `gathered` so far, or refuses it.
-    pub fn admit<T: Tombstones>(
-        &mut self,
-        engine: &Engine<T>,
-        input: Input,
-        gathered: &[Input],
-    ) -> Result<Input, Rejection> {
+    pub fn admit(&mut self, engine: &Engine, input: Input, gathered: &[Input]) -> Result<Input, Rejection> {
         if !self.near_cap {
             if engine.len() + gathered.len() < self.max_workspaces {
                 return Ok(input);

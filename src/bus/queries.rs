@@ -10,12 +10,12 @@ use async_nats::service::{Request, error::Error as ServiceError};
 use bytes::Bytes;
 
 use crate::bus::headers::HeaderText;
+use crate::core::Engine;
 use crate::core::event::WorkspaceId;
-use crate::core::{Engine, Tombstones};
 
 /// The workspace named by the last token of the request subject: 404 if vigil does not know it,
 /// 400 if the token is not a workspace id at all.
-pub fn state<T: Tombstones>(engine: &Engine<T>, request: &Request) -> Result<Bytes, ServiceError> {
+pub fn state(engine: &Engine, request: &Request) -> Result<Bytes, ServiceError> {
     let ws = request.message.subject.rsplit('.').next().unwrap_or_default();
     // The status goes into a header; the subject's token is the requester's text.
     let error = |code, status: String| ServiceError { status: HeaderText::escape(&status).to_string(), code };
@@ -30,7 +30,7 @@ pub fn state<T: Tombstones>(engine: &Engine<T>, request: &Request) -> Result<Byt
 
 /// Counts per state, the breaker's status, and how far vigil has read its input stream (the
 /// stream sequence of the last input committed).
-pub fn fleet<T: Tombstones>(engine: &Engine<T>, input_stream_seq: u64) -> Result<Bytes, ServiceError> {
+pub fn fleet(engine: &Engine, input_stream_seq: u64) -> Result<Bytes, ServiceError> {
     let mut view = serde_json::to_value(engine.fleet_view()).expect("views serialise");
     view["input_stream_seq"] = input_stream_seq.into();
     view["log_seq"] = engine.seq().into();

@@ -30,7 +30,6 @@ use open::{keep_unflushed, open_db};
 
 pub use keys::OutboxKey;
 pub use segment::SegmentError;
-pub use tombstones::SledTombstones;
 pub use writer::Wake;
 
 /// The on-disk format this build reads and writes. 2: log segments may hold `resume` records with
@@ -42,9 +41,6 @@ pub const FORMAT: u32 = 2;
 /// values (iterating a million small values costs sled tens of seconds), small enough that a
 /// checkpoint under light load rewrites little.
 pub const CHUNK_SIZE: usize = 4096;
-
-/// The engine as the store runs it.
-pub type StoredEngine = Engine<SledTombstones>;
 
 /// How the store behaves.
 #[derive(Clone, Debug)]
@@ -184,7 +180,7 @@ pub enum OpenMode {
 /// The engine and its durable log.
 pub struct Store {
     db: sled::Db,
-    engine: StoredEngine,
+    engine: Engine,
     config: StoreConfig,
     since_checkpoint: u64,
     checkpoint_seq: u64,
@@ -230,8 +226,8 @@ impl Store {
         let stored = read_policy(&db)?;
         let recover_under = stored.clone().unwrap_or_else(|| policy.clone());
         let workspaces = read_states(&db)?;
-        let tombstones = SledTombstones::new((*db).clone());
-        let mut engine = Engine::restore(recover_under, tombstones, meta.checkpoint.clone(), workspaces)?;
+        let mut engine = Engine::restore(recover_under, meta.checkpoint.clone(), workspaces)?;
+        engine.tombstones_mut().keep_on_disk();
         let replayed = replay_tail(&db, &mut engine, meta.checkpoint.seq, meta.applied)?;
         let pending = read_outbox(&db)?;
         let mut recovery = Recovery {
@@ -279,8 +275,8 @@ impl Store {
         self.checkpoint()?;
         let meta = read_meta(&self.db)?;
         let workspaces = read_states(&self.db)?;
-        let tombstones = SledTombstones::new((*self.db).clone());
-        self.engine = Engine::restore(policy.clone(), tombstones, meta.checkpoint, workspaces)?;
+        self.engine = Engine::restore(policy.clone(), meta.checkpoint, workspaces)?;
+        self.engine.tombstones_mut().keep_on_disk();
         self.full_checkpoint_due = true;
         self.record_policy(&policy)?;
         Ok(self.engine.seq() + 1)
@@ -297,7 +293,7 @@ impl Store {
     }
 
     /// The engine, for queries.
-    pub fn engine(&self) -> &StoredEngine {
+    pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -406,12 +402,9 @@ impl Store {
         let first_seq = self.engine.seq() + 1;
         let mut segment = segment::SegmentWriter::with_capacity(inputs.len());
         let mut outputs = Vec::new();
-        self.engine.apply_batch(inputs, &mut outputs);
+        tombstones::apply_loading(&self.db, &mut self.engine, inputs, &mut outputs)?;
         for input in inputs {
             segment.push(input);
-        }
-        if let Some(failure) = self.engine.tombstones().take_failure() {
-            return Err(StoreError::Io { doing: "reading tombstones", detail: failure });
         }
         let last_seq = self.engine.seq();
         let mut batch = sled::Batch::default();
@@ -506,7 +499,7 @@ impl Store {
             batch.remove(&keys::state(k)[..]);
         }
         batch.insert(keys::META_CHUNKS, &keys::u64_value(u64::from(chunks.count))[..]);
-        self.engine.tombstones_mut().drain_into(&mut batch);
+        tombstones::write_changed(&mut self.engine, &mut batch);
         batch.insert(keys::META_CHECKPOINT, rmp_serde::to_vec_named(&fleet).expect("records always encode"));
         let result = self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("writing a checkpoint"));
         if let Err(e) = &result {
@@ -796,7 +789,7 @@ fn decode_segment(first: u64, bytes: &[u8]) -> Result<Vec<Input>, StoreError> {
 }
 
 /// Re-applies the inputs after the checkpoint, checking that the log has no gap.
-fn replay_tail(db: &sled::Db, engine: &mut StoredEngine, checkpoint: u64, applied: u64) -> Result<u64, StoreError> {
+fn replay_tail(db: &sled::Db, engine: &mut Engine, checkpoint: u64, applied: u64) -> Result<u64, StoreError> {
     if applied < checkpoint {
         return Err(StoreError::Inconsistent(format!(
             "the checkpoint covers {checkpoint} but only {applied} were committed"
@@ -834,7 +827,7 @@ fn replay_tail(db: &sled::Db, engine: &mut StoredEngine, checkpoint: u64, applie
             if !tail.is_empty() && (seq != engine.seq() + 1 || seq + tail.len() as u64 - 1 > applied) {
                 return Err(StoreError::Inconsistent(format!("expected sequence {}, found {seq}", engine.seq() + 1)));
             }
-            engine.apply_batch(tail, &mut sink);
+            tombstones::apply_loading(db, engine, tail, &mut sink)?;
             sink.clear();
             replayed += tail.len() as u64;
         }
@@ -845,9 +838,6 @@ fn replay_tail(db: &sled::Db, engine: &mut StoredEngine, checkpoint: u64, applie
             "{applied} inputs were committed but the log ends at {}",
             engine.seq()
         )));
-    }
-    if let Some(failure) = engine.tombstones().take_failure() {
-        return Err(StoreError::Io { doing: "reading tombstones", detail: failure });
     }
     Ok(replayed)
 }

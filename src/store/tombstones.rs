@@ -1,78 +1,52 @@
-//! Tombstones on disk: the engine's [`Tombstones`] backed by sled.
+//! Tombstones on disk: one sled value per removed workspace (`t<workspace>`).
 //!
-//! Tombstones written since the last checkpoint wait in a small overlay and go to disk with the
-//! checkpoint, in the same atomic batch as the machine records they belong with. That keeps the
-//! tombstones on disk consistent with the snapshot position, so recovery (snapshot + log tail)
-//! rebuilds exactly the overlay the original engine had.
+//! The engine never reads them itself. The store applies a group with
+//! `Engine::try_apply_batch`, which stops before an input about a workspace the engine does not
+//! hold and whose tombstone it has not been told about; the store reads that tombstone and goes on
+//! ([`apply_loading`]). A read error stops the group before anything about that input is decided.
+//! Tombstones the engine wrote or deleted since the last checkpoint go to disk with the checkpoint
+//! ([`write_changed`]), in the same atomic batch as the machine records they belong with: the
+//! tombstones on disk stay consistent with the snapshot position, so recovery (snapshot + log tail)
+//! rebuilds exactly what the original engine knew.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use crate::core::event::{Input, Output, WorkspaceId};
+use crate::core::{Engine, Tombstone};
+use crate::store::{StoreError, io, keys};
 
-use crate::core::event::WorkspaceId;
-use crate::core::{Tombstone, Tombstones};
-use crate::store::keys;
-
-/// Tombstones in the database, plus those not yet checkpointed.
-pub struct SledTombstones {
-    tree: sled::Tree,
-    pending: BTreeMap<WorkspaceId, Option<Tombstone>>,
-    /// A read that failed; the store refuses to commit once one has.
-    failure: RefCell<Option<String>>,
+/// Applies `inputs` to `engine`, reading from `tree` each tombstone it asks for.
+pub fn apply_loading(
+    tree: &sled::Tree,
+    engine: &mut Engine,
+    inputs: &[Input],
+    out: &mut Vec<Output>,
+) -> Result<(), StoreError> {
+    let mut rest = inputs;
+    while let Err(needs) = engine.try_apply_batch(rest, out) {
+        let found = read(tree, &needs.workspace)?;
+        engine.tombstones_mut().load(needs.workspace, found);
+        rest = &rest[needs.applied..];
+    }
+    engine.tombstones_mut().forget_loaded();
+    Ok(())
 }
 
-impl SledTombstones {
-    pub fn new(tree: sled::Tree) -> SledTombstones {
-        SledTombstones { tree, pending: BTreeMap::new(), failure: RefCell::new(None) }
-    }
-
-    /// Moves the pending tombstones into a checkpoint batch.
-    pub fn drain_into(&mut self, batch: &mut sled::Batch) {
-        for (ws, t) in std::mem::take(&mut self.pending) {
-            match t {
-                Some(t) => {
-                    batch.insert(&keys::tomb(ws.as_str())[..], rmp_serde::to_vec_named(&t).expect("tombstones encode"))
-                }
-                None => batch.remove(&keys::tomb(ws.as_str())[..]),
-            }
-        }
-    }
-
-    /// The first read failure, if any, clearing it.
-    pub fn take_failure(&self) -> Option<String> {
-        self.failure.borrow_mut().take()
-    }
-
-    fn fail(&self, msg: String) {
-        self.failure.borrow_mut().get_or_insert(msg);
-    }
+fn read(tree: &sled::Tree, ws: &WorkspaceId) -> Result<Option<Tombstone>, StoreError> {
+    let Some(bytes) = tree.get(keys::tomb(ws.as_str())).map_err(io("reading a tombstone"))? else { return Ok(None) };
+    rmp_serde::from_slice(&bytes).map(Some).map_err(|e| StoreError::CorruptRecord {
+        what: "tombstone",
+        key: ws.to_string(),
+        detail: e.to_string(),
+    })
 }
 
-impl Tombstones for SledTombstones {
-    fn get(&self, ws: &WorkspaceId) -> Option<Tombstone> {
-        if let Some(t) = self.pending.get(ws) {
-            return t.clone();
-        }
-        match self.tree.get(keys::tomb(ws.as_str())) {
-            Ok(None) => None,
-            Ok(Some(bytes)) => match rmp_serde::from_slice(&bytes) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    self.fail(format!("corrupted tombstone of {ws}: {e}"));
-                    None
-                }
-            },
-            Err(e) => {
-                self.fail(format!("reading the tombstone of {ws}: {e}"));
-                None
+/// Moves the tombstones the engine changed since the last checkpoint into a checkpoint batch.
+pub fn write_changed(engine: &mut Engine, batch: &mut sled::Batch) {
+    for (ws, t) in engine.tombstones_mut().take_changed() {
+        match t {
+            Some(t) => {
+                batch.insert(&keys::tomb(ws.as_str())[..], rmp_serde::to_vec_named(&t).expect("tombstones encode"))
             }
+            None => batch.remove(&keys::tomb(ws.as_str())[..]),
         }
-    }
-
-    fn put(&mut self, ws: &WorkspaceId, t: Tombstone) {
-        self.pending.insert(ws.clone(), Some(t));
-    }
-
-    fn remove(&mut self, ws: &WorkspaceId) {
-        self.pending.insert(ws.clone(), None);
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use statig::blocking::InitializedStateMachine;
 use statig::blocking::IntoStateMachineExt;
 
@@ -28,6 +28,7 @@ use crate::policy::{Policy, Registration};
 use crate::snapshot::{Chunks, FleetRecord, RestoreError, WorkspaceRecord};
 use crate::time::{At, Stamp};
 use crate::timers::Timers;
+use crate::tombstones::{Tombstone, TombstoneBook};
 
 /// How many inputs make one prefetch stage of `apply_batch`.
 const PREFETCH_AHEAD: usize = 16;
@@ -45,38 +46,6 @@ const MAX_FIRES_PER_INSTANT: usize = 8;
 
 /// A workspace's machine.
 pub type Machine = InitializedStateMachine<Workspace>;
-
-/// What is left of a removed workspace: enough to keep its ids unique if it is ever re-created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tombstone {
-    pub removed_at: At,
-    pub restarts: u32,
-    pub probes: u32,
-}
-
-/// Where tombstones live. The engine writes through it and reads it only for workspaces it does
-/// not have in memory, so an on-disk implementation costs nothing on the hot path.
-pub trait Tombstones {
-    fn get(&self, ws: &WorkspaceId) -> Option<Tombstone>;
-    fn put(&mut self, ws: &WorkspaceId, t: Tombstone);
-    fn remove(&mut self, ws: &WorkspaceId);
-}
-
-/// Tombstones in memory (replays, tests).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct MemoryTombstones(pub BTreeMap<WorkspaceId, Tombstone>);
-
-impl Tombstones for MemoryTombstones {
-    fn get(&self, ws: &WorkspaceId) -> Option<Tombstone> {
-        self.0.get(ws).cloned()
-    }
-    fn put(&mut self, ws: &WorkspaceId, t: Tombstone) {
-        self.0.insert(ws.clone(), t);
-    }
-    fn remove(&mut self, ws: &WorkspaceId) {
-        self.0.remove(ws);
-    }
-}
 
 /// One slab entry.
 struct Slot {
@@ -115,6 +84,21 @@ impl Dedup {
         self.seen.insert(key.clone(), now);
         self.order.push_back((now, key));
         false
+    }
+}
+
+/// What [`Engine::try_apply_batch`] stopped for: the input at `applied` names `workspace`, whose
+/// tombstone must be loaded ([`TombstoneBook::load`]) before it can be applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeedsTombstone {
+    /// How many of the inputs were applied.
+    pub applied: usize,
+    pub workspace: WorkspaceId,
+}
+
+impl std::fmt::Display for NeedsTombstone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the tombstone of {} is not loaded", self.workspace)
     }
 }
 
@@ -161,7 +145,7 @@ pub struct FleetView {
 }
 
 /// The pure core of vigil.
-pub struct Engine<T: Tombstones = MemoryTombstones> {
+pub struct Engine {
     policy: Policy,
     clock: At,
     seq: u64,
@@ -173,7 +157,7 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     fleet: Fleet,
     counts: [u32; 5],
     dedup: Dedup,
-    tombstones: T,
+    tombstones: TombstoneBook,
     /// The data directory's id key, from the latest `resume` that carried one (`core::ids`).
     id_key: Option<IdKey>,
     /// Restarts in flight when the log first carried a key (a directory from before keys): their
@@ -183,13 +167,6 @@ pub struct Engine<T: Tombstones = MemoryTombstones> {
     scratch: Vec<Emitted>,
     due: Vec<u32>,
     draining: bool,
-}
-
-impl Engine<MemoryTombstones> {
-    /// An engine with no workspaces and in-memory tombstones.
-    pub fn new(policy: Policy) -> Self {
-        Engine::with_tombstones(policy, MemoryTombstones::default())
-    }
 }
 
 fn state_index(s: StateName) -> usize {
@@ -219,9 +196,9 @@ fn fleet_list(state: &State) -> FleetList {
     }
 }
 
-impl<T: Tombstones> Engine<T> {
-    /// An engine with no workspaces, keeping tombstones in `tombstones`.
-    pub fn with_tombstones(policy: Policy, tombstones: T) -> Self {
+impl Engine {
+    /// An engine with no workspaces, which holds all of its tombstones.
+    pub fn new(policy: Policy) -> Self {
         Engine {
             policy,
             clock: At(i64::MIN),
@@ -234,7 +211,7 @@ impl<T: Tombstones> Engine<T> {
             fleet: Fleet::default(),
             counts: [0; 5],
             dedup: Dedup::default(),
-            tombstones,
+            tombstones: TombstoneBook::default(),
             id_key: None,
             plain_restarts: BTreeMap::new(),
             scratch: Vec::new(),
@@ -258,13 +235,13 @@ impl<T: Tombstones> Engine<T> {
         self.seq
     }
 
-    /// The tombstone store.
-    pub fn tombstones(&self) -> &T {
+    /// The tombstones the engine knows.
+    pub fn tombstones(&self) -> &TombstoneBook {
         &self.tombstones
     }
 
-    /// The tombstone store, for the shell that persists it.
-    pub fn tombstones_mut(&mut self) -> &mut T {
+    /// The tombstones the engine knows, for the shell that persists and loads them.
+    pub fn tombstones_mut(&mut self) -> &mut TombstoneBook {
         &mut self.tombstones
     }
 
@@ -322,7 +299,20 @@ impl<T: Tombstones> Engine<T> {
     /// the inputs one chunk ahead (whose index lines are cached by then). So an input's cache
     /// misses overlap with other inputs' work instead of queueing one after another — at a million
     /// workspaces, most of an input's cost would otherwise be waiting for memory.
+    ///
+    /// For an engine that holds all of its tombstones (a replay); one whose tombstones live on disk
+    /// is driven with [`Engine::try_apply_batch`].
     pub fn apply_batch(&mut self, inputs: &[Input], out: &mut Vec<Output>) {
+        if let Err(needs) = self.try_apply_batch(inputs, out) {
+            panic!("{needs}: an engine with tombstones on disk is driven with try_apply_batch");
+        }
+    }
+
+    /// Applies inputs in order like [`Engine::apply_batch`], but stops before the first one that
+    /// names a workspace the engine does not hold and whose tombstone it has no word on (only
+    /// possible with tombstones on disk): the store loads it and goes on from there. Nothing of
+    /// that input is applied, so no decision is ever taken for a tombstone not yet read.
+    pub fn try_apply_batch(&mut self, inputs: &[Input], out: &mut Vec<Output>) -> Result<(), NeedsTombstone> {
         let ahead = |c: usize| inputs.get(c * PREFETCH_AHEAD..).map_or(&[][..], |r| &r[..r.len().min(PREFETCH_AHEAD)]);
         self.prefetch_index(ahead(0));
         self.prefetch_index(ahead(1));
@@ -330,10 +320,13 @@ impl<T: Tombstones> Engine<T> {
         for (c, chunk) in inputs.chunks(PREFETCH_AHEAD).enumerate() {
             self.prefetch_index(ahead(c + 2));
             self.prefetch_slots(ahead(c + 1));
-            for input in chunk {
-                self.apply(input, out);
+            for (i, input) in chunk.iter().enumerate() {
+                if let Err(workspace) = self.try_apply(input, out) {
+                    return Err(NeedsTombstone { applied: c * PREFETCH_AHEAD + i, workspace });
+                }
             }
         }
+        Ok(())
     }
 
     /// Prefetch stage one: the index lines where these inputs' workspaces are looked up.
@@ -359,7 +352,30 @@ impl<T: Tombstones> Engine<T> {
     }
 
     /// Applies one input and appends the outputs it causes (timers due before it first).
+    /// For an engine that holds all of its tombstones (see [`Engine::apply_batch`]).
     pub fn apply(&mut self, input: &Input, out: &mut Vec<Output>) {
+        if let Err(ws) = self.try_apply(input, out) {
+            panic!(
+                "the tombstone of {ws} is not loaded: an engine with tombstones on disk is driven with try_apply_batch"
+            );
+        }
+    }
+
+    /// Applies one input, or — before changing anything — names the workspace whose tombstone
+    /// must be loaded first.
+    fn try_apply(&mut self, input: &Input, out: &mut Vec<Output>) -> Result<(), WorkspaceId> {
+        // Looked up before anything moves: timers neither create nor remove workspaces, so the
+        // answer still holds when the input reaches its workspace.
+        let known = match input.kind.workspace() {
+            Some(ws) => {
+                let idx = self.lookup(ws.as_str());
+                if idx.is_none() && !self.tombstones.knows(ws) {
+                    return Err(ws.clone());
+                }
+                idx
+            }
+            None => None,
+        };
         self.seq += 1;
         let start = out.len();
         let at = input.at.max(self.clock);
@@ -372,11 +388,12 @@ impl<T: Tombstones> Engine<T> {
         match &input.kind {
             InputKind::Tick => {}
             InputKind::Resume(r) => self.resume(r, at, out),
-            _ => self.apply_to_workspace(input, at, out),
+            _ => self.apply_to_workspace(input, known, at, out),
         }
         // A deadline the input itself made due (never one in the past: see `fire_instant`).
         self.fire_due(at, out);
         self.number(start, out);
+        Ok(())
     }
 
     /// Gives the outputs of the current input their ids: the restart id for restarts (it is also
@@ -416,10 +433,9 @@ impl<T: Tombstones> Engine<T> {
     // Inputs for a workspace.
     // -----------------------------------------------------------------------------------------
 
-    fn apply_to_workspace(&mut self, input: &Input, at: At, out: &mut Vec<Output>) {
+    fn apply_to_workspace(&mut self, input: &Input, known: Option<u32>, at: At, out: &mut Vec<Output>) {
         let ws = input.kind.workspace().expect("workspace events name a workspace");
         let type_name = input.kind.type_name();
-        let known = self.lookup(ws.as_str());
         // An event that cannot register the unknown workspace it names is turned away below
         // without a dedup entry: nobody can make vigil remember keys for workspaces it does not
         // track.
@@ -829,10 +845,12 @@ impl<T: Tombstones> Engine<T> {
             }
             self.id_key = Some(key);
         }
-        for idx in 0..self.slots.len() as u32 {
-            if self.slots[idx as usize].machine.is_some() {
-                self.dispatch(idx, &Event::Resume, at, Some("resume"), out);
-            }
+        // In workspace-id order: the slab's order is not the same after a restore.
+        let mut live: Vec<u32> =
+            (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].machine.is_some()).collect();
+        live.sort_by(|&a, &b| self.slots[a as usize].name.cmp(&self.slots[b as usize].name));
+        for idx in live {
+            self.dispatch(idx, &Event::Resume, at, Some("resume"), out);
         }
     }
 
@@ -905,11 +923,10 @@ impl<T: Tombstones> Engine<T> {
     /// Rebuilds an engine from a checkpoint: the fleet record and every workspace record.
     pub fn restore(
         policy: Policy,
-        tombstones: T,
         fleet: FleetRecord,
         workspaces: impl IntoIterator<Item = (WorkspaceId, WorkspaceRecord)>,
     ) -> Result<Self, RestoreError> {
-        let mut engine = Engine::with_tombstones(policy, tombstones);
+        let mut engine = Engine::new(policy);
         let workspaces = workspaces.into_iter();
         let expected = workspaces.size_hint().0;
         engine.slots.reserve(expected);
@@ -961,7 +978,7 @@ impl<T: Tombstones> Engine<T> {
             engine.rearm(idx);
         }
         engine.refresh_monitored();
-        let handle_of = |e: &Engine<T>, ws: WorkspaceId| {
+        let handle_of = |e: &Engine, ws: WorkspaceId| {
             e.lookup(ws.as_str()).map(|i| e.handle(i)).ok_or(RestoreError::UnknownInFleet(ws))
         };
         engine.fleet.queue = fleet.queue.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;

@@ -835,14 +835,11 @@ impl Workspace {
     }
 }
 
-/// FNV-1a (64-bit) of an incarnation, never 0. Stable across builds, so it may be persisted; two
-/// different incarnations colliding (about 2⁻⁶⁴) would only make a fresh heartbeat look stale, and
-/// the restart would time out and be retried.
+/// FNV-1a of an incarnation, never 0. Stable across builds, so it may be persisted; two different
+/// incarnations colliding (about 2⁻⁶⁴) would only make a fresh heartbeat look stale, and the
+/// restart would time out and be retried.
 pub fn incarnation_hash(incarnation: &str) -> u64 {
-    let h = incarnation
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
-    h.max(1)
+    crate::hash::fnv1a64(incarnation.as_bytes()).max(1)
 }
 
 /// What vigil's own automatic restart may do now.

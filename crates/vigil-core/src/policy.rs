@@ -217,16 +217,10 @@ impl Policy {
     }
 }
 
-/// FNV-1a (64-bit) over the workspace id and the attempt number: a stable, platform-independent
-/// spread for backoff jitter. Written out because its exact output is part of the replay contract.
+/// FNV-1a over the workspace id and the attempt number: a stable, platform-independent spread for
+/// backoff jitter (its exact output is part of the replay contract).
 fn jitter_hash(workspace: &str, attempt: u32) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    workspace
-        .as_bytes()
-        .iter()
-        .chain(attempt.to_le_bytes().iter())
-        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+    crate::hash::fnv1a64(workspace.as_bytes().iter().chain(attempt.to_le_bytes().iter()))
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! fleet. The store writes them at checkpoints; `Engine::restore` rebuilds an engine from them that
 //! behaves exactly as the original would have from that point on.
 //!
-//! Records are plain serde data. The machine's state enum is part of the format (statig derives
-//! its variant names from the state handlers' names), so renaming a state is a format change:
-//! bump [`FORMAT`].
+//! Records are plain serde data, and the store writes workspace records positionally (a MessagePack
+//! array per record, for size and speed): their field order, and the machine's state enum (statig
+//! derives its variant names from the state handlers' names), are part of the store's format. A
+//! new field, a reordering or a renamed state is a store format change: bump `store::FORMAT` in
+//! the `vigil` crate, which is what a data directory records and checks. The fleet record is
+//! written with named fields, so a field added with `#[serde(default)]` is not.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +16,6 @@ use crate::fleet::Breaker;
 use crate::ids::IdKey;
 use crate::machine::{State, Workspace};
 use crate::time::At;
-
-/// Version of the snapshot records.
-pub const FORMAT: u32 = 1;
 
 /// One workspace's machine: its shared storage and its state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
