@@ -1,0 +1,150 @@
+//! Time: deadlines fire in deadline order (ties in workspace-id order) before any input stamped
+//! later; the breaker closes on its own deadline; `resume` re-arms every deadline with full grace.
+
+use super::*;
+
+impl Engine {
+    /// The earliest instant at which a timer is due (possibly a stale entry, which is harmless:
+    /// the shell ticks, nothing fires, and the next deadline is reported).
+    pub fn next_deadline(&self) -> Option<At> {
+        match (self.timers.peek(), self.fleet.breaker.close_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest deadline that is really due: stale timer entries at the top of the heap (their
+    /// workspace's deadline moved later) are re-armed at their real deadline first. Changes no
+    /// decision — a stale entry never fires — it only spares the shell ticks that do nothing.
+    pub fn settle_next_deadline(&mut self) -> Option<At> {
+        while let Some(top) = self.timers.peek() {
+            let mut popped = std::mem::take(&mut self.due);
+            self.timers.pop_at(top, &mut popped);
+            let mut real = false;
+            for idx in popped.drain(..) {
+                let slot = &self.slots[idx as usize];
+                if slot.machine.is_none() || slot.armed != Stamp::at(top) {
+                    continue; // stale: its slot has a live entry elsewhere, or none
+                }
+                if self.deadline_of(idx).is_some_and(|d| d <= top) {
+                    // Really due: put it back as it was.
+                    self.timers.push(top, idx);
+                    real = true;
+                } else {
+                    self.slots[idx as usize].armed = Stamp::NEVER;
+                    self.rearm(idx);
+                }
+            }
+            self.due = popped;
+            if real {
+                break;
+            }
+        }
+        self.next_deadline()
+    }
+
+    /// Fires every deadline up to and including `until`, earliest first; the fleet breaker's
+    /// closing goes before workspace timers due at the same instant.
+    pub(super) fn fire_due(&mut self, until: At, out: &mut Vec<Output>) {
+        loop {
+            let breaker = self.fleet.breaker.close_at().filter(|t| *t <= until);
+            let workspace = self.timers.peek().filter(|t| *t <= until);
+            match (breaker, workspace) {
+                (Some(b), w) if w.is_none_or(|w| b <= w) => {
+                    // Like a workspace timer: at its time, or the clock's if that is later.
+                    self.clock = self.clock.max(b);
+                    self.close_breaker(self.clock, out);
+                }
+                (_, Some(w)) => {
+                    self.clock = self.clock.max(w);
+                    self.fire_instant(w, out);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Fires the workspace timers due at exactly `deadline`, in workspace-id order. They fire at
+    /// the deadline, or at the engine's clock if that is later (a deadline an input moved into the
+    /// past): time never runs backwards in the outputs.
+    pub(super) fn fire_instant(&mut self, deadline: At, out: &mut Vec<Output>) {
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.pop_at(deadline, &mut due);
+        let at = deadline.max(self.clock);
+        due.retain(|&idx| {
+            let slot = &self.slots[idx as usize];
+            slot.machine.is_some() && slot.armed == Stamp::at(deadline)
+        });
+        if due.len() > 1 {
+            due.sort_by(|&a, &b| self.slots[a as usize].name.cmp(&self.slots[b as usize].name));
+            due.dedup();
+        }
+        for &idx in &due {
+            self.slots[idx as usize].armed = Stamp::NEVER;
+        }
+        for idx in due.drain(..) {
+            // Several of one machine's deadlines may fall on the same instant; each dispatch must
+            // settle one of them, and a handler that does not is a bug, never a hang. (Timers
+            // never remove a workspace, so the slot stays occupied throughout.)
+            for round in 0.. {
+                if self.deadline_of(idx).is_none_or(|d| d > at) {
+                    break;
+                }
+                if round == MAX_FIRES_PER_INSTANT {
+                    debug_assert!(false, "timer for {} does not advance", self.slots[idx as usize].name);
+                    break;
+                }
+                self.dispatch(idx, &Event::Timer, at, None, out);
+            }
+            if self.deadline_of(idx).is_none_or(|d| d > at) {
+                self.rearm(idx);
+            }
+        }
+        self.due = due;
+    }
+
+    pub(super) fn deadline_of(&self, idx: u32) -> Option<At> {
+        let machine = self.slots[idx as usize].machine.as_ref()?;
+        machine.state().next_deadline(machine.inner(), &self.policy)
+    }
+
+    pub(super) fn close_breaker(&mut self, at: At, out: &mut Vec<Output>) {
+        if !self.fleet.breaker.try_close(at, self.fleet.monitored, &self.policy) {
+            return;
+        }
+        let held = std::mem::take(&mut self.fleet.held);
+        let detail = format!("{} held workspaces re-armed with full grace and re-probed", held.len());
+        let body =
+            OutputBody::Alert { kind: AlertKind::BreakerClosed, reason: Reason::BreakerCalm, detail: Some(detail) };
+        self.push_output(out, None, at, body);
+        for h in held {
+            if self.valid(h) {
+                self.dispatch(h.idx, &Event::BreakerClosed, at, None, out);
+            }
+        }
+    }
+
+    /// vigil (re)started: every workspace's deadlines are re-armed with full grace from `at`.
+    pub(super) fn resume(&mut self, resume: &Resume, at: At, out: &mut Vec<Output>) {
+        if let Some(key) = resume.id_key {
+            if self.id_key.is_none() {
+                // The first key: what is in flight was issued with a plain id and keeps it.
+                for slot in &self.slots {
+                    if let Some(m) = slot.machine.as_ref()
+                        && matches!(m.state(), State::Restarting { .. })
+                    {
+                        self.plain_restarts.insert(slot.name.clone(), m.inner().restarts);
+                    }
+                }
+            }
+            self.id_key = Some(key);
+        }
+        // In workspace-id order: the slab's order is not the same after a restore.
+        let mut live: Vec<u32> =
+            (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].machine.is_some()).collect();
+        live.sort_by(|&a, &b| self.slots[a as usize].name.cmp(&self.slots[b as usize].name));
+        for idx in live {
+            self.dispatch(idx, &Event::Resume, at, Some("resume"), out);
+        }
+    }
+}
