@@ -1,6 +1,9 @@
 //! The `vigil` command: a thin shell over the library. Parses arguments, wires the pieces, and
 //! turns errors into messages and exit codes.
 
+mod client_cmds;
+mod nats_args;
+mod policy_file;
 mod replay_cmd;
 mod serve_cmd;
 mod store_cmds;
@@ -29,9 +32,9 @@ enum Command {
     #[command(args_override_self = true)] // a flag given twice: the last one counts
     Serve(serve_cmd::ServeArgs),
     /// Publish one event, e.g. `vigil emit heartbeat ws-a --interval_s 30`.
-    Emit(serve_cmd::EmitArgs),
+    Emit(client_cmds::EmitArgs),
     /// Print vigil's outputs as they are published.
-    Watch(serve_cmd::WatchArgs),
+    Watch(client_cmds::WatchArgs),
     /// Replay JSONL event logs through the engine (no NATS, no disk) and print what vigil decides.
     ///
     /// Each FILE holds one input event per line (the format of `vigil export` and of replays/*/
@@ -59,8 +62,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::serve(args),
-        Command::Emit(args) => serve_cmd::emit(args),
-        Command::Watch(args) => serve_cmd::watch(args),
+        Command::Emit(args) => client_cmds::emit(args),
+        Command::Watch(args) => client_cmds::watch(args),
         Command::Replay(args) => replay_cmd::run(args),
         Command::Export(args) => store_cmds::export(args),
         Command::Inspect(args) => store_cmds::inspect(args),

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use vigil::core::Policy;
 use vigil::replay;
+
+use crate::policy_file::load_policy;
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
@@ -22,17 +23,6 @@ pub struct ReplayArgs {
     /// Stop at the first malformed line instead of skipping it.
     #[arg(long)]
     strict: bool,
-}
-
-/// Loads a policy file, or the defaults.
-pub fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
-    match path {
-        None => Ok(Policy::default()),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading policy {}", p.display()))?;
-            Policy::from_toml(&text).with_context(|| format!("policy {}", p.display()))
-        }
-    }
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {

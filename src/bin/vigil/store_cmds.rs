@@ -10,7 +10,7 @@ use vigil::core::time::At;
 use vigil::core::wire::{self, Stamping};
 use vigil::store::{Committed, LogReader, OpenMode, Store, StoreConfig};
 
-use crate::replay_cmd::load_policy;
+use crate::policy_file::load_policy;
 
 #[derive(clap::Args)]
 pub struct ExportArgs {

@@ -1,0 +1,194 @@
+//! Inputs on their way in: a batch from the consumer (redeliveries recognised by their stream
+//! sequence, gaps read from the stream in order), each message checked by intake and admission or
+//! dead-lettered, the group submitted; and, at start, the data directory's position adopted in the
+//! input stream and the consumer brought level with it.
+
+use super::*;
+
+impl Serve {
+    pub(super) async fn handle_batch(
+        &mut self,
+        batch: Vec<Result<jetstream::Message, String>>,
+    ) -> Result<(), BusError> {
+        let started = Instant::now();
+        let now = self.stamp();
+        let mut inputs = Vec::with_capacity(batch.len());
+        let mut last_message = None;
+        let mut last_seq = self.store.stream_seq();
+        for item in batch {
+            let message = match item {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pulling input messages");
+                    continue;
+                }
+            };
+            let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
+                let subject = HeaderText::escape(&message.subject);
+                tracing::warn!(%subject, "a message without JetStream metadata; ignored");
+                continue;
+            };
+            if seq <= last_seq {
+                // Redelivered after a lost acknowledgement or a crash: already applied. (Acked by
+                // the batch's acknowledgement only if nothing newer is in the batch.)
+                metrics::counter!("vigil_redelivered_total").increment(1);
+                if last_message.is_none() {
+                    last_message = Some(message);
+                }
+                continue;
+            }
+            if seq > last_seq + 1 {
+                // Messages the consumer delivered elsewhere (to an instance that crashed before
+                // committing them, or to a pull request lost with the connection) come back only
+                // after the ack wait, out of order, and would be acknowledged by this batch's ack.
+                // The stream sequence is the truth: read them from the stream, in order.
+                self.fill_gap(last_seq + 1..seq, now, &mut inputs).await?;
+            }
+            self.accept(&message.subject, &message.payload, seq, now, &mut inputs);
+            last_seq = seq;
+            last_message = Some(message);
+        }
+        if last_seq > self.store.stream_seq() {
+            self.submit(inputs, Some(last_seq)).await?;
+        }
+        // Acknowledged once the last group submitted is durable: this batch's, or for a batch of
+        // redeliveries only, the one that applied them.
+        self.acks.push_back((self.last_ticket, last_message, started));
+        self.collect().await
+    }
+
+    /// Decodes one input into `inputs`, or dead-letters it.
+    pub(super) fn accept(&mut self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
+        let engine = self.store.engine();
+        let checked =
+            self.intake.decode(subject, payload, now).and_then(|input| self.admission.admit(engine, input, inputs));
+        match checked {
+            Ok(input) => {
+                metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
+                inputs.push(input);
+            }
+            Err(rejection) => {
+                self.dlq.send(DeadLetter::new(subject, payload, seq, rejection, self.cfg.max_payload));
+            }
+        }
+    }
+
+    /// Makes sure the stored stream position counts in this input stream. A data directory that
+    /// has never seen it (new directory, or the stream was deleted and recreated) starts after the
+    /// position the consumer has acknowledged: never re-applying what an earlier instance handled,
+    /// never skipping what nobody did.
+    pub(super) async fn adopt_input_stream(
+        &mut self,
+        consumer: &mut jetstream::consumer::PullConsumer,
+    ) -> Result<(), BusError> {
+        if self.store.stream_id() == Some(self.stream_id.as_str()) {
+            return Ok(());
+        }
+        let acked = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?.ack_floor.stream_sequence;
+        let remembered = self.store.stream_id();
+        if remembered.is_none() && self.store.engine().seq() == 0 {
+            // A new data directory: nothing to warn about.
+            tracing::info!(stream = %self.stream_id, position = acked, "counting in the input stream");
+        } else {
+            tracing::warn!(
+                stream = %self.stream_id,
+                ?remembered,
+                position = acked,
+                "the input stream is not the one this data directory counted in; starting after the consumer's \
+                 acknowledged position"
+            );
+        }
+        tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked))?;
+        Ok(())
+    }
+
+    /// Brings the input consumer level with the data directory: its next delivery is the input
+    /// after the last one committed here, nothing counts as delivered and unacknowledged, and its
+    /// ack floor is what this directory committed. So the inputs a crashed instance received but
+    /// did not commit come again at once (not after the ack wait), and a new data directory —
+    /// which starts after the ack floor — never applies again what this one applied.
+    /// (`$JS.API.CONSUMER.RESET`, nats-server 2.14; on an older server the undelivered inputs are
+    /// read from the stream instead, and the ack floor catches up with the next acknowledgement.)
+    pub(super) async fn level_consumer(
+        &mut self,
+        consumer: &mut jetstream::consumer::PullConsumer,
+    ) -> Result<(), BusError> {
+        let next = self.store.stream_seq() + 1;
+        match consumer.reset(Some(next)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reset the input consumer; reading undelivered inputs from the stream");
+                let info = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?;
+                let delivered = info.delivered.stream_sequence;
+                self.catch_up(delivered).await
+            }
+        }
+    }
+
+    /// Applies, in order and in groups, the inputs between the last committed one and `through`.
+    pub(super) async fn catch_up(&mut self, through: u64) -> Result<(), BusError> {
+        while self.store.stream_seq() < through {
+            let from = self.store.stream_seq() + 1;
+            let to = through.min(from + self.cfg.batch_max as u64 - 1);
+            let mut inputs = Vec::new();
+            let now = self.stamp();
+            self.fill_gap(from..to + 1, now, &mut inputs).await?;
+            self.submit(inputs, Some(to)).await?;
+        }
+        self.wait_durable().await
+    }
+
+    /// Reads the input messages with stream sequences in `missing` directly from the stream.
+    pub(super) async fn fill_gap(
+        &mut self,
+        missing: std::ops::Range<u64>,
+        now: At,
+        inputs: &mut Vec<Input>,
+    ) -> Result<(), BusError> {
+        // What expired before vigil read it (after an outage longer than the stream's max age) is
+        // skipped in one step, not asked for one sequence at a time.
+        let first = match self.input_stream.info().await {
+            Ok(info) => info.state.first_sequence,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the input stream's first sequence");
+                missing.start
+            }
+        };
+        let start = missing.start.max(first.min(missing.end));
+        let expired = start - missing.start;
+        let missing = start..missing.end;
+        if expired > 0 {
+            metrics::counter!("vigil_input_gaps_total").increment(expired);
+            tracing::warn!(expired, first_in_stream = first, "inputs expired before vigil read them");
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(from = missing.start, to = missing.end - 1, "reading undelivered inputs from the stream");
+        for seq in missing {
+            let mut attempt = 0;
+            loop {
+                match self.input_stream.get_raw_message(seq).await {
+                    Ok(m) => {
+                        metrics::counter!("vigil_gap_filled_total").increment(1);
+                        self.accept(&m.subject, &m.payload, seq, now, inputs);
+                        break;
+                    }
+                    Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                        // Expired (max age) or deleted before vigil read it: nothing left to apply.
+                        metrics::counter!("vigil_input_gaps_total").increment(1);
+                        tracing::warn!(seq, "an input expired or was deleted before vigil read it");
+                        break;
+                    }
+                    Err(e) if attempt < 20 => {
+                        attempt += 1;
+                        tracing::warn!(seq, error = %e, "reading an input from the stream failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                    Err(e) => return Err(BusError::Nats(format!("reading input {seq} from the stream: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+}
