@@ -24,33 +24,15 @@ pub struct EmitArgs {
     nats: NatsArgs,
 }
 
-/// The fields an event may carry besides `v`, `type`, `workspace` and `at` (SPEC §1).
-const EVENT_FIELDS: &[&str] = &[
-    "id",
-    "interval_s",
-    "incarnation",
-    "active_tasks",
-    "result",
-    "error",
-    "backend",
-    "probe_id",
-    "status",
-    "origin",
-    "reason",
-    "request_id",
-    "restart_id",
-    "phase",
-];
-
 pub fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     let mut event = serde_json::json!({ "v": 1, "type": args.kind, "workspace": args.workspace });
     let mut fields = args.fields.iter();
     while let Some(name) = fields.next() {
         let Some(name) = name.strip_prefix("--") else { bail!("expected --FIELD VALUE pairs, found {name:?}") };
-        if !EVENT_FIELDS.contains(&name) {
+        if !wire::EVENT_FIELDS.contains(&name) {
             bail!(
                 "--{name} is not an event field ({}); connection flags go before the event type",
-                EVENT_FIELDS.join(", ")
+                wire::EVENT_FIELDS.join(", ")
             );
         }
         let Some(value) = fields.next() else { bail!("--{name} needs a value") };

@@ -56,6 +56,26 @@ pub struct RawInput<'a> {
     pub id_key: Option<Cow<'a, str>>,
 }
 
+/// The fields a producer's event may carry besides its envelope (`v`, `type`, `workspace`, `at`),
+/// in wire order: what `vigil emit` accepts as `--name value`. `sent_at` is vigil's own copy of a
+/// producer's `at`, and `id_key` belongs to `resume` records only.
+pub const EVENT_FIELDS: &[&str] = &[
+    "id",
+    "interval_s",
+    "incarnation",
+    "active_tasks",
+    "result",
+    "error",
+    "backend",
+    "probe_id",
+    "status",
+    "origin",
+    "reason",
+    "request_id",
+    "restart_id",
+    "phase",
+];
+
 /// Longest accepted idempotency key or name (`id`, `request_id`, `probe_id`, `backend`), in bytes.
 /// Keys are remembered for the dedup window, so their size is memory a producer controls.
 pub const ID_MAX_LEN: usize = 128;
