@@ -188,7 +188,7 @@ fn ws(s: &str) -> WorkspaceId {
 fn every_schema_compiles_and_there_is_one_per_event_type() {
     let schemas = Schemas::load();
     let types = |side| schemas.side(side).keys().cloned().collect::<BTreeSet<_>>();
-    assert_eq!(types(Side::In), set(INPUT_TYPES));
+    assert_eq!(types(Side::In), set(&names(InputType::ALL, InputType::as_str)));
     assert_eq!(types(Side::Out), set(OUTPUT_TYPES));
 }
 
@@ -269,7 +269,7 @@ fn enums_list_exactly_the_wire_names_of_the_code() {
         (Side::Out, "state_changed", "to", states),
         (Side::Out, "restart", "origin", origins),
         (Side::Out, "alert", "kind", names(AlertKind::ALL, AlertKind::as_str)),
-        (Side::Out, "suppressed", "input", INPUT_TYPES.to_vec()),
+        (Side::Out, "suppressed", "input", names(InputType::ALL, InputType::as_str)),
     ];
     // Every output carries a reason, and any reason may appear on any of them.
     cases.extend(OUTPUT_TYPES.iter().map(|t| (Side::Out, *t, "reason", names(Reason::ALL, Reason::as_str))));
@@ -464,7 +464,7 @@ fn output_examples() -> Vec<(Output, Output)> {
             OutputBody::Suppressed { reason: Reason::RestartPending, input: None, detail: None, retry_after_s: None },
             OutputBody::Suppressed {
                 reason: Reason::RestartBackoff,
-                input: Some("restart_requested"),
+                input: Some(InputType::RestartRequested),
                 detail: s("attempt 3 waits"),
                 retry_after_s: Some(20),
             },
@@ -510,7 +510,10 @@ fn assert_fits_exactly(schemas: &Schemas, side: Side, minimal: &Value, full: &Va
 fn inputs_encoded_by_vigil_fit_their_schemas_exactly() {
     let schemas = Schemas::load();
     let examples = input_examples();
-    assert_eq!(set(&examples.iter().map(|(i, _)| i.kind.type_name()).collect::<Vec<_>>()), set(INPUT_TYPES));
+    assert_eq!(
+        set(&examples.iter().map(|(i, _)| i.kind.type_name()).collect::<Vec<_>>()),
+        set(&names(InputType::ALL, InputType::as_str))
+    );
     for (minimal, full) in &examples {
         assert_fits_exactly(&schemas, Side::In, &wire_form_of_input(minimal), &wire_form_of_input(full));
     }

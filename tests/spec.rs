@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vigil::core::event::{INPUT_TYPES, OUTPUT_TYPES, Reason};
+use vigil::core::event::{InputType, OUTPUT_TYPES, Reason};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,7 +36,7 @@ fn every_dlq_reason_and_header_is_in_the_contract() {
 #[test]
 fn every_event_type_is_in_the_contract() {
     let spec = spec();
-    for t in INPUT_TYPES.iter().chain(OUTPUT_TYPES) {
+    for t in InputType::ALL.iter().map(|t| t.as_str()).chain(OUTPUT_TYPES.iter().copied()) {
         assert!(spec.contains(&format!("`{t}`")), "docs/SPEC.md never names `{t}`");
     }
 }

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::core::event::{Input, Output, OutputBody};
+use crate::core::event::{Input, InputType, Output, OutputBody};
 use crate::core::wire::{self, DecodeError, Stamping};
 use crate::core::{Engine, Policy};
 
@@ -93,7 +93,7 @@ pub fn transcript_line(o: &Output) -> String {
             if let Some(n) = retry_after_s {
                 let _ = write!(extra, "{}retry in {n}s", if extra.is_empty() { "" } else { "; " });
             }
-            ("suppress", input.unwrap_or("timer").to_string(), (!extra.is_empty()).then_some(extra))
+            ("suppress", input.map_or("timer", InputType::as_str).to_string(), (!extra.is_empty()).then_some(extra))
         }
         OutputBody::Alert { kind, detail, .. } => ("ALERT", kind.as_str().to_string(), detail.clone()),
     };

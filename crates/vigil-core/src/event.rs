@@ -139,6 +139,22 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// An input's `type` (SPEC §1), in SPEC order.
+    InputType {
+        Heartbeat = "heartbeat",
+        Probe = "probe",
+        UpstreamError = "upstream_error",
+        RestartRequested = "restart_requested",
+        RestartProgress = "restart_progress",
+        Lifecycle = "lifecycle",
+        /// A deadline reached with no input (logs only).
+        Tick = "tick",
+        /// vigil started on an existing directory (logs only).
+        Resume = "resume",
+    }
+}
+
+wire_enum! {
     /// A workspace's liveness state, as it appears on the wire.
     StateName { Alive = "alive", Suspect = "suspect", Restarting = "restarting", Dead = "dead", Parked = "parked" }
 }
@@ -348,18 +364,23 @@ pub struct Lifecycle {
 }
 
 impl InputKind {
+    /// The input's type.
+    pub fn input_type(&self) -> InputType {
+        match self {
+            InputKind::Heartbeat(_) => InputType::Heartbeat,
+            InputKind::Probe(_) => InputType::Probe,
+            InputKind::UpstreamError(_) => InputType::UpstreamError,
+            InputKind::RestartRequested(_) => InputType::RestartRequested,
+            InputKind::RestartProgress(_) => InputType::RestartProgress,
+            InputKind::Lifecycle(_) => InputType::Lifecycle,
+            InputKind::Tick => InputType::Tick,
+            InputKind::Resume(_) => InputType::Resume,
+        }
+    }
+
     /// The `type` name on the wire.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            InputKind::Heartbeat(_) => "heartbeat",
-            InputKind::Probe(_) => "probe",
-            InputKind::UpstreamError(_) => "upstream_error",
-            InputKind::RestartRequested(_) => "restart_requested",
-            InputKind::RestartProgress(_) => "restart_progress",
-            InputKind::Lifecycle(_) => "lifecycle",
-            InputKind::Tick => "tick",
-            InputKind::Resume(_) => "resume",
-        }
+        self.input_type().as_str()
     }
 
     /// The workspace the event is about (`None` for `tick` and `resume`).
@@ -375,10 +396,6 @@ impl InputKind {
         }
     }
 }
-
-/// The input type names, in SPEC order.
-pub const INPUT_TYPES: &[&str] =
-    &["heartbeat", "probe", "upstream_error", "restart_requested", "restart_progress", "lifecycle", "tick", "resume"];
 
 /// An output event: a decision vigil made, when, about which workspace, and why.
 #[derive(Clone, Debug, PartialEq)]
@@ -421,7 +438,7 @@ pub enum OutputBody {
     Suppressed {
         reason: Reason,
         /// The type of the input that was not acted on (`None` when a timer decided).
-        input: Option<&'static str>,
+        input: Option<InputType>,
         detail: Option<String>,
         /// When the held action will be reconsidered, for backoff and debounce.
         retry_after_s: Option<u32>,

@@ -149,7 +149,7 @@ pub struct Ctx<'a> {
     pub fleet: &'a mut Fleet,
     pub out: &'a mut Vec<Emitted>,
     /// The type of the input being handled (`None` for timers and fleet happenings).
-    pub input: Option<&'static str>,
+    pub input: Option<InputType>,
     /// The state as announced so far in this dispatch (updated by [`Ctx::change`]).
     pub current: StateName,
     /// Set when `lifecycle removed` was handled: the engine deletes the workspace.

@@ -40,7 +40,7 @@ impl Dedup {
 impl Engine {
     pub(super) fn apply_to_workspace(&mut self, input: &Input, known: Option<u32>, at: At, out: &mut Vec<Output>) {
         let ws = input.kind.workspace().expect("workspace events name a workspace");
-        let type_name = input.kind.type_name();
+        let type_name = input.kind.input_type();
         // An event that cannot register the unknown workspace it names is turned away below
         // without a dedup entry: nobody can make vigil remember keys for workspaces it does not
         // track.
@@ -89,7 +89,7 @@ impl Engine {
         at: At,
         out: &mut Vec<Output>,
     ) -> Option<u32> {
-        let type_name = kind.type_name();
+        let type_name = kind.input_type();
         let phase = match kind {
             InputKind::Lifecycle(l) => Some(l.phase),
             _ => None,
@@ -240,6 +240,6 @@ pub(super) fn registers(kind: &InputKind) -> bool {
     matches!(kind, InputKind::Lifecycle(l) if matches!(l.phase, LifecyclePhase::Created | LifecyclePhase::Removed))
 }
 
-pub(super) fn suppressed(reason: Reason, input: &'static str, detail: Option<String>) -> OutputBody {
+pub(super) fn suppressed(reason: Reason, input: InputType, detail: Option<String>) -> OutputBody {
     OutputBody::Suppressed { reason, input: Some(input), detail, retry_after_s: None }
 }

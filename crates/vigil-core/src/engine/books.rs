@@ -18,7 +18,7 @@ impl Engine {
         idx: u32,
         event: &Event<'_>,
         now: At,
-        input: Option<&'static str>,
+        input: Option<InputType>,
         out: &mut Vec<Output>,
     ) {
         let handle = self.handle(idx);

@@ -144,7 +144,7 @@ impl Engine {
             (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].machine.is_some()).collect();
         live.sort_by(|&a, &b| self.slots[a as usize].name.cmp(&self.slots[b as usize].name));
         for idx in live {
-            self.dispatch(idx, &Event::Resume, at, Some("resume"), out);
+            self.dispatch(idx, &Event::Resume, at, Some(InputType::Resume), out);
         }
     }
 }

@@ -42,7 +42,7 @@ impl Serialize for Output {
             }
             OutputBody::Suppressed { reason, input, detail, retry_after_s } => {
                 fields.push(("reason", F::Str(reason.as_str())));
-                fields.extend(input.map(|i| ("input", F::Str(i))));
+                fields.extend(input.map(|i| ("input", F::Str(i.as_str()))));
                 fields.extend(detail.as_deref().map(|d| ("detail", F::Str(d))));
                 fields.extend(retry_after_s.map(|n| ("retry_after_s", F::Num(u64::from(n)))));
             }
@@ -137,9 +137,7 @@ impl RawOutput {
                 input: match self.input.as_deref() {
                     None => None,
                     Some(t) => Some(
-                        *INPUT_TYPES
-                            .iter()
-                            .find(|n| **n == t)
+                        InputType::parse(t)
                             .ok_or_else(|| DecodeError::field("input", format!("unknown input type {t:?}")))?,
                     ),
                 },
