@@ -11,9 +11,40 @@
 //! - **burst** — 2026-05-20: a burst of file writes chained restarts mid-boot.
 //! - **flake** — 2026-06-15 (#2929): one flaky probe right after a restart killed a healthy agent.
 //!
+//! # Every state, every event
+//!
+//! Where a workspace can be after each event, by the state it was in (A alive, S suspect,
+//! R restarting, D dead, P parked, × removed). `tests/matrix.rs` drives every state with every
+//! event, over the facts and fleet conditions that change the answer, and checks this table both
+//! ways: each listed state is reached and no other.
+//!
+//! | event                                                  | A     | S     | R   | D   | P |
+//! |--------------------------------------------------------|-------|-------|-----|-----|---|
+//! | heartbeat                                              | A     | A     | A R | A   | P |
+//! | probe running                                          | A     | A     | R   | D   | P |
+//! | probe not_running, not_found, "No such container"      | S R D | S R D | R   | D   | P |
+//! | probe pending, or another error                        | A     | S     | R   | D   | P |
+//! | upstream_error                                         | A     | S     | R   | D   | P |
+//! | restart_requested user                                 | R     | R     | R   | R   | R |
+//! | restart_requested mutation                             | R     | R     | R   | R   | R |
+//! | restart_requested system                               | A R   | S R   | R   | D   | P |
+//! | restart_progress accepted, stopped, started            | A     | S     | R   | D   | P |
+//! | restart_progress failed                                | A     | S     | R D | D   | P |
+//! | lifecycle paused, hibernated                           | P     | P     | P   | P   | P |
+//! | lifecycle resumed                                      | A     | S     | R   | D   | A |
+//! | lifecycle created                                      | A     | S     | R   | D   | P |
+//! | lifecycle removed                                      | ×     | ×     | ×   | ×   | × |
+//! | timer (a deadline is due)                              | A S   | S R D | R D | R D | P |
+//! | resume (vigil restarted)                               | A     | S     | R   | D   | P |
+//! | breaker closed                                         | A     | S     | R   | R D | P |
+//! | slot free                                              | A     | S     | R   | R D | P |
+//!
 //! The machine is pure. Time is `ctx.now` (from event timestamps), outputs are pushed to `ctx.out`,
 //! and fleet-wide admission (breaker, cap) is consulted through `ctx.fleet`. Handlers never emit
-//! from entry actions (there are none): restoring a snapshot must not repeat side effects.
+//! from entry actions (there are none): restoring a snapshot must not repeat side effects. A
+//! handler reaches another state only through `ctx.to(target, reason, ..)`, which announces the
+//! target (`state_changed`) as it returns the transition; the outputs it emits after that call
+//! follow the announcement.
 
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
@@ -71,6 +102,44 @@ pub struct Suspicion {
     pub reprobes_left: u8,
     /// Held by the open breaker: a death declaration waits for fresh evidence after it closes.
     pub held: bool,
+}
+
+impl Suspicion {
+    /// ttl: silent for a whole `ttl`; a probe is asked at once and re-asked.
+    fn silent(ctx: &Ctx<'_>) -> Suspicion {
+        Suspicion {
+            cause: Reason::HeartbeatTimeout,
+            first_not_running: Stamp::NEVER,
+            silent_since: Stamp::at(ctx.now),
+            next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
+            reprobes_left: ctx.policy.reprobe_max,
+            held: false,
+        }
+    }
+
+    /// flake: one definitive not-running that needs a second opinion within the confirm window.
+    fn not_running(cause: Reason, ctx: &Ctx<'_>) -> Suspicion {
+        Suspicion {
+            cause,
+            first_not_running: Stamp::at(ctx.now),
+            silent_since: Stamp::NEVER,
+            next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
+            reprobes_left: ctx.policy.reprobe_max,
+            held: false,
+        }
+    }
+
+    /// cascade: a death declaration the open breaker holds; nothing fires until it closes.
+    fn held(cause: Reason, ctx: &Ctx<'_>) -> Suspicion {
+        Suspicion {
+            cause,
+            first_not_running: Stamp::at(ctx.now),
+            silent_since: Stamp::NEVER,
+            next_reprobe: Stamp::NEVER,
+            reprobes_left: 0,
+            held: true,
+        }
+    }
 }
 
 /// Restarting's own data: the restart in flight.
@@ -160,29 +229,22 @@ pub struct Ctx<'a> {
     initial = "State::alive()",
     state(derive(Clone, Debug, PartialEq, Serialize, Deserialize)),
     superstate(derive(Debug)),
-    after_transition = "Self::after_transition"
+    after_transition = "Self::after_transition",
+    context_identifier = "ctx"
 )]
 impl Workspace {
     /// Rules every state shares, unless the state handles the event itself.
     #[superstate]
-    fn tracked(&mut self, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
-        let ctx = context;
+    fn tracked(&mut self, ctx: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
         match event {
             // Dormant workspaces are inviolable: a health sweep must not clobber them.
             Event::Lifecycle(phase @ (LifecyclePhase::Paused | LifecyclePhase::Hibernated)) => {
                 let reason = if *phase == LifecyclePhase::Paused { Reason::Paused } else { Reason::Hibernated };
-                ctx.change(StateName::Parked, reason, None);
-                Transition(State::parked())
+                ctx.to(State::parked(), reason, None)
             }
             // Removal deletes the state; the engine leaves a tombstone on disk.
             Event::Lifecycle(LifecyclePhase::Removed) => {
-                ctx.emit(OutputBody::StateChanged {
-                    from: Some(ctx.current),
-                    to: None,
-                    reason: Reason::Removed,
-                    retry_after_s: None,
-                });
-                ctx.removed = true;
+                ctx.remove();
                 Handled
             }
             Event::Lifecycle(LifecyclePhase::Created | LifecyclePhase::Resumed) => {
@@ -210,8 +272,7 @@ impl Workspace {
 
     /// Heartbeats arrive; nothing is wrong.
     #[state(superstate = "tracked")]
-    fn alive(&mut self, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
-        let ctx = context;
+    fn alive(&mut self, ctx: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
         self.forgive_failures(ctx);
         match event {
             Event::Heartbeat(hb) => {
@@ -227,16 +288,9 @@ impl Workspace {
             Event::Upstream(up) => self.upstream(ctx, up),
             // ttl: silence only counts after max(180 s, 5 × interval), then a probe decides.
             Event::Timer if self.silence_due(ctx) => {
-                ctx.change(StateName::Suspect, Reason::HeartbeatTimeout, None);
+                let next = ctx.to(State::suspect(Suspicion::silent(ctx)), Reason::HeartbeatTimeout, None);
                 self.ask_probe(ctx, Reason::HeartbeatTimeout);
-                Transition(State::suspect(Suspicion {
-                    cause: Reason::HeartbeatTimeout,
-                    first_not_running: Stamp::NEVER,
-                    silent_since: Stamp::at(ctx.now),
-                    next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
-                    reprobes_left: ctx.policy.reprobe_max,
-                    held: false,
-                }))
+                next
             }
             _ => Super,
         }
@@ -244,21 +298,18 @@ impl Workspace {
 
     /// Some evidence says the workspace may be gone; more is needed before anything destructive.
     #[state(superstate = "tracked")]
-    fn suspect(&mut self, s: &mut Suspicion, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
-        let ctx = context;
+    fn suspect(&mut self, s: &mut Suspicion, ctx: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
         match event {
             // flake: a heartbeat after suspicion refutes it.
             Event::Heartbeat(hb) => {
                 self.note_heartbeat(ctx, hb);
-                ctx.change(StateName::Alive, Reason::Refuted, None);
-                Transition(State::alive())
+                ctx.to(State::alive(), Reason::Refuted, None)
             }
             Event::Probe(probe) => match self.probe_answer(ctx, probe) {
                 // ttl: a running container refutes the silence too; count it again from now.
                 Some(Evidence::Running) => {
                     self.watch_from = ctx.now;
-                    ctx.change(StateName::Alive, Reason::Refuted, None);
-                    Transition(State::alive())
+                    ctx.to(State::alive(), Reason::Refuted, None)
                 }
                 Some(Evidence::NotRunning) => self.not_running_while_suspect(ctx, s),
                 _ => Handled,
@@ -288,18 +339,17 @@ impl Workspace {
 
     /// A restart command is out; the workspace is expected to look dead until it boots.
     #[state(superstate = "tracked")]
-    fn restarting(&mut self, r: &mut InFlight, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
-        let ctx = context;
+    fn restarting(&mut self, r: &mut InFlight, ctx: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
         match event {
             // self-fire: only a heartbeat from the new incarnation ends the restart.
             Event::Heartbeat(hb) if self.is_fresh(ctx, r, hb) => {
                 self.note_heartbeat(ctx, hb);
-                ctx.change(StateName::Alive, Reason::RestartCompleted, None);
                 if r.followup {
                     // burst: the one follow-up owed to mutations coalesced during the restart.
+                    ctx.pass(StateName::Alive, Reason::RestartCompleted, None);
                     return self.issue_restart(ctx, Origin::Mutation, Reason::MutationFollowup, None);
                 }
-                Transition(State::alive())
+                ctx.to(State::alive(), Reason::RestartCompleted, None)
             }
             Event::Heartbeat(_) => {
                 ctx.suppress(Reason::StaleHeartbeat, Some("heartbeat from the incarnation being restarted".into()));
@@ -361,13 +411,11 @@ impl Workspace {
 
     /// Declared dead on definitive evidence; an automatic restart is owed.
     #[state(superstate = "tracked")]
-    fn dead(&mut self, w: &mut Waiting, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
-        let ctx = context;
+    fn dead(&mut self, w: &mut Waiting, ctx: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
         match event {
             Event::Heartbeat(hb) => {
                 self.note_heartbeat(ctx, hb);
-                ctx.change(StateName::Alive, Reason::Recovered, None);
-                Transition(State::alive())
+                ctx.to(State::alive(), Reason::Recovered, None)
             }
             Event::Probe(_) | Event::Upstream(_) => {
                 if matches!(event, Event::Probe(_)) {
@@ -387,8 +435,7 @@ impl Workspace {
 
     /// Paused or hibernated: dormant workspaces are left alone.
     #[state(superstate = "tracked")]
-    fn parked(&mut self, context: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
-        let ctx = context;
+    fn parked(&mut self, ctx: &mut Ctx<'_>, event: &Event<'_>) -> Outcome<State> {
         match event {
             Event::Heartbeat(_) | Event::Upstream(_) => {
                 ctx.suppress(Reason::Parked, None);
@@ -409,8 +456,7 @@ impl Workspace {
             }
             Event::Lifecycle(LifecyclePhase::Resumed) => {
                 self.watch_from = ctx.now;
-                ctx.change(StateName::Alive, Reason::Resumed, None);
-                Transition(State::alive())
+                ctx.to(State::alive(), Reason::Resumed, None)
             }
             _ => Super,
         }
@@ -449,11 +495,8 @@ impl Workspace {
         if from == StateName::Restarting && to != StateName::Restarting {
             self.left_restarting = Stamp::at(context.now);
         }
-        // Every transition is announced by its handler; this is the safety net if one is not.
-        if context.current != to {
-            debug_assert!(false, "unannounced transition {from} -> {to}");
-            context.change(to, Reason::FirstSeen, None);
-        }
+        // `Ctx::to` is the only way to a transition, and it announces the target.
+        debug_assert_eq!(context.current, to, "transition {from} -> {to} announced as {}", context.current);
     }
 
     /// The failure count resets after `failure_reset` Alive (SPEC §3.4 backoff).
@@ -520,15 +563,7 @@ impl Workspace {
             // dead-vm: no heartbeat and not running: dead at once, recovered on the first failure.
             return self.declare_dead(ctx, Reason::NotRunningNoHeartbeat, None);
         };
-        ctx.change(StateName::Suspect, cause, None);
-        Transition(State::suspect(Suspicion {
-            cause,
-            first_not_running: Stamp::at(ctx.now),
-            silent_since: Stamp::NEVER,
-            next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
-            reprobes_left: ctx.policy.reprobe_max,
-            held: false,
-        }))
+        ctx.to(State::suspect(Suspicion::not_running(cause, ctx)), cause, None)
     }
 
     /// Suspect, and a probe says definitively not running.
@@ -624,36 +659,39 @@ impl Workspace {
                 if !suspicion.as_ref().is_some_and(|s| s.held) {
                     ctx.fleet.held.push(ctx.handle);
                 }
-                let mut s = suspicion.cloned().unwrap_or(Suspicion {
-                    cause,
-                    first_not_running: Stamp::at(ctx.now),
-                    silent_since: Stamp::NEVER,
-                    next_reprobe: Stamp::NEVER,
-                    reprobes_left: 0,
-                    held: true,
-                });
+                let mut s = suspicion.cloned().unwrap_or_else(|| Suspicion::held(cause, ctx));
                 s.held = true;
-                if ctx.current != StateName::Suspect {
-                    ctx.change(StateName::Suspect, cause, None);
-                }
+                let next = ctx.to(State::suspect(s), cause, None);
                 ctx.suppress(Reason::BreakerOpen, Some(format!("would be dead: {cause}")));
-                Transition(State::suspect(s))
+                next
             }
         }
     }
 
     /// Enters Dead for `cause` and tries the automatic restart at once.
     fn enter_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, backoff_until: Stamp) -> Outcome<State> {
-        let mut w = Waiting { cause, on: Wait::Time, until: backoff_until };
+        let w = Waiting { cause, on: Wait::Time, until: backoff_until };
         let verdict = self.restart_verdict(ctx, &w);
-        ctx.change(StateName::Dead, cause, Some(verdict.retry_after_s(ctx)));
-        self.act_on_verdict(ctx, &mut w, verdict)
+        let retry_after_s = Some(verdict.retry_after_s(ctx));
+        let Some((on, until)) = verdict.wait() else {
+            // Dead only for as long as it takes to issue the restart.
+            ctx.pass(StateName::Dead, cause, retry_after_s);
+            return self.issue_restart(ctx, Origin::System, cause, None);
+        };
+        let next = ctx.to(State::dead(Waiting { cause, on, until }), cause, retry_after_s);
+        self.hold_restart(ctx, &w, verdict);
+        next
     }
 
     /// A dead workspace's wait is over (time, breaker or slot): try the restart again.
     fn retry_restart(&mut self, ctx: &mut Ctx<'_>, w: &mut Waiting) -> Outcome<State> {
         let verdict = self.restart_verdict(ctx, w);
-        self.act_on_verdict(ctx, w, verdict)
+        let Some((on, until)) = verdict.wait() else {
+            return self.issue_restart(ctx, Origin::System, w.cause, None);
+        };
+        self.hold_restart(ctx, w, verdict);
+        (w.on, w.until) = (on, until);
+        Handled
     }
 
     /// SPEC §3.4 for vigil's own automatic restart, in order: give-up, debounce and backoff,
@@ -678,9 +716,11 @@ impl Workspace {
         Verdict::Go
     }
 
-    fn act_on_verdict(&mut self, ctx: &mut Ctx<'_>, w: &mut Waiting, verdict: Verdict) -> Outcome<State> {
-        let (on, until) = match verdict {
-            Verdict::Go => return self.issue_restart(ctx, Origin::System, w.cause, None),
+    /// Says why vigil's own restart waits (a `suppressed` or an alert), and puts the workspace in
+    /// the breaker's or the queue's list the first time it waits for one. `w` is the wait so far.
+    fn hold_restart(&self, ctx: &mut Ctx<'_>, w: &Waiting, verdict: Verdict) {
+        match verdict {
+            Verdict::Go => debug_assert!(false, "a restart that may go is issued, not held"),
             Verdict::GiveUp => {
                 if w.on != Wait::GaveUp {
                     let detail = format!(
@@ -689,19 +729,16 @@ impl Workspace {
                     );
                     ctx.alert(AlertKind::RestartGaveUp, Reason::CrashLoop, Some(detail));
                 }
-                (Wait::GaveUp, Stamp::NEVER)
             }
             Verdict::Wait(reason, until) => {
                 let after = ctx.now.secs_until_ceil(until);
                 ctx.emit(OutputBody::Suppressed { reason, input: ctx.input, detail: None, retry_after_s: Some(after) });
-                (Wait::Time, Stamp::at(until))
             }
             Verdict::Breaker => {
                 if w.on != Wait::Breaker {
                     ctx.fleet.held.push(ctx.handle);
                 }
                 ctx.suppress(Reason::BreakerOpen, Some("automatic restart held".into()));
-                (Wait::Breaker, Stamp::NEVER)
             }
             Verdict::Queue => {
                 if w.on != Wait::Queue {
@@ -709,12 +746,8 @@ impl Workspace {
                 }
                 let detail = format!("{} automatic restarts in flight", ctx.fleet.in_flight);
                 ctx.suppress(Reason::RestartQueueFull, Some(detail));
-                (Wait::Queue, Stamp::NEVER)
             }
-        };
-        w.on = on;
-        w.until = until;
-        Transition(State::dead(w.clone()))
+        }
     }
 
     /// A `restart_requested` outside Restarting and Parked.
@@ -782,9 +815,16 @@ impl Workspace {
         self.restarts += 1;
         self.last_restart = Stamp::at(ctx.now);
         self.probe_asked = Stamp::NEVER;
-        if ctx.current != StateName::Restarting {
-            ctx.change(StateName::Restarting, Reason::RestartIssued, Some(ctx.policy.restart_retry_after_s));
-        }
+        let in_flight = InFlight {
+            origin,
+            deadline: ctx.now.plus(ctx.policy.restart_timeout),
+            progress_seen: false,
+            started: false,
+            followup: false,
+        };
+        // A restart superseding the one in flight stays in Restarting: nothing new to announce.
+        let retry_after_s = Some(ctx.policy.restart_retry_after_s);
+        let next = ctx.to(State::restarting(in_flight), Reason::RestartIssued, retry_after_s);
         ctx.emit(OutputBody::Restart {
             restart_id: ctx.restart_id(self.restarts),
             origin,
@@ -792,13 +832,7 @@ impl Workspace {
             attempt: u32::from(self.failures) + 1,
             detail,
         });
-        Transition(State::restarting(InFlight {
-            origin,
-            deadline: ctx.now.plus(ctx.policy.restart_timeout),
-            progress_seen: false,
-            started: false,
-            followup: false,
-        }))
+        next
     }
 
     /// The restart did not end in a fresh heartbeat: count it and go Dead with backoff.
@@ -806,7 +840,7 @@ impl Workspace {
         self.failures = self.failures.saturating_add(1);
         if r.followup {
             // burst: the owed mutation restart is never held, not even by a crash loop.
-            ctx.change(StateName::Dead, cause, Some(ctx.policy.restart_retry_after_s));
+            ctx.pass(StateName::Dead, cause, Some(ctx.policy.restart_retry_after_s));
             return self.issue_restart(ctx, Origin::Mutation, Reason::MutationFollowup, None);
         }
         // cascade: restarts failing across the fleet at once indict the control plane, so they
@@ -853,6 +887,17 @@ enum Verdict {
 }
 
 impl Verdict {
+    /// What a dead workspace waits for under this verdict; `None` when the restart goes now.
+    fn wait(self) -> Option<(Wait, Stamp)> {
+        match self {
+            Verdict::Go => None,
+            Verdict::Wait(_, until) => Some((Wait::Time, Stamp::at(until))),
+            Verdict::Breaker => Some((Wait::Breaker, Stamp::NEVER)),
+            Verdict::Queue => Some((Wait::Queue, Stamp::NEVER)),
+            Verdict::GiveUp => Some((Wait::GaveUp, Stamp::NEVER)),
+        }
+    }
+
     fn retry_after_s(self, ctx: &Ctx<'_>) -> u32 {
         match self {
             Verdict::Go => ctx.policy.restart_retry_after_s,
@@ -869,13 +914,35 @@ impl Ctx<'_> {
         ids::restart_id(key, self.ws, n)
     }
 
-    /// Announces a state change (the `state_changed` output).
-    pub fn change(&mut self, to: StateName, reason: Reason, retry_after_s: Option<u32>) {
-        self.out.push(Emitted {
-            fleet: false,
-            body: OutputBody::StateChanged { from: Some(self.current), to: Some(to), reason, retry_after_s },
-        });
-        self.current = to;
+    /// The only way to a transition: announces `target` with `reason` (a `state_changed`, unless
+    /// the workspace is already there — a restart superseding the one in flight, a held suspect
+    /// held again) and returns the transition. Outputs emitted after it follow the announcement.
+    fn to(&mut self, target: State, reason: Reason, retry_after_s: Option<u32>) -> Outcome<State> {
+        if self.current != target.name() {
+            self.announce(Some(target.name()), reason, retry_after_s);
+        }
+        Transition(target)
+    }
+
+    /// Announces a state the workspace passes through without resting in it: Dead or Alive for
+    /// the moment before a restart is issued. A transition (`to`) must follow.
+    fn pass(&mut self, through: StateName, reason: Reason, retry_after_s: Option<u32>) {
+        debug_assert_ne!(self.current, through, "passing through the state it is in");
+        self.announce(Some(through), reason, retry_after_s);
+    }
+
+    /// `lifecycle removed`: announces the end (`to` null); the engine deletes the workspace.
+    fn remove(&mut self) {
+        self.announce(None, Reason::Removed, None);
+        self.removed = true;
+    }
+
+    fn announce(&mut self, to: Option<StateName>, reason: Reason, retry_after_s: Option<u32>) {
+        let from = Some(self.current);
+        self.out.push(Emitted { fleet: false, body: OutputBody::StateChanged { from, to, reason, retry_after_s } });
+        if let Some(to) = to {
+            self.current = to;
+        }
     }
 
     /// Emits an output about this workspace.

@@ -46,6 +46,13 @@ impl Engine {
                 removed: false,
             };
             machine.handle_with_context(event, &mut ctx);
+            debug_assert!(
+                ctx.removed || ctx.current == machine.state().name(),
+                "{} announced as {} but is {}",
+                slot.name,
+                ctx.current,
+                machine.state().name()
+            );
             ctx.removed
         };
         let after = machine.state();
