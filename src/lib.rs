@@ -14,12 +14,14 @@
 //! - [`bus`]: the service over NATS JetStream.
 //! - [`client`] (the `vigil-client` crate): what producers link to publish events to vigil.
 //! - [`config`], [`telemetry`]: how `vigil serve` is configured, logs and metrics.
+//! - [`report`]: an error told with its causes, for logs.
 
 #![forbid(unsafe_code)]
 
 pub mod bus;
 pub mod config;
 pub mod replay;
+pub mod report;
 pub mod store;
 pub mod telemetry;
 

@@ -25,10 +25,8 @@ pub async fn connect(cfg: &ServeConfig, name: &str) -> Result<async_nats::Client
             }
         });
     if let Some(path) = &cfg.creds_file {
-        opts = opts
-            .credentials_file(path)
-            .await
-            .map_err(|e| BusError::Config(format!("credentials file {}: {e}", path.display())))?;
+        opts =
+            opts.credentials_file(path).await.map_err(|source| BusError::Credentials { path: path.clone(), source })?;
     }
     if let Some(token) = &cfg.token {
         opts = opts.token(token.clone());
@@ -49,9 +47,7 @@ pub async fn connect(cfg: &ServeConfig, name: &str) -> Result<async_nats::Client
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
     let urls = cfg.nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect::<Vec<_>>().join(",");
-    opts.connect(urls.as_str())
-        .await
-        .map_err(|e| BusError::Connect { url: cfg.nats_url.clone(), detail: e.to_string() })
+    opts.connect(urls.as_str()).await.map_err(|source| BusError::Connect { url: cfg.nats_url.clone(), source })
 }
 
 /// Creates or updates the input, output and DLQ streams, and the durable input consumer.
@@ -77,12 +73,14 @@ pub async fn declare(
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
-        js.create_or_update_stream(config).await.map_err(|e| BusError::Declare(format!("stream {name}: {e}")))?;
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| BusError::Declare { what: format!("stream {name}"), source: e.into() })?;
     }
     let stream = js
         .get_stream(subjects.input_stream())
         .await
-        .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
+        .map_err(|e| BusError::Declare { what: format!("stream {}", subjects.input_stream()), source: e.into() })?;
     stream
         .get_or_create_consumer(
             &cfg.consumer,
@@ -97,5 +95,5 @@ pub async fn declare(
             },
         )
         .await
-        .map_err(|e| BusError::Declare(format!("consumer {}: {e}", cfg.consumer)))
+        .map_err(|e| BusError::Declare { what: format!("consumer {}", cfg.consumer), source: e.into() })
 }

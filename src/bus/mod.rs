@@ -24,19 +24,56 @@ pub use vigil_client::{Subjects, headers, subjects};
 
 use crate::store::StoreError;
 
-/// Why the service stopped or could not start.
+/// The error async-nats gave, whichever of its many types it was.
+pub type NatsError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the service stopped or could not start. Each variant keeps the error behind it as its
+/// source; [`crate::report::Chain`] tells the whole story.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot connect to NATS at {url}: {detail}")]
-    Connect { url: String, detail: String },
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("cannot declare {0}")]
-    Declare(String),
-    #[error("cannot start the NATS service API: {0}")]
-    Service(String),
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot read the NATS credentials file {path}")]
+    Credentials {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot declare {what}")]
+    Declare {
+        what: String,
+        #[source]
+        source: NatsError,
+    },
+    #[error("cannot start the NATS service API")]
+    Service(#[source] NatsError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("NATS: {0}")]
-    Nats(String),
+    #[error("NATS failed while {doing}")]
+    Nats {
+        doing: String,
+        #[source]
+        source: NatsError,
+    },
+    #[error("{0} stopped")]
+    Stopped(&'static str),
+    #[error("{what} panicked")]
+    Panicked {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("no random source for the id key")]
+    Random(#[source] getrandom::Error),
+}
+
+impl BusError {
+    /// A NATS request that failed while vigil was `doing` something.
+    pub fn nats(doing: impl Into<String>, source: impl Into<NatsError>) -> BusError {
+        BusError::Nats { doing: doing.into(), source: source.into() }
+    }
 }

@@ -28,7 +28,7 @@ impl Store {
         batch.insert(keys::META_CHECKPOINT, rmp_serde::to_vec_named(&fleet).expect("records always encode"));
         let result = self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("writing a checkpoint"));
         if let Err(e) = &result {
-            self.poisoned = Some(e.to_string());
+            self.poisoned = Some(Chain(e).to_string());
         }
         result?;
         self.checkpoint_seq = fleet.seq;
@@ -49,8 +49,8 @@ impl Store {
             let (key, value) = item.map_err(io("reading the log"))?;
             let seq =
                 keys::log_seq(&key).ok_or_else(|| StoreError::Inconsistent("a log key without a sequence".into()))?;
-            let (count, last_at) =
-                segment::header(&value).ok_or(StoreError::CorruptLog { seq, detail: "segment header".into() })?;
+            let (count, last_at) = segment::header(&value)
+                .ok_or(StoreError::CorruptLog { seq, source: Corruption::Malformed("no segment header") })?;
             let last = seq + u64::from(count).saturating_sub(1);
             if last_at >= before || last > self.checkpoint_seq {
                 break;

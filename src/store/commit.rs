@@ -85,7 +85,7 @@ impl Store {
             batch.insert(keys::META_STREAM, &keys::u64_value(s)[..]);
             self.stream_seq = s;
         }
-        self.writer.send(batch).map_err(|detail| StoreError::Io { doing: "writing a group commit", detail })?;
+        self.writer.send(batch)?;
         self.tickets += 1;
         let outputs = outputs.into_iter().map(|output| Pending { key, output }).collect();
         self.in_flight.push_back(Committed { ticket: self.tickets, first_seq, last_seq, stream_seq, outputs });
@@ -97,11 +97,10 @@ impl Store {
     }
 
     /// Takes the writer's report on the oldest group in flight.
-    pub(super) fn settle(&mut self, result: Result<(), String>) -> Result<(), StoreError> {
-        if let Err(detail) = result {
-            let e = StoreError::Io { doing: "writing a group commit", detail };
+    pub(super) fn settle(&mut self, result: Result<(), StoreError>) -> Result<(), StoreError> {
+        if let Err(e) = result {
             if self.poisoned.is_none() {
-                self.poisoned = Some(e.to_string()); // the first failure is the one worth telling
+                self.poisoned = Some(Chain(&e).to_string()); // the first failure is the one worth telling
             }
             return Err(e);
         }
@@ -137,7 +136,7 @@ impl Store {
         if let Err(e) = &result
             && self.poisoned.is_none()
         {
-            self.poisoned = Some(e.to_string());
+            self.poisoned = Some(Chain(e).to_string());
         }
         result
     }

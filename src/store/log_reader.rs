@@ -46,7 +46,7 @@ impl LogReader {
             Some(v) => keys::read_u64(&v).ok_or_else(|| StoreError::CorruptRecord {
                 what: "meta",
                 key: "policysince".into(),
-                detail: format!("{} bytes where 8 were expected", v.len()),
+                source: Corruption::Length { found: v.len(), expected: 8 },
             })?,
             None => 1,
         };

@@ -32,11 +32,12 @@ use crate::core::{Engine, Policy};
 
 use open::{keep_unflushed, open_db};
 
-use error::{describe, io};
+use crate::report::Chain;
+use error::io;
 use outbox::{encode_outputs, read_outbox};
 use recover::{decode_segment, read_meta, read_policy, read_states, replay_tail, segment_start};
 
-pub use error::StoreError;
+pub use error::{Corruption, DiskError, StoreError};
 pub use keys::OutboxKey;
 pub use log_reader::LogReader;
 pub use segment::SegmentError;

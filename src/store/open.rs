@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{FORMAT, OpenMode, StoreConfig, StoreError, describe, files, io, keys};
+use super::{FORMAT, OpenMode, StoreConfig, StoreError, files, io, keys};
 
 /// Opens sled on `path`: checks what is there first (a vigil directory, or an empty or missing
 /// one where `mode` allows creating it), that the disk has room for what opening writes, and
@@ -28,7 +28,7 @@ pub(super) fn open_db(
     let mut repairs = Vec::new();
     if existed {
         let entries: Vec<String> = std::fs::read_dir(path)
-            .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?
+            .map_err(|e| StoreError::Open { path: path.to_path_buf(), source: e.into() })?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
         let sleds = entries.iter().any(|n| files::SLED_FILES.iter().any(|s| n == s || n.starts_with("snap.")));
@@ -42,7 +42,7 @@ pub(super) fn open_db(
             return Err(StoreError::Missing(path.to_path_buf()));
         }
         let incomplete = files::remove_incomplete_snapshots(path)
-            .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+            .map_err(|e| StoreError::Open { path: path.to_path_buf(), source: e.into() })?;
         for name in incomplete {
             repairs.push(format!("removed {name}, a snapshot sled began and never finished (a full disk?)"));
         }
@@ -66,7 +66,7 @@ pub(super) fn open_db(
                 write_format(&db)?;
             }
             if writes && !files::is_marked(path) {
-                files::mark(path).map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+                files::mark(path).map_err(|e| StoreError::Open { path: path.to_path_buf(), source: e.into() })?;
             }
             false
         }
@@ -84,7 +84,7 @@ pub(super) fn open_db(
         None if !writes => return Err(StoreError::Missing(path.to_path_buf())),
         None => {
             write_format(&db)?;
-            files::mark(path).map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+            files::mark(path).map_err(|e| StoreError::Open { path: path.to_path_buf(), source: e.into() })?;
             true
         }
     };
@@ -103,8 +103,8 @@ fn write_format(db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn damaged(path: &Path, detail: &str) -> StoreError {
-    StoreError::Damaged { path: path.to_path_buf(), detail: detail.into(), snapshot: String::new() }
+fn damaged(path: &Path, why: &'static str) -> StoreError {
+    StoreError::Damaged { path: path.to_path_buf(), why, snapshot: String::new(), source: None }
 }
 
 /// Refuses to open a directory on a disk without room for what opening writes, before anything
@@ -141,25 +141,24 @@ fn lock_held(e: &sled::Error) -> bool {
 fn open_sled(path: &Path, config: &StoreConfig, repairs: &mut Vec<String>) -> Result<sled::Db, StoreError> {
     let failed = |e: sled::Error| match e {
         e if lock_held(&e) => StoreError::InUse { path: path.to_path_buf() },
-        e => StoreError::Open { path: path.to_path_buf(), detail: describe(&e) },
+        e => StoreError::Open { path: path.to_path_buf(), source: e.into() },
     };
-    let detail = match sled_open(path, config) {
-        Err(e @ sled::Error::Corruption { .. }) => describe(&e),
+    let corruption = match sled_open(path, config) {
+        Err(e @ sled::Error::Corruption { .. }) => e,
         other => return other.map_err(failed),
     };
-    let damaged = |e: &sled::Error, snapshot: String| StoreError::Damaged {
+    let detail = corruption.to_string();
+    let damaged = |e: sled::Error, snapshot: String| StoreError::Damaged {
         path: path.to_path_buf(),
-        detail: describe(e),
+        why: "sled cannot read its files",
         snapshot,
+        source: Some(e.into()),
     };
     let Some(snapshot) = files::snapshots(path).pop() else {
-        return Err(StoreError::Damaged { path: path.to_path_buf(), detail, snapshot: String::new() });
+        return Err(damaged(corruption, String::new()));
     };
     let aside = files::set_aside_name(&snapshot);
-    std::fs::rename(&snapshot, &aside).map_err(|e| StoreError::Open {
-        path: path.to_path_buf(),
-        detail: format!("sled's snapshot {} is unreadable and cannot be set aside: {e}", snapshot.display()),
-    })?;
+    std::fs::rename(&snapshot, &aside).map_err(|source| StoreError::SetAside { snapshot: snapshot.clone(), source })?;
     match sled_open(path, config) {
         Ok(db) => {
             repairs.push(format!(
@@ -177,7 +176,7 @@ fn open_sled(path: &Path, config: &StoreConfig, repairs: &mut Vec<String>) -> Re
                 "; its snapshot {} is unreadable, and rebuilding without it failed as well",
                 snapshot.display()
             );
-            Err(damaged(&e, what))
+            Err(damaged(e, what))
         }
     }
 }

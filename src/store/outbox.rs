@@ -55,8 +55,8 @@ pub(super) fn read_outbox(db: &sled::Db) -> Result<Vec<Pending>, StoreError> {
     let mut pending = Vec::new();
     for item in db.scan_prefix([keys::OUTBOX]) {
         let (key, value) = item.map_err(io("reading the outbox"))?;
-        let corrupt = |detail: String| StoreError::CorruptRecord { what: "outbox", key: format!("{key:?}"), detail };
-        let key = OutboxKey::parse(&key).ok_or_else(|| corrupt("malformed key".into()))?;
+        let corrupt = |source| StoreError::CorruptRecord { what: "outbox", key: format!("{key:?}"), source };
+        let key = OutboxKey::parse(&key).ok_or_else(|| corrupt(Corruption::Malformed("a malformed key")))?;
         for output in decode_outputs(&value).map_err(corrupt)? {
             pending.push(Pending { key, output });
         }
@@ -75,13 +75,13 @@ pub(super) fn encode_outputs(outputs: &[Output]) -> Vec<u8> {
     bytes
 }
 
-pub(super) fn decode_outputs(mut bytes: &[u8]) -> Result<Vec<Output>, String> {
+pub(super) fn decode_outputs(mut bytes: &[u8]) -> Result<Vec<Output>, Corruption> {
     let mut outputs = Vec::new();
     while !bytes.is_empty() {
-        let len = bytes.get(..4).ok_or("truncated")?;
+        let len = bytes.get(..4).ok_or(Corruption::Malformed("truncated"))?;
         let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
-        let one = bytes.get(4..4 + len).ok_or("truncated")?;
-        outputs.push(wire::decode_output_msgpack(one).map_err(|e| e.to_string())?);
+        let one = bytes.get(4..4 + len).ok_or(Corruption::Malformed("truncated"))?;
+        outputs.push(wire::decode_output_msgpack(one)?);
         bytes = &bytes[4 + len..];
     }
     Ok(outputs)

@@ -22,7 +22,7 @@ pub(super) fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
             Some(v) => keys::read_u64(&v).ok_or_else(|| StoreError::CorruptRecord {
                 what: "meta",
                 key: String::from_utf8_lossy(&key[1..]).into_owned(),
-                detail: format!("{} bytes where 8 were expected", v.len()),
+                source: Corruption::Length { found: v.len(), expected: 8 },
             }),
         }
     };
@@ -31,7 +31,7 @@ pub(super) fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
         Some(v) => rmp_serde::from_slice(&v).map_err(|e| StoreError::CorruptRecord {
             what: "meta",
             key: "checkpoint".into(),
-            detail: e.to_string(),
+            source: e.into(),
         })?,
     };
     Ok(Meta {
@@ -53,7 +53,7 @@ pub(super) fn read_policy(db: &sled::Db) -> Result<Option<Policy>, StoreError> {
         Some(v) => rmp_serde::from_slice(&v).map(Some).map_err(|e| StoreError::CorruptRecord {
             what: "meta",
             key: "policy".into(),
-            detail: e.to_string(),
+            source: e.into(),
         }),
     }
 }
@@ -63,7 +63,7 @@ pub(super) fn read_states(db: &sled::Db) -> Result<Vec<(WorkspaceId, WorkspaceRe
     for item in db.scan_prefix([keys::STATE]) {
         let (key, value) = item.map_err(io("reading workspace states"))?;
         let chunk: Vec<(WorkspaceId, WorkspaceRecord)> = rmp_serde::from_slice(&value).map_err(|e| {
-            StoreError::CorruptRecord { what: "state chunk", key: format!("{:?}", &key[1..]), detail: e.to_string() }
+            StoreError::CorruptRecord { what: "state chunk", key: format!("{:?}", &key[1..]), source: e.into() }
         })?;
         all.extend(chunk);
     }
@@ -82,7 +82,7 @@ pub(super) fn decode_segment(first: u64, bytes: &[u8]) -> Result<Vec<Input>, Sto
             SegmentError::Truncated { index } | SegmentError::Record { index, .. } => first + u64::from(*index),
             SegmentError::Count { .. } => first,
         };
-        StoreError::CorruptLog { seq: at, detail: e.to_string() }
+        StoreError::CorruptLog { seq: at, source: e.into() }
     })
 }
 

@@ -102,8 +102,10 @@ impl<'a> Record<'a> {
         Record { at: input.at.millis(), sent_at: input.sent_at.map(At::millis), id: ob(&input.id), event }
     }
 
-    fn into_input(self) -> Result<Input, String> {
-        let ws = |s: Cow<'_, str>| WorkspaceId::parse(&s).map_err(|e| format!("workspace {s:?} {e}"));
+    fn into_input(self) -> Result<Input, RecordError> {
+        let ws = |s: Cow<'_, str>| {
+            WorkspaceId::parse(&s).map_err(|source| RecordError::Workspace { id: s.into_owned(), source })
+        };
         let kind = match self.event {
             Event::Heartbeat(w, interval_s, incarnation, active_tasks) => InputKind::Heartbeat(Heartbeat {
                 workspace: ws(w)?,
@@ -217,14 +219,31 @@ impl SegmentWriter {
 }
 
 /// Why a segment could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
     #[error("record {index} is truncated")]
     Truncated { index: u32 },
-    #[error("record {index}: {error}")]
-    Record { index: u32, error: String },
+    #[error("record {index} does not decode")]
+    Record {
+        index: u32,
+        #[source]
+        source: RecordError,
+    },
     #[error("the header says {declared} records but {found} follow")]
     Count { declared: u32, found: u32 },
+}
+
+/// Why one record of a segment could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    MessagePack(#[from] rmp_serde::decode::Error),
+    #[error("workspace {id:?}")]
+    Workspace {
+        id: String,
+        #[source]
+        source: crate::core::event::BadWorkspace,
+    },
 }
 
 /// The header of a segment: record count and the receive time of its last record.
@@ -275,9 +294,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Input>, SegmentError> {
         let input = match fast_heartbeat(record) {
             Some(input) => input,
             None => rmp_serde::from_slice::<Record<'_>>(record)
-                .map_err(|e| e.to_string())
+                .map_err(RecordError::from)
                 .and_then(Record::into_input)
-                .map_err(|error| SegmentError::Record { index, error })?,
+                .map_err(|source| SegmentError::Record { index, source })?,
         };
         inputs.push(input);
         pos += 4 + len;
@@ -295,7 +314,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn serde_decode(record: &[u8]) -> Result<Input, String> {
-        rmp_serde::from_slice::<Record<'_>>(record).map_err(|e| e.to_string()).and_then(Record::into_input)
+        rmp_serde::from_slice::<Record<'_>>(record)
+            .map_err(RecordError::from)
+            .and_then(Record::into_input)
+            .map_err(|e| crate::report::Chain(&e).to_string())
     }
 
     fn encode(input: &Input) -> Vec<u8> {

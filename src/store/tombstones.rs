@@ -35,7 +35,7 @@ fn read(tree: &sled::Tree, ws: &WorkspaceId) -> Result<Option<Tombstone>, StoreE
     rmp_serde::from_slice(&bytes).map(Some).map_err(|e| StoreError::CorruptRecord {
         what: "tombstone",
         key: ws.to_string(),
-        detail: e.to_string(),
+        source: e.into(),
     })
 }
 

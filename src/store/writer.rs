@@ -12,13 +12,15 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use super::{StoreError, io};
+
 /// Called on the writer thread after each group's result is reported (the bus uses it to wake its
 /// loop; the store itself does not need it).
 pub type Wake = Box<dyn Fn() + Send + 'static>;
 
 pub(super) struct Writer {
     jobs: Option<SyncSender<sled::Batch>>,
-    results: Receiver<Result<(), String>>,
+    results: Receiver<Result<(), StoreError>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -33,7 +35,7 @@ impl Writer {
                 for batch in job_rx {
                     let result = db.apply_batch(batch).and_then(|_| db.flush().map(|_| ()));
                     let failed = result.is_err();
-                    if result_tx.send(result.map_err(|e| super::describe(&e))).is_err() {
+                    if result_tx.send(result.map_err(io("writing a group commit"))).is_err() {
                         return;
                     }
                     if let Some(wake) = &wake {
@@ -49,24 +51,24 @@ impl Writer {
     }
 
     /// Hands a batch over; blocks only while `depth` batches are already waiting.
-    pub(super) fn send(&self, batch: sled::Batch) -> Result<(), String> {
+    pub(super) fn send(&self, batch: sled::Batch) -> Result<(), StoreError> {
         match &self.jobs {
-            Some(jobs) => jobs.send(batch).map_err(|_| "the store writer thread stopped".to_string()),
-            None => Err("the store writer is closed".into()),
+            Some(jobs) => jobs.send(batch).map_err(|_| StoreError::WriterGone("stopped")),
+            None => Err(StoreError::WriterGone("is closed")),
         }
     }
 
     /// The next group's result, waiting for it.
-    pub(super) fn wait(&self) -> Result<(), String> {
-        self.results.recv().unwrap_or_else(|_| Err("the store writer thread stopped".into()))
+    pub(super) fn wait(&self) -> Result<(), StoreError> {
+        self.results.recv().unwrap_or(Err(StoreError::WriterGone("stopped")))
     }
 
     /// The next group's result if it is there.
-    pub(super) fn try_next(&self) -> Option<Result<(), String>> {
+    pub(super) fn try_next(&self) -> Option<Result<(), StoreError>> {
         match self.results.try_recv() {
             Ok(result) => Some(result),
             Err(std::sync::mpsc::TryRecvError::Empty) => None,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err("the store writer thread stopped".into())),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(StoreError::WriterGone("stopped"))),
         }
     }
 }

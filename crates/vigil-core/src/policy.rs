@@ -138,7 +138,7 @@ const fn secs(n: u64) -> Duration {
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("policy is not valid TOML or has an unknown or mistyped key: {0}")]
+    #[error("policy is not valid TOML or has an unknown or mistyped key")]
     Toml(#[from] toml::de::Error),
     #[error("policy value out of range: {0}")]
     Range(String),

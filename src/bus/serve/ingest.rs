@@ -84,7 +84,12 @@ impl Serve {
         if self.store.stream_id() == Some(self.stream_id.as_str()) {
             return Ok(());
         }
-        let acked = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?.ack_floor.stream_sequence;
+        let acked = consumer
+            .info()
+            .await
+            .map_err(|e| BusError::nats("reading the input consumer's info", e))?
+            .ack_floor
+            .stream_sequence;
         let remembered = self.store.stream_id();
         if remembered.is_none() && self.store.engine().seq() == 0 {
             // A new data directory: nothing to warn about.
@@ -118,7 +123,7 @@ impl Serve {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reset the input consumer; reading undelivered inputs from the stream");
-                let info = consumer.info().await.map_err(|e| BusError::Nats(e.to_string()))?;
+                let info = consumer.info().await.map_err(|e| BusError::nats("reading the input consumer's info", e))?;
                 let delivered = info.delivered.stream_sequence;
                 self.catch_up(delivered).await
             }
@@ -185,7 +190,7 @@ impl Serve {
                         tracing::warn!(seq, error = %e, "reading an input from the stream failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
                     }
-                    Err(e) => return Err(BusError::Nats(format!("reading input {seq} from the stream: {e}"))),
+                    Err(e) => return Err(BusError::nats(format!("reading input {seq} from the stream"), e)),
                 }
             }
         }

@@ -58,7 +58,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let (mut store, recovery) =
         tokio::task::spawn_blocking(move || Store::open(&data_dir, policy, store_config, OpenMode::CreateIfMissing))
             .await
-            .map_err(|e| BusError::Nats(format!("opening the store panicked: {e}")))??;
+            .map_err(|source| BusError::Panicked { what: "opening the store", source })??;
     // The store's writer thread wakes the loop when a group is durable.
     let durable = Arc::new(Notify::new());
     let wake = durable.clone();
@@ -97,16 +97,16 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         .description("vigil: liveness and restart decisions for agent workspaces")
         .start("vigil", env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| BusError::Service(e.to_string()))?;
+        .map_err(BusError::Service)?;
     let group = service.group(subjects.query_group());
-    let state_endpoint = group.endpoint("state.*").await.map_err(|e| BusError::Service(e.to_string()))?;
-    let fleet_endpoint = group.endpoint("fleet").await.map_err(|e| BusError::Service(e.to_string()))?;
+    let state_endpoint = group.endpoint("state.*").await.map_err(BusError::Service)?;
+    let fleet_endpoint = group.endpoint("fleet").await.map_err(BusError::Service)?;
 
     let mut input_stream = js
         .get_stream(subjects.input_stream())
         .await
-        .map_err(|e| BusError::Declare(format!("stream {}: {e}", subjects.input_stream())))?;
-    let created = input_stream.info().await.map_err(|e| BusError::Nats(e.to_string()))?.created;
+        .map_err(|e| BusError::Declare { what: format!("stream {}", subjects.input_stream()), source: e.into() })?;
+    let created = input_stream.info().await.map_err(|e| BusError::nats("reading the input stream's info", e))?.created;
     let stream_id = format!("{}@{}", subjects.input_stream(), created.unix_timestamp_nanos());
     let (dlq, dlq_task) =
         Dlq::start(dlq::Target { js: js.clone(), subject: subjects.dlq(), stream_id: stream_id.clone() });
@@ -323,7 +323,7 @@ impl Serve {
                 }
             }
             if !committed.outputs.is_empty() && self.outbox.send(Released::now(committed.outputs)).is_err() {
-                return Err(BusError::Nats("the output publisher stopped".into()));
+                return Err(BusError::Stopped("the output publisher"));
             }
         }
         while self.acks.front().is_some_and(|(ticket, _, _)| *ticket <= self.durable_ticket) {
@@ -358,7 +358,7 @@ impl Serve {
 /// 128 bits from the operating system's random source.
 fn new_id_key() -> Result<IdKey, BusError> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| BusError::Config(format!("no random source for the id key: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(BusError::Random)?;
     Ok(IdKey::from_bytes(bytes))
 }
 

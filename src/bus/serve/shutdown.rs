@@ -24,7 +24,7 @@ impl Serve {
     ) -> Result<(), BusError> {
         tracing::info!("shutting down");
         if let Err(e) = &result {
-            tracing::error!(error = %e, "stopping after an error");
+            tracing::error!(error = %crate::report::Chain(e), "stopping after an error");
         }
         watchdog(fault::shutdown_limit(SHUTDOWN_LIMIT));
         fault::stall_shutdown().await;
