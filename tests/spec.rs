@@ -84,3 +84,62 @@ fn nothing_refers_outside_the_repository_and_every_doc_link_resolves() {
 fn markdown_links(text: &str) -> Vec<&str> {
     text.match_indices("](").filter_map(|(i, _)| text[i + 2..].split(')').next()).collect()
 }
+
+/// The files ARCHITECTURE.md's code map names, as paths: a list item's first `name` is its path
+/// (joined to its parent's when the parent is a directory, `name/`); the other `*.rs` names on a
+/// directory's line are files in it.
+fn code_map() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let map = text.split("## Code map").nth(1).unwrap().split("\n## ").next().unwrap();
+    // Each item with its continuation lines.
+    let mut items: Vec<(usize, String)> = Vec::new();
+    for line in map.lines() {
+        let indent = line.len() - line.trim_start().len();
+        match (line.trim_start().strip_prefix("- "), items.last_mut()) {
+            (Some(item), _) => items.push((indent, item.to_string())),
+            (None, Some((i, item))) if indent > *i && !line.trim().is_empty() => {
+                item.push(' ');
+                item.push_str(line.trim());
+            }
+            _ => {}
+        }
+    }
+    let mut parents: Vec<(usize, String)> = Vec::new();
+    let mut named = Vec::new();
+    for (indent, item) in &items {
+        let indent = *indent;
+        let names: Vec<&str> = item.split('`').skip(1).step_by(2).collect();
+        let Some(first) = names.first() else { continue };
+        parents.retain(|(i, _)| *i < indent);
+        let base = parents.last().map(|(_, p)| p.clone()).unwrap_or_default();
+        let path = format!("{base}{first}");
+        if path.ends_with('/') {
+            named.extend(names[1..].iter().filter(|n| n.ends_with(".rs")).map(|n| format!("{path}{n}")));
+            parents.push((indent, path));
+        } else {
+            named.push(path);
+        }
+    }
+    named
+}
+
+#[test]
+fn the_code_map_lists_every_source_file() {
+    // Given every Rust file of the repository,
+    let mut files = Vec::new();
+    text_files(root(), &mut files);
+    let sources: Vec<String> = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+        .map(|f| f.strip_prefix(root()).unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(sources.len() > 80, "only {} Rust files found", sources.len());
+    // when ARCHITECTURE.md's code map is read, then it names each one, and nothing that is gone.
+    let named = code_map();
+    for source in &sources {
+        assert!(named.contains(source), "ARCHITECTURE.md's code map does not list {source}");
+    }
+    for name in named.iter().filter(|n| n.ends_with(".rs")) {
+        assert!(root().join(name).exists(), "ARCHITECTURE.md's code map lists {name}, which does not exist");
+    }
+}
