@@ -328,6 +328,8 @@ fn every_input_field() -> BTreeSet<String> {
 fn every_field_of_the_wire_record_is_described_by_some_input_schema() {
     let described: BTreeSet<String> = Schemas::load().input.values().flat_map(Schema::property_names).collect();
     assert_eq!(described, every_input_field());
+    // and the decoder's own list of them (`vigil emit`'s, the property tests') is the same.
+    assert_eq!(set(vigil::core::wire::INPUT_FIELDS), every_input_field());
 }
 
 // ---- 4. what vigil encodes fits, exactly -----------------------------------------------------

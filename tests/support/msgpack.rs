@@ -4,28 +4,8 @@
 
 use proptest::prelude::*;
 
-pub const KNOWN: [&str; 20] = [
-    "v",
-    "type",
-    "workspace",
-    "at",
-    "sent_at",
-    "id",
-    "interval_s",
-    "incarnation",
-    "active_tasks",
-    "result",
-    "error",
-    "backend",
-    "probe_id",
-    "status",
-    "origin",
-    "reason",
-    "request_id",
-    "restart_id",
-    "phase",
-    "id_key",
-];
+/// The keys an input map may have (the decoder's list).
+pub const KNOWN: &[&str] = vigil::core::wire::INPUT_FIELDS;
 
 /// Strings that make some maps valid events.
 pub const WORDS: [&str; 16] = [

@@ -56,10 +56,15 @@ pub struct RawInput<'a> {
     pub id_key: Option<Cow<'a, str>>,
 }
 
-/// The fields a producer's event may carry besides its envelope (`v`, `type`, `workspace`, `at`),
-/// in wire order: what `vigil emit` accepts as `--name value`. `sent_at` is vigil's own copy of a
-/// producer's `at`, and `id_key` belongs to `resume` records only.
-pub const EVENT_FIELDS: &[&str] = &[
+/// Every field an input may carry, in wire order: the envelope (`v`, `type`, `workspace`, `at`,
+/// and `sent_at`, vigil's copy of a producer's `at`), the event's own fields, and `id_key`
+/// (`resume` records only). `tests/schemas.rs` holds it to [`RawInput`] and to the schemas.
+pub const INPUT_FIELDS: &[&str] = &[
+    "v",
+    "type",
+    "workspace",
+    "at",
+    "sent_at",
     "id",
     "interval_s",
     "incarnation",
@@ -74,7 +79,12 @@ pub const EVENT_FIELDS: &[&str] = &[
     "request_id",
     "restart_id",
     "phase",
+    "id_key",
 ];
+
+/// The event's own fields, between the envelope and `id_key`: what `vigil emit` accepts as
+/// `--name value`.
+pub const EVENT_FIELDS: &[&str] = INPUT_FIELDS.split_at(5).1.split_at(INPUT_FIELDS.len() - 6).0;
 
 /// Longest accepted idempotency key or name (`id`, `request_id`, `probe_id`, `backend`), in bytes.
 /// Keys are remembered for the dedup window, so their size is memory a producer controls.
