@@ -2,7 +2,9 @@
 //!
 //! vigil's errors keep what caused them as their `source` and leave it out of their own message,
 //! so a log line or a reply that shows only `Display` would lose the cause. Everything that tells
-//! an error to a person — logs, the service's last words — goes through [`Chain`].
+//! an error to a person — logs, the binary's last words — goes through [`Chain`]. Some libraries'
+//! errors (async-nats, rmp-serde) both quote their source in their message and return it from
+//! `source()`; a source whose text the message before it already ends with is not told again.
 
 use std::error::Error;
 use std::fmt;
@@ -12,10 +14,15 @@ pub struct Chain<'a>(pub &'a (dyn Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut told = self.0.to_string();
+        f.write_str(&told)?;
         let mut source = self.0.source();
         while let Some(e) = source {
-            write!(f, ": {e}")?;
+            let text = e.to_string();
+            if !told.ends_with(&text) {
+                write!(f, ": {text}")?;
+                told = text;
+            }
             source = e.source();
         }
         Ok(())
@@ -30,9 +37,23 @@ mod tests {
     #[error("cannot open the door")]
     struct Outer(#[source] std::io::Error);
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("the lock is jammed: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot leave")]
+    struct Top(#[source] Quoting);
+
     #[test]
     fn an_error_is_told_with_its_causes() {
         let e = Outer(std::io::Error::other("the key broke"));
         assert_eq!(Chain(&e).to_string(), "cannot open the door: the key broke");
+    }
+
+    #[test]
+    fn a_cause_its_error_already_quotes_is_told_once() {
+        let e = Top(Quoting(std::io::Error::other("rust")));
+        assert_eq!(Chain(&e).to_string(), "cannot leave: the lock is jammed: rust");
     }
 }

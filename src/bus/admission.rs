@@ -14,6 +14,9 @@ use crate::bus::intake::Rejection;
 use crate::core::Engine;
 use crate::core::event::{Input, WorkspaceId};
 
+/// The DLQ reason of an input refused by the cap.
+pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
+
 /// Admission for the group being gathered.
 pub struct Admission {
     max_workspaces: usize,
@@ -44,7 +47,7 @@ impl Admission {
         if engine.len() + self.adding.len() >= self.max_workspaces {
             metrics::counter!("vigil_quota_exceeded_total").increment(1);
             return Err(Rejection::new(
-                "quota_exceeded",
+                QUOTA_EXCEEDED,
                 format!("vigil tracks {} workspaces, its max_workspaces; {ws} is not added", self.max_workspaces),
             ));
         }
@@ -95,7 +98,7 @@ mod tests {
             }
         }
         // then the known ones do not count against it, the first new one fits, the second not.
-        assert_eq!(refused, [("ws-3", "quota_exceeded")]);
+        assert_eq!(refused, [("ws-3", QUOTA_EXCEEDED)]);
         assert_eq!(gathered.len(), 5);
         // and once the group is applied, the engine counts them.
         engine.apply_batch(&gathered, &mut Vec::new());

@@ -149,7 +149,7 @@ mod tests {
             assert_eq!(got, Some(code), "{subject}");
             assert!(REASONS.contains(&code));
         }
-        assert!(REASONS.contains(&"quota_exceeded"), "admission's");
+        assert!(REASONS.contains(&crate::bus::admission::QUOTA_EXCEEDED), "admission's");
         for e in [
             DecodeError::Syntax { format: "x", msg: String::new() },
             DecodeError::Field { field: String::new(), msg: String::new() },

@@ -219,7 +219,7 @@ pub struct Ctx<'a> {
     pub out: &'a mut Vec<Emitted>,
     /// The type of the input being handled (`None` for timers and fleet happenings).
     pub input: Option<InputType>,
-    /// The state as announced so far in this dispatch (updated by [`Ctx::change`]).
+    /// The state as announced so far in this dispatch (updated by `Ctx::to` and `Ctx::pass`).
     pub current: StateName,
     /// Set when `lifecycle removed` was handled: the engine deletes the workspace.
     pub removed: bool,
@@ -695,7 +695,7 @@ impl Workspace {
     }
 
     /// SPEC §3.4 for vigil's own automatic restart, in order: give-up, debounce and backoff,
-    /// breaker, concurrency cap. Reads only; `act_on_verdict` does what it says.
+    /// breaker, concurrency cap. Reads only; `enter_dead` and `retry_restart` do what it says.
     fn restart_verdict(&self, ctx: &Ctx<'_>, w: &Waiting) -> Verdict {
         if self.failures >= ctx.policy.give_up_after {
             return Verdict::GiveUp;

@@ -4,9 +4,11 @@
 //! The engine reads a tombstone only for a workspace it does not hold, and it never reads a disk:
 //! its [`TombstoneBook`] holds the tombstones it wrote or deleted since the store last took them,
 //! and, in a service whose tombstones live on disk, the ones the store loaded for the inputs at
-//! hand. The store loads them before it applies a group (`Engine::tombstones_needed`), so a read
-//! error stops the group before any decision is computed — never a wrong decision taken for
-//! "no tombstone".
+//! hand. When an input names a workspace the engine holds no machine and no tombstone for, and
+//! the store may have one on disk, `Engine::try_apply_batch` stops before that input (the ones
+//! before it are applied) and names the workspace; the store reads the tombstone and goes on. A
+//! read error therefore stops before anything about that input is decided — never a wrong
+//! decision taken for "no tombstone" — and poisons the store like any failed group.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,8 @@
 //! The `vigil` command: a thin shell over the library. Parses arguments, wires the pieces, and
 //! turns errors into messages and exit codes.
 
+#![forbid(unsafe_code)]
+
 mod client_cmds;
 mod nats_args;
 mod policy_file;
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("vigil: {err:#}");
+            eprintln!("vigil: {}", vigil::report::Chain(err.as_ref()));
             ExitCode::from(2)
         }
     }
