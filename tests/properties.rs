@@ -3,7 +3,8 @@
 //! The rule tests show each rule on a chosen story; these check what must hold for *every* story:
 //! (a) replay is deterministic, also through the JSONL encoding; (b) transient probe errors alone
 //! never restart anything; (c) no workspace ever has two automatic restarts in flight, and the fleet
-//! never exceeds its cap; (d) no stream — valid or garbage — panics the engine. Every stream is also
+//! never exceeds its cap; (d) no stream — valid or garbage — panics the engine; (e)–(g) restored,
+//! checkpointed and tombstones-on-disk engines decide like the original. Every stream is also
 //! checked for the outputs' own consistency (state changes chain, time never runs backwards, ids are
 //! unique). Debug assertions are on in tests, so an engine invariant that breaks panics here too.
 
@@ -195,6 +196,47 @@ proptest! {
         let mut all: Vec<_> = stored.into_values().flatten().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         prop_assert_eq!(all, engine.records());
+    }
+
+    /// (g) An engine whose tombstones live "on disk" (here a map the test keeps, as the store keeps
+    /// sled), driven group by group with `try_apply_batch` — stopping for each tombstone it has no
+    /// word on and going on from there — decides exactly what an engine holding all of its
+    /// tombstones decides, whatever the group sizes (across the prefetch chunks' edges).
+    #[test]
+    fn an_engine_with_tombstones_on_disk_decides_like_one_without(
+        inputs in stream(Mix { definitive: true, requests: true, lifecycle: true }, 60_000, 1..300),
+        sizes in prop::collection::vec(1usize..80, 1..12),
+    ) {
+        let policy = Policy::default();
+        let expected = fold(&policy, &inputs);
+        let mut engine = Engine::new(policy);
+        engine.tombstones_mut().keep_on_disk();
+        let mut disk = BTreeMap::new();
+        let (mut out, mut done, mut stops) = (Vec::new(), 0, 0);
+        for size in sizes.iter().cycle() {
+            if done == inputs.len() {
+                break;
+            }
+            let group = &inputs[done..(done + size).min(inputs.len())];
+            let mut from = 0;
+            while let Err(needs) = engine.try_apply_batch(group, from, &mut out) {
+                prop_assert!(needs.applied >= from && needs.applied < group.len());
+                let found = disk.get(&needs.workspace).cloned();
+                engine.tombstones_mut().load(needs.workspace, found);
+                from = needs.applied;
+                stops += 1;
+            }
+            engine.tombstones_mut().forget_loaded();
+            for (ws, t) in engine.tombstones_mut().take_changed() {
+                match t {
+                    Some(t) => disk.insert(ws, t),
+                    None => disk.remove(&ws),
+                };
+            }
+            done += group.len();
+        }
+        prop_assert!(stops > 0 || inputs.iter().all(|i| i.kind.workspace().is_none()));
+        prop_assert_eq!(jsonl(&out), jsonl(&expected));
     }
 
     /// (d) Any bytes at all, decoded as JSONL or MessagePack and applied when valid, never panic.

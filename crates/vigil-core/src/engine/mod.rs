@@ -72,10 +72,11 @@ struct Slot {
 }
 
 /// What [`Engine::try_apply_batch`] stopped for: the input at `applied` names `workspace`, whose
-/// tombstone must be loaded ([`TombstoneBook::load`]) before it can be applied.
+/// tombstone must be loaded ([`TombstoneBook::load`]) before it can be applied; the next call
+/// goes on `from` there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NeedsTombstone {
-    /// How many of the inputs were applied.
+    /// How many of the inputs were applied (counted from the first, not from `from`).
     pub applied: usize,
     pub workspace: WorkspaceId,
 }
@@ -206,24 +207,38 @@ impl Engine {
     /// For an engine that holds all of its tombstones (a replay); one whose tombstones live on disk
     /// is driven with [`Engine::try_apply_batch`].
     pub fn apply_batch(&mut self, inputs: &[Input], out: &mut Vec<Output>) {
-        if let Err(needs) = self.try_apply_batch(inputs, out) {
+        if let Err(needs) = self.try_apply_batch(inputs, 0, out) {
             panic!("{needs}: an engine with tombstones on disk is driven with try_apply_batch");
         }
     }
 
-    /// Applies inputs in order like [`Engine::apply_batch`], but stops before the first one that
-    /// names a workspace the engine does not hold and whose tombstone it has no word on (only
-    /// possible with tombstones on disk): the store loads it and goes on from there. Nothing of
-    /// that input is applied, so no decision is ever taken for a tombstone not yet read.
-    pub fn try_apply_batch(&mut self, inputs: &[Input], out: &mut Vec<Output>) -> Result<(), NeedsTombstone> {
+    /// Applies `inputs[from..]` in order like [`Engine::apply_batch`], but stops before the first
+    /// one that names a workspace the engine does not hold and whose tombstone it has no word on
+    /// (only possible with tombstones on disk): the store loads it and calls again with `from` set
+    /// to where it stopped. Nothing of that input is applied, so no decision is ever taken for a
+    /// tombstone not yet read. A call that goes on (`from > 0`) does not request again what the
+    /// call that stopped there already requested, so a group with many new workspaces costs no
+    /// more memory requests than one without.
+    pub fn try_apply_batch(
+        &mut self,
+        inputs: &[Input],
+        from: usize,
+        out: &mut Vec<Output>,
+    ) -> Result<(), NeedsTombstone> {
         let ahead = |c: usize| inputs.get(c * PREFETCH_AHEAD..).map_or(&[][..], |r| &r[..r.len().min(PREFETCH_AHEAD)]);
-        self.prefetch_index(ahead(0));
-        self.prefetch_index(ahead(1));
-        self.prefetch_slots(ahead(0));
-        for (c, chunk) in inputs.chunks(PREFETCH_AHEAD).enumerate() {
-            self.prefetch_index(ahead(c + 2));
-            self.prefetch_slots(ahead(c + 1));
-            for (i, input) in chunk.iter().enumerate() {
+        let first = from / PREFETCH_AHEAD;
+        if from == 0 {
+            self.prefetch_index(ahead(0));
+            self.prefetch_index(ahead(1));
+            self.prefetch_slots(ahead(0));
+        }
+        for (c, chunk) in inputs.chunks(PREFETCH_AHEAD).enumerate().skip(first) {
+            if from == 0 || c > first {
+                self.prefetch_index(ahead(c + 2));
+                self.prefetch_slots(ahead(c + 1));
+            }
+            let skip = if c == first { from % PREFETCH_AHEAD } else { 0 };
+            for (i, input) in chunk.iter().enumerate().skip(skip) {
                 if let Err(workspace) = self.try_apply(input, out) {
                     return Err(NeedsTombstone { applied: c * PREFETCH_AHEAD + i, workspace });
                 }
