@@ -30,6 +30,8 @@ use vigil::core::wire;
 
 const EVENTS: usize = 300_000;
 const WORKSPACES: usize = 100_000;
+/// How long a measurement may see no progress before it fails instead of hanging.
+const STALL: Duration = Duration::from_secs(60);
 
 fn heartbeat(n: usize) -> Vec<u8> {
     wire::encode_msgpack(&Input {
@@ -83,7 +85,10 @@ async fn ceiling(payloads: &[Vec<u8>]) -> f64 {
         let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.unwrap().ready_chunks(1000);
         let mut seen = 0;
         while seen < EVENTS {
-            let batch = messages.next().await.unwrap();
+            // Bounded: a consumer that stops receiving fails the run instead of hanging it.
+            let Ok(Some(batch)) = tokio::time::timeout(STALL, messages.next()).await else {
+                panic!("the ceiling's consumer received nothing for {STALL:?} after {seen} of {EVENTS} messages");
+            };
             seen += batch.len();
             batch.last().unwrap().as_ref().unwrap().ack().await.unwrap();
         }
@@ -99,10 +104,22 @@ async fn acked(js: &jetstream::Context) -> u64 {
     consumer.info().await.unwrap().ack_floor.stream_sequence
 }
 
-async fn wait_acked(js: &jetstream::Context) {
+/// Waits until vigil has acknowledged everything in its input stream; fails the run, with vigil's
+/// log, if its acknowledgements stop moving for [`STALL`].
+async fn wait_acked(js: &jetstream::Context, vigil: &Vigil) {
     let last = js.get_stream("VIGIL_IN").await.unwrap().info().await.unwrap().state.last_sequence;
-    while acked(js).await < last {
+    let (mut floor, mut moved) = (0, Instant::now());
+    while floor < last {
         tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = acked(js).await;
+        if now > floor {
+            (floor, moved) = (now, Instant::now());
+        }
+        assert!(
+            moved.elapsed() < STALL,
+            "vigil acknowledged nothing for {STALL:?} at {floor} of {last}; log:\n{}",
+            vigil.log()
+        );
     }
 }
 
@@ -116,10 +133,10 @@ async fn through_vigil(payloads: &[Vec<u8>]) -> f64 {
         (0..payloads.len()).map(|n| format!("vigil.in.heartbeat.ws-{:07}", n % WORKSPACES)).collect();
     // The fleet first (each workspace's first heartbeat creates it), then the sustained stream.
     publish_all(&client, &subjects[..WORKSPACES], &payloads[..WORKSPACES]).await;
-    wait_acked(&js).await;
+    wait_acked(&js, &vigil).await;
     let started = Instant::now();
     publish_all(&client, &subjects, payloads).await;
-    wait_acked(&js).await;
+    wait_acked(&js, &vigil).await;
     let rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
     vigil.stop();
     rate

@@ -101,6 +101,9 @@ pub struct Engine {
     counts: [u32; 5],
     dedup: Dedup,
     tombstones: TombstoneBook,
+    /// The workspace the last `try_apply_batch` stopped for: it was looked up then and found
+    /// absent, so the call that goes on from that input need not look it up again.
+    stopped_for: Option<WorkspaceId>,
     /// The data directory's id key, from the latest `resume` that carried one (`core::ids`).
     id_key: Option<IdKey>,
     /// Restarts in flight when the log first carried a key (a directory from before keys): their
@@ -155,6 +158,7 @@ impl Engine {
             counts: [0; 5],
             dedup: Dedup::default(),
             tombstones: TombstoneBook::default(),
+            stopped_for: None,
             id_key: None,
             plain_restarts: BTreeMap::new(),
             scratch: Vec::new(),
@@ -227,6 +231,8 @@ impl Engine {
     ) -> Result<(), NeedsTombstone> {
         let ahead = |c: usize| inputs.get(c * PREFETCH_AHEAD..).map_or(&[][..], |r| &r[..r.len().min(PREFETCH_AHEAD)]);
         let first = from / PREFETCH_AHEAD;
+        // Only the input the last call stopped at may skip its lookup: nothing was applied since.
+        let mut stopped_for = self.stopped_for.take().filter(|_| from > 0);
         if from == 0 {
             self.prefetch_index(ahead(0));
             self.prefetch_index(ahead(1));
@@ -239,7 +245,9 @@ impl Engine {
             }
             let skip = if c == first { from % PREFETCH_AHEAD } else { 0 };
             for (i, input) in chunk.iter().enumerate().skip(skip) {
-                if let Err(workspace) = self.try_apply(input, out) {
+                let absent = stopped_for.take().is_some_and(|ws| input.kind.workspace() == Some(&ws));
+                if let Err(workspace) = self.try_apply(input, absent, out) {
+                    self.stopped_for = Some(workspace.clone());
                     return Err(NeedsTombstone { applied: c * PREFETCH_AHEAD + i, workspace });
                 }
             }
@@ -272,7 +280,8 @@ impl Engine {
     /// Applies one input and appends the outputs it causes (timers due before it first).
     /// For an engine that holds all of its tombstones (see [`Engine::apply_batch`]).
     pub fn apply(&mut self, input: &Input, out: &mut Vec<Output>) {
-        if let Err(ws) = self.try_apply(input, out) {
+        self.stopped_for = None;
+        if let Err(ws) = self.try_apply(input, false, out) {
             panic!(
                 "the tombstone of {ws} is not loaded: an engine with tombstones on disk is driven with try_apply_batch"
             );
@@ -280,13 +289,15 @@ impl Engine {
     }
 
     /// Applies one input, or — before changing anything — names the workspace whose tombstone
-    /// must be loaded first.
-    fn try_apply(&mut self, input: &Input, out: &mut Vec<Output>) -> Result<(), WorkspaceId> {
+    /// must be loaded first. `absent`: its workspace is known not to be held (looked up by the
+    /// call that stopped for it), so it is not looked up again.
+    fn try_apply(&mut self, input: &Input, absent: bool, out: &mut Vec<Output>) -> Result<(), WorkspaceId> {
         // Looked up before anything moves: timers neither create nor remove workspaces, so the
         // answer still holds when the input reaches its workspace.
         let known = match input.kind.workspace() {
             Some(ws) => {
-                let idx = self.lookup(ws.as_str());
+                debug_assert!(!absent || self.lookup(ws.as_str()).is_none(), "{ws} was held after all");
+                let idx = if absent { None } else { self.lookup(ws.as_str()) };
                 if idx.is_none() && !self.tombstones.knows(ws) {
                     return Err(ws.clone());
                 }
