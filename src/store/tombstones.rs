@@ -3,7 +3,8 @@
 //! The engine never reads them itself. The store applies a group with
 //! `Engine::try_apply_batch`, which stops before an input about a workspace the engine does not
 //! hold and whose tombstone it has not been told about; the store reads that tombstone and goes on
-//! from that input ([`apply_loading`]). A read error stops the group before anything about that input is decided.
+//! from that input ([`apply_loading`]). A read error stops the group before anything about that
+//! input is decided.
 //! Tombstones the engine wrote or deleted since the last checkpoint go to disk with the checkpoint
 //! ([`write_changed`]), in the same atomic batch as the machine records they belong with: the
 //! tombstones on disk stay consistent with the snapshot position, so recovery (snapshot + log tail)

@@ -73,7 +73,7 @@ struct Slot {
 
 /// What [`Engine::try_apply_batch`] stopped for: the input at `applied` names `workspace`, whose
 /// tombstone must be loaded ([`TombstoneBook::load`]) before it can be applied; the next call
-/// goes on `from` there.
+/// goes on from there (`from` = `applied`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NeedsTombstone {
     /// How many of the inputs were applied (counted from the first, not from `from`).
