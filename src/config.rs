@@ -76,6 +76,14 @@ pub struct ServeConfig {
     /// inputs must not fill the NATS server's disk (the input stream's own bound is the account's
     /// JetStream limits).
     pub dlq_max_bytes: u64,
+    /// vigil appends a `tick` to its input stream when nothing else has reached it for this long
+    /// (and whenever a deadline is due), so that the stream shows it was watched (SPEC §1 "time").
+    #[serde(with = "humantime_serde")]
+    pub tick_every: Duration,
+    /// A stretch of the input stream this long with no record at all is time nobody watched:
+    /// every deadline is extended by it. Written into each `resume`; well above `tick_every`.
+    #[serde(with = "humantime_serde")]
+    pub unwatched_after: Duration,
     /// Where Prometheus metrics are served (`/metrics`); `None` to serve none.
     pub metrics_addr: Option<SocketAddr>,
     /// `human` or `json`.
@@ -119,6 +127,8 @@ impl Default for ServeConfig {
             output_max_age: Duration::from_secs(7 * 24 * 3600),
             output_duplicate_window: Duration::from_secs(3600),
             dlq_max_bytes: 1 << 30,
+            tick_every: Duration::from_secs(1),
+            unwatched_after: Duration::from_secs(5),
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             log_format: LogFormat::Human,
         }

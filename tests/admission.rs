@@ -325,6 +325,64 @@ fn deadlines_that_passed_while_vigil_was_away_do_not_fire_on_resume() {
     assert_eq!(s.engine.view("ws-c").unwrap().next_deadline, Some(s.t(1200.0 + 720.0)));
 }
 
+/// A service's log: a tick every second from `from` to `to` (inclusive), deciding nothing.
+fn watched(s: &mut Scenario, from: u32, to: u32) {
+    for t in from..=to {
+        assert_eq!(s.at(f64::from(t)).tick(), Vec::<String>::new(), "at {t}");
+    }
+}
+
+#[test]
+fn in_a_log_that_promises_a_record_every_second_a_silent_stretch_is_time_nobody_watched() {
+    let mut s = Scenario::new();
+    s.at(0.0).resume_watched(5000);
+    s.at(0.0).heartbeat("ws-a");
+    watched(&mut s, 1, 100);
+    // NATS is down from 100 s to 200 s: nothing reaches the log. The first record after the
+    // outage moves every deadline 100 s later, and says so.
+    let after = s.at(200.0).tick();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].contains("unwatched"), "{after:?}");
+    // ws-a was silent for 100 watched seconds before and keeps counting after: 180 s of ttl end
+    // at 280 s, not at 180 s (mid-outage) nor at 380 s (a full ttl from the outage's end).
+    watched(&mut s, 201, 279);
+    assert_eq!(s.at(281.0).tick()[0], "@280 ws-a alive->suspect heartbeat_timeout");
+}
+
+#[test]
+fn in_such_a_log_a_restart_of_vigil_re_arms_nothing_the_silence_observed_counts() {
+    let mut s = Scenario::new();
+    s.at(0.0).resume_watched(5000);
+    s.at(0.0).heartbeat("ws-a");
+    watched(&mut s, 1, 90);
+    // vigil restarts within a second: its resume grants no new ttl.
+    assert!(s.at(91.0).resume_watched(5000).is_empty());
+    watched(&mut s, 92, 179);
+    assert_eq!(s.at(181.0).tick()[0], "@180 ws-a alive->suspect heartbeat_timeout");
+}
+
+#[test]
+fn a_heartbeat_that_ends_an_outage_fires_no_deadline_that_passed_during_it() {
+    let mut s = Scenario::new();
+    s.at(0.0).resume_watched(5000);
+    s.at(0.0).heartbeat("ws-a");
+    s.at(0.0).heartbeat("ws-b");
+    watched(&mut s, 1, 100);
+    // The first record after the outage is ws-b's heartbeat, past ws-a's deadline of 180 s:
+    // the gap is excluded before anything fires, so ws-a is not suspected for it.
+    let out = s.at(250.0).heartbeat("ws-b");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains("unwatched"), "{out:?}");
+    assert_eq!(s.state("ws-a"), Some(StateName::Alive));
+}
+
+#[test]
+fn in_a_log_from_before_the_promise_a_silent_stretch_is_just_time() {
+    let mut s = Scenario::new();
+    s.at(0.0).heartbeat("ws-a");
+    assert_eq!(s.at(181.0).tick()[0], "@180 ws-a alive->suspect heartbeat_timeout");
+}
+
 #[test]
 fn a_repeated_id_within_the_dedup_window_is_applied_once() {
     use vigil::core::event::{Input, InputKind, RestartRequested, WorkspaceId};

@@ -180,15 +180,25 @@ async fn each_role_can_do_its_job_and_nothing_else() {
     command_is(&command, "ws-b:1");
 
     // and every publish it must not make is refused by the server:
-    for subject in ["vigil.in.lifecycle.ws-a", "vigil.in.restart_requested.ws-a", "vigil.out.restart.ws-a", "vigil.dlq"]
-    {
+    for subject in [
+        "vigil.in.lifecycle.ws-a",
+        "vigil.in.restart_requested.ws-a",
+        "vigil.out.restart.ws-a",
+        "vigil.dlq",
+        "vigil.log.tick",
+        "vigil.log.resume",
+    ] {
         agent.refused("agent", subject).await;
     }
     agent_a.refused("agent-ws-a", "vigil.in.heartbeat.ws-b").await;
-    for subject in ["vigil.in.heartbeat.ws-a", "vigil.in.restart_requested.ws-a", "vigil.out.restart.ws-a"] {
+    for subject in
+        ["vigil.in.heartbeat.ws-a", "vigil.in.restart_requested.ws-a", "vigil.out.restart.ws-a", "vigil.log.tick"]
+    {
         provisioner.refused("provisioner", subject).await;
     }
-    for subject in ["vigil.in.lifecycle.ws-a", "vigil.in.probe.ws-a", "vigil.out.state_changed.ws-a"] {
+    for subject in
+        ["vigil.in.lifecycle.ws-a", "vigil.in.probe.ws-a", "vigil.out.state_changed.ws-a", "vigil.log.resume"]
+    {
         control.refused("control", subject).await;
     }
     for subject in ["vigil.in.probe.ws-a", "vigil.in.restart_requested.ws-a", "vigil.in.heartbeat.ws-a"] {
@@ -197,6 +207,7 @@ async fn each_role_can_do_its_job_and_nothing_else() {
     for subject in [
         "vigil.in.heartbeat.ws-a",
         "vigil.out.restart.ws-a",
+        "vigil.log.tick",
         "$JS.API.STREAM.PURGE.VIGIL_IN",
         "$JS.API.STREAM.DELETE.VIGIL_OUT",
     ] {
@@ -215,10 +226,13 @@ async fn each_role_can_do_its_job_and_nothing_else() {
         async_nats::ConnectOptions::with_user_and_password("agent".into(), password("agent-ws-a")).connect(&url).await;
     assert!(shared.is_err(), "agent-ws-a's password logs in as agent");
 
-    // So nothing forbidden reached a stream: the inputs are the six published above, and the only
-    // restart command is vigil's own.
-    let inputs = operator_js.get_stream("VIGIL_IN").await.unwrap().info().await.unwrap().state.messages;
+    // So nothing forbidden reached a stream: the inputs are the six published above, everything
+    // else in the input stream is vigil's own records, and the only restart command is vigil's.
+    let all = support::bus::read_stream(&operator_js, "VIGIL_IN").await;
+    let inputs = all.iter().filter(|m| m.subject.starts_with("vigil.in.")).count();
     assert_eq!(inputs, 6);
+    let others: Vec<&str> = all.iter().map(|m| m.subject.as_str()).filter(|s| !s.starts_with("vigil.in.")).collect();
+    assert!(others.iter().all(|s| *s == "vigil.log.tick" || *s == "vigil.log.resume"), "{others:?}");
     let log = vigil.stop();
     assert!(!log.to_lowercase().contains("permissions violation"), "vigil lacks a permission:\n{log}");
     let outputs = support::bus::outputs(&operator_js, "vigil").await;

@@ -320,6 +320,7 @@ fn every_input_field() -> BTreeSet<String> {
         restart_id: s(),
         phase: s(),
         id_key: s(),
+        unwatched_after_ms: Some(5000),
     };
     keys(&serde_json::to_value(&raw).unwrap())
 }
@@ -410,8 +411,8 @@ fn input_examples() -> Vec<(Input, Input)> {
         ),
         pair(InputKind::Tick, InputKind::Tick),
         pair(
-            InputKind::Resume(Resume { id_key: None }),
-            InputKind::Resume(Resume { id_key: Some(vigil::core::ids::IdKey([1, 2])) }),
+            InputKind::Resume(Resume::default()),
+            InputKind::Resume(Resume { id_key: Some(vigil::core::ids::IdKey([1, 2])), unwatched_after_ms: Some(5000) }),
         ),
     ]
 }

@@ -58,14 +58,21 @@ pub async fn declare(
 ) -> Result<consumer::PullConsumer, BusError> {
     let dlq_max_bytes = i64::try_from(cfg.dlq_max_bytes).unwrap_or(i64::MAX);
     let streams = [
-        (subjects.input_stream(), subjects.inputs(), cfg.input_max_age, cfg.input_duplicate_window, -1),
-        (subjects.output_stream(), subjects.outputs(), cfg.output_max_age, cfg.output_duplicate_window, -1),
-        (subjects.dlq_stream(), subjects.dlq(), cfg.input_max_age, cfg.input_duplicate_window, dlq_max_bytes),
+        // The input stream is the log: producers' inputs and vigil's own records, in one order.
+        (
+            subjects.input_stream(),
+            vec![subjects.inputs(), subjects.log()],
+            cfg.input_max_age,
+            cfg.input_duplicate_window,
+            -1,
+        ),
+        (subjects.output_stream(), vec![subjects.outputs()], cfg.output_max_age, cfg.output_duplicate_window, -1),
+        (subjects.dlq_stream(), vec![subjects.dlq()], cfg.input_max_age, cfg.input_duplicate_window, dlq_max_bytes),
     ];
-    for (name, subject, max_age, duplicate_window, max_bytes) in streams {
+    for (name, subjects, max_age, duplicate_window, max_bytes) in streams {
         let config = stream::Config {
             name: name.clone(),
-            subjects: vec![subject],
+            subjects,
             storage: stream::StorageType::File,
             max_age,
             duplicate_window,

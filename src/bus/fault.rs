@@ -7,7 +7,10 @@
 //!   server, before the outbox is cleared (the re-publish must be de-duplicated);
 //! - `VIGIL_TEST_STALL_SHUTDOWN=1`: the shutdown waits forever, as one waiting for a disk or a
 //!   server that never answers would (a second signal, or the watchdog, must end it);
-//!   `VIGIL_TEST_SHUTDOWN_LIMIT_MS` sets the watchdog's limit.
+//!   `VIGIL_TEST_SHUTDOWN_LIMIT_MS` sets the watchdog's limit;
+//! - `VIGIL_TEST_CLOCK_STEP_MS=d` with `VIGIL_TEST_CLOCK_STEP_AFTER_MS=t`: the host's wall clock,
+//!   as the service reads it ([`wall_clock`]), jumps `d` ms ahead `t` ms after the process starts,
+//!   as an NTP step or a VM restored from a snapshot would make it.
 //!
 //! Unset, they cost one relaxed atomic load. `abort()` is as abrupt as SIGKILL: no destructors,
 //! no flush.
@@ -58,4 +61,20 @@ pub fn shutdown_limit(default: std::time::Duration) -> std::time::Duration {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(default, std::time::Duration::from_millis)
+}
+
+/// The host's wall clock as the service reads it: the real one, unless a test steps it.
+pub fn wall_clock() -> crate::core::At {
+    static STEP: OnceLock<Option<(std::time::Instant, i64)>> = OnceLock::new();
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
+    let step = STEP.get_or_init(|| {
+        let by = var("VIGIL_TEST_CLOCK_STEP_MS")?;
+        let after = u64::try_from(var("VIGIL_TEST_CLOCK_STEP_AFTER_MS").unwrap_or(0)).unwrap_or(0);
+        Some((std::time::Instant::now() + std::time::Duration::from_millis(after), by))
+    });
+    let now = vigil_client::wall_clock();
+    match step {
+        Some((from, by)) if std::time::Instant::now() >= *from => crate::core::At(now.millis().saturating_add(*by)),
+        _ => now,
+    }
 }

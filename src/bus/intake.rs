@@ -73,6 +73,9 @@ impl Intake {
                 format!("{} bytes; at most {} are accepted", payload.len(), self.max_payload),
             ));
         }
+        if let Some(kind) = self.subjects.parse_log(subject) {
+            return self.decode_own(kind, payload, now);
+        }
         let Some(subject) = self.subjects.parse_input(subject) else {
             return Err(Rejection::new(
                 "bad_subject",
@@ -92,6 +95,21 @@ impl Intake {
         }
         if input.kind.workspace().is_none_or(|w| w.as_str() != subject.workspace) {
             return Err(Rejection::new("subject_mismatch", "the subject's workspace is not the payload's"));
+        }
+        Ok(input)
+    }
+}
+
+impl Intake {
+    /// One of vigil's own records (`<prefix>.log.<kind>`): a `tick` or a `resume`, and nothing else.
+    fn decode_own(&self, kind: &str, payload: &[u8], now: At) -> Result<Input, Rejection> {
+        let input = wire::decode_msgpack(payload, Stamping::ReceivedAt(now))?;
+        let own = matches!(input.kind, InputKind::Tick | InputKind::Resume(_));
+        if !own || input.kind.type_name() != kind {
+            return Err(Rejection::new(
+                "subject_mismatch",
+                format!("{}.log.{kind} carries vigil's own tick or resume records only", self.subjects.prefix()),
+            ));
         }
         Ok(input)
     }
@@ -143,7 +161,11 @@ mod tests {
             ("vigil.in.heartbeat.ws-a", typed(2, "heartbeat"), "bad_version"),
             ("vigil.in.tick.ws-a", map(&[("v", U(1)), ("type", S("tick"))]), "internal_type"),
             ("vigil.in.heartbeat.ws-a", hb("ws-b"), "subject_mismatch"),
+            ("vigil.log.tick", hb("ws-a"), "subject_mismatch"),
+            ("vigil.log.resume", map(&[("v", U(1)), ("type", S("tick"))]), "subject_mismatch"),
         ];
+        let tick = map(&[("v", U(1)), ("type", S("tick"))]);
+        assert_eq!(intake.decode("vigil.log.tick", &tick, At(5)).map(|i| (i.kind, i.at)), Ok((InputKind::Tick, At(5))));
         for (subject, payload, code) in cases {
             let got = intake.decode(subject, &payload, At(0)).err().map(|r| r.code);
             assert_eq!(got, Some(code), "{subject}");

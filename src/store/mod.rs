@@ -44,9 +44,11 @@ pub use segment::SegmentError;
 pub use writer::Wake;
 
 /// The on-disk format this build reads and writes. 2: log segments may hold `resume` records with
-/// an id key (an older build cannot read them, so it is told the directory is newer). Format 1
-/// directories are read as they are and marked 2 when a service opens them.
-pub const FORMAT: u32 = 2;
+/// an id key; 3: `resume` records that declare `unwatched_after_ms`, and checkpoints that carry it
+/// (an older build cannot read them, or would decide differently from them, so it is told the
+/// directory is newer). Older directories are read as they are and marked 3 when a service opens
+/// them.
+pub const FORMAT: u32 = 3;
 
 /// Workspaces per checkpoint chunk: large enough that a million workspaces are a few hundred sled
 /// values (iterating a million small values costs sled tens of seconds), small enough that a

@@ -64,6 +64,8 @@ enum Event<'a> {
     /// A resume carrying the directory's id key (appended last: the variants before it keep their
     /// numbers, so older segments read as before).
     ResumeKeyed(u64, u64),
+    /// A resume that also declares `unwatched_after_ms` (store format 3; appended last, as above).
+    ResumeWatched(Option<(u64, u64)>, u32),
 }
 
 fn b(s: &str) -> Cow<'_, str> {
@@ -96,8 +98,13 @@ impl<'a> Record<'a> {
             }
             InputKind::Lifecycle(e) => Event::Lifecycle(b(e.workspace.as_str()), e.phase),
             InputKind::Tick => Event::Tick,
-            InputKind::Resume(Resume { id_key: None }) => Event::Resume,
-            InputKind::Resume(Resume { id_key: Some(k) }) => Event::ResumeKeyed(k.0[0], k.0[1]),
+            InputKind::Resume(Resume { id_key: None, unwatched_after_ms: None }) => Event::Resume,
+            InputKind::Resume(Resume { id_key: Some(k), unwatched_after_ms: None }) => {
+                Event::ResumeKeyed(k.0[0], k.0[1])
+            }
+            InputKind::Resume(Resume { id_key, unwatched_after_ms: Some(ms) }) => {
+                Event::ResumeWatched(id_key.map(|k| (k.0[0], k.0[1])), *ms)
+            }
         };
         Record { at: input.at.millis(), sent_at: input.sent_at.map(At::millis), id: ob(&input.id), event }
     }
@@ -137,8 +144,13 @@ impl<'a> Record<'a> {
             }),
             Event::Lifecycle(w, phase) => InputKind::Lifecycle(Lifecycle { workspace: ws(w)?, phase }),
             Event::Tick => InputKind::Tick,
-            Event::Resume => InputKind::Resume(Resume { id_key: None }),
-            Event::ResumeKeyed(a, b) => InputKind::Resume(Resume { id_key: Some(IdKey([a, b])) }),
+            Event::Resume => InputKind::Resume(Resume::default()),
+            Event::ResumeKeyed(a, b) => {
+                InputKind::Resume(Resume { id_key: Some(IdKey([a, b])), unwatched_after_ms: None })
+            }
+            Event::ResumeWatched(key, ms) => {
+                InputKind::Resume(Resume { id_key: key.map(|(a, b)| IdKey([a, b])), unwatched_after_ms: Some(ms) })
+            }
         };
         Ok(Input { at: At(self.at), sent_at: self.sent_at.map(At), id: owned(self.id), kind })
     }
@@ -440,8 +452,13 @@ mod tests {
             }),
             InputKind::Lifecycle(Lifecycle { workspace: ws(), phase: LifecyclePhase::Hibernated }),
             InputKind::Tick,
-            InputKind::Resume(Resume { id_key: None }),
-            InputKind::Resume(Resume { id_key: Some(crate::core::ids::IdKey([7, u64::MAX])) }),
+            InputKind::Resume(Resume::default()),
+            InputKind::Resume(Resume {
+                id_key: Some(crate::core::ids::IdKey([7, u64::MAX])),
+                unwatched_after_ms: None,
+            }),
+            InputKind::Resume(Resume { id_key: Some(crate::core::ids::IdKey([7, 1])), unwatched_after_ms: Some(5000) }),
+            InputKind::Resume(Resume { id_key: None, unwatched_after_ms: Some(1) }),
         ];
         let inputs: Vec<Input> = kinds
             .into_iter()
@@ -456,7 +473,7 @@ mod tests {
         let mut w = SegmentWriter::with_capacity(inputs.len());
         inputs.iter().for_each(|i| w.push(i));
         let bytes = w.finish();
-        assert_eq!(header(&bytes), Some((inputs.len() as u32, At(1_009))));
+        assert_eq!(header(&bytes), Some((inputs.len() as u32, At(1_000 + inputs.len() as i64 - 1))));
         assert_eq!(decode(&bytes).unwrap(), inputs);
     }
 

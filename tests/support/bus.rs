@@ -46,6 +46,20 @@ pub async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<jetstream::
     all
 }
 
+/// How many producers' inputs (`<prefix>.in.>`) the input stream holds: the rest of it is vigil's
+/// own records (`<prefix>.log.>`).
+pub async fn producer_inputs(js: &jetstream::Context, prefix: &str) -> usize {
+    let name = format!("{}_IN", prefix.to_uppercase());
+    let inputs = format!("{prefix}.in.");
+    read_stream(js, &name).await.iter().filter(|m| m.subject.starts_with(&inputs)).count()
+}
+
+/// The input stream's last sequence: with vigil stopped, everything it must have acknowledged.
+pub async fn last_in_stream(js: &jetstream::Context, prefix: &str) -> u64 {
+    let name = format!("{}_IN", prefix.to_uppercase());
+    js.get_stream(&name).await.unwrap().info().await.unwrap().state.last_sequence
+}
+
 /// Waits until a stream holds at least `n` messages, and returns them.
 pub async fn wait_stream(js: &jetstream::Context, name: &str, n: usize) -> Vec<jetstream::message::StreamMessage> {
     let started = Instant::now();

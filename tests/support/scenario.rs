@@ -171,7 +171,13 @@ impl Scenario {
 
     /// A resume carrying a data directory's id key, as the service writes it.
     pub fn resume_keyed(&mut self, key: vigil::core::ids::IdKey) -> Vec<String> {
-        self.apply(InputKind::Resume(Resume { id_key: Some(key) }))
+        self.apply(InputKind::Resume(Resume { id_key: Some(key), unwatched_after_ms: None }))
+    }
+
+    /// A resume as a service that ticks at least every second writes it: from here on, a stretch
+    /// of the log longer than `ms` with no record is time nobody watched.
+    pub fn resume_watched(&mut self, ms: u32) -> Vec<String> {
+        self.apply(InputKind::Resume(Resume { id_key: None, unwatched_after_ms: Some(ms) }))
     }
 
     // ---- observations -------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 //! | `<prefix>.in.<type>.<workspace>`      | inputs, captured by the stream `<PREFIX>_IN`        |
 //! | `<prefix>.out.<type>.<workspace>`     | outputs, in the stream `<PREFIX>_OUT`               |
 //! | `<prefix>.out.alert`                  | fleet-level alerts (they have no workspace)         |
+//! | `<prefix>.log.tick`, `<prefix>.log.resume` | vigil's own records, in `<PREFIX>_IN` too      |
 //! | `<prefix>.dlq`                        | inputs that are not valid events, `<PREFIX>_DLQ`    |
 //! | `<prefix>.query.state.<workspace>`    | request/reply: one workspace's state as JSON        |
 //! | `<prefix>.query.fleet`                | request/reply: counts per state, breaker status     |
@@ -54,6 +55,23 @@ impl Subjects {
     /// Everything producers publish: `<prefix>.in.>`.
     pub fn inputs(&self) -> String {
         format!("{}.in.>", self.prefix)
+    }
+
+    /// vigil's own records in the input stream (ticks, resumes): `<prefix>.log.>`. Producers may
+    /// not publish here (deploy/nats/vigil.conf).
+    pub fn log(&self) -> String {
+        format!("{}.log.>", self.prefix)
+    }
+
+    /// The subject vigil appends its own record of `kind` (`tick`, `resume`) on.
+    pub fn log_record(&self, kind: &str) -> String {
+        format!("{}.log.{kind}", self.prefix)
+    }
+
+    /// The `<kind>` of `<prefix>.log.<kind>`; `None` for any other subject.
+    pub fn parse_log<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let kind = subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?;
+        (!kind.contains('.')).then_some(kind)
     }
 
     /// Everything vigil publishes: `<prefix>.out.>`.
@@ -106,5 +124,8 @@ mod tests {
         assert_eq!(s.parse_input("acme.vigil.in.heartbeat"), None);
         assert_eq!(s.parse_input("acme.vigil.in.heartbeat.ws.a"), None);
         assert_eq!(s.parse_input("other.in.heartbeat.ws-a"), None);
+        assert_eq!(s.parse_log("acme.vigil.log.tick"), Some("tick"));
+        assert_eq!(s.parse_log("acme.vigil.log.tick.x"), None);
+        assert_eq!(s.parse_log("acme.vigil.in.tick"), None);
     }
 }

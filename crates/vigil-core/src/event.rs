@@ -166,6 +166,7 @@ wire_enum! {
         BreakerClosed = "breaker_closed",
         RestartGaveUp = "restart_gave_up",
         Unprobeable = "unprobeable",
+        Unwatched = "unwatched",
     }
 }
 
@@ -267,6 +268,9 @@ wire_enum! {
         BreakerCalm = "breaker_calm",
         /// `give_up_after` consecutive restarts did not end in a fresh heartbeat.
         CrashLoop = "crash_loop",
+        /// Nothing reached the log for longer than `unwatched_after_ms` (NATS down, or vigil
+        /// down with nobody publishing): every deadline was extended by that time.
+        Unwatched = "unwatched",
     }
 }
 
@@ -304,6 +308,11 @@ pub struct Resume {
     /// The data directory's id key, from which output ids take their tags (`core::ids`); absent
     /// in logs from before keys, whose ids stay plain.
     pub id_key: Option<crate::ids::IdKey>,
+    /// The service that wrote it appends a record to the log at least every second while it runs
+    /// (SPEC §1 "time"): from here on, a stretch of more than this many milliseconds with no
+    /// record at all is time nobody watched, and every deadline is extended by it. Absent in logs
+    /// from before; their `resume` re-arms every deadline with full grace instead.
+    pub unwatched_after_ms: Option<u32>,
 }
 
 /// `heartbeat`: the agent says it is alive.

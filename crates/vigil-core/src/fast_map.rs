@@ -76,6 +76,7 @@ fn field_index(key: &[u8]) -> Option<usize> {
         b"restart_id" => 17,
         b"phase" => 18,
         b"id_key" => 19,
+        b"unwatched_after_ms" => 20,
         _ => return None,
     })
 }
@@ -266,8 +267,21 @@ impl<'a> Reader<'a> {
             17 => raw.restart_id = self.opt_str()?,
             18 => raw.phase = self.opt_str()?,
             19 => raw.id_key = self.opt_str()?,
+            20 => raw.unwatched_after_ms = self.opt_uint()?,
             _ => return None,
         }
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A field this reader does not know it skips as unknown, which serde would not: every input
+    /// field must have its place here.
+    #[test]
+    fn every_input_field_has_an_index() {
+        for (i, field) in crate::wire::INPUT_FIELDS.iter().enumerate() {
+            assert_eq!(super::field_index(field.as_bytes()), Some(i), "{field}");
+        }
     }
 }

@@ -36,6 +36,7 @@
 //! | lifecycle removed                                      | ×     | ×     | ×   | ×   | × |
 //! | timer (a deadline is due)                              | A S   | S R D | R D | R D | P |
 //! | resume (vigil restarted)                               | A     | S     | R   | D   | P |
+//! | unwatched (nothing reached the log for a while)        | A     | S     | R   | D   | P |
 //! | breaker closed                                         | A     | S     | R   | R D | P |
 //! | slot free                                              | A     | S     | R   | R D | P |
 //!
@@ -189,8 +190,11 @@ pub enum Event<'a> {
     Lifecycle(LifecyclePhase),
     /// One of the machine's deadlines is due (`ctx.now` is that deadline).
     Timer,
-    /// vigil restarted: re-arm every deadline with full grace.
+    /// vigil restarted: re-arm every deadline with full grace (logs from before `unwatched`).
     Resume,
+    /// Nobody watched for this long (nothing reached the log): every deadline moves this much
+    /// later, so only watched time counts towards it.
+    Unwatched(std::time::Duration),
     /// The fleet breaker closed.
     BreakerClosed,
     /// A restart slot freed up and this workspace is next in the queue.
@@ -259,6 +263,11 @@ impl Workspace {
             }
             Event::Resume => {
                 self.watch_from = ctx.now;
+                Handled
+            }
+            // Silence nobody observed is not evidence: only watched time counts.
+            Event::Unwatched(gap) => {
+                self.unwatched(*gap);
                 Handled
             }
             Event::Heartbeat(_)
@@ -333,6 +342,13 @@ impl Workspace {
                 s.silent_since = Stamp::NEVER;
                 Handled
             }
+            Event::Unwatched(gap) => {
+                self.unwatched(*gap);
+                s.first_not_running = s.first_not_running.later(*gap);
+                s.silent_since = s.silent_since.later(*gap);
+                s.next_reprobe = s.next_reprobe.later(*gap);
+                Handled
+            }
             _ => Super,
         }
     }
@@ -405,6 +421,11 @@ impl Workspace {
                 r.deadline = ctx.now.plus(ctx.policy.restart_timeout);
                 Handled
             }
+            Event::Unwatched(gap) => {
+                self.unwatched(*gap);
+                r.deadline = r.deadline.plus(*gap);
+                Handled
+            }
             _ => Super,
         }
     }
@@ -429,6 +450,11 @@ impl Workspace {
             }
             Event::BreakerClosed if w.on == Wait::Breaker => self.retry_restart(ctx, w),
             Event::SlotFree if w.on == Wait::Queue => self.retry_restart(ctx, w),
+            Event::Unwatched(gap) => {
+                self.unwatched(*gap);
+                w.until = w.until.later(*gap);
+                Handled
+            }
             _ => Super,
         }
     }
@@ -522,6 +548,15 @@ impl Workspace {
     }
 
     /// The heartbeat deadline (`ttl` after the last heartbeat or full-grace moment) has passed.
+    /// Nobody watched for `gap`: every instant a window is measured from moves `gap` later.
+    fn unwatched(&mut self, gap: std::time::Duration) {
+        self.watch_from = self.watch_from.plus(gap);
+        self.last_heartbeat = self.last_heartbeat.later(gap);
+        self.probe_asked = self.probe_asked.later(gap);
+        self.last_restart = self.last_restart.later(gap);
+        self.left_restarting = self.left_restarting.later(gap);
+    }
+
     fn silence_due(&self, ctx: &Ctx<'_>) -> bool {
         ctx.now >= self.silence_deadline(ctx.policy)
     }

@@ -47,6 +47,10 @@ pub struct FleetRecord {
     /// Restarts in flight when the first key came, which keep their plain ids.
     #[serde(default)]
     pub plain_restarts: Vec<(WorkspaceId, u32)>,
+    /// From the latest `resume` that declared it: a longer stretch with no record is time nobody
+    /// watched (absent: `resume` re-arms with full grace, as logs from before expect).
+    #[serde(default)]
+    pub unwatched_after_ms: Option<u32>,
 }
 
 /// The machines a checkpoint writes, chunk by chunk (see `Engine::take_dirty_chunks`).

@@ -143,6 +143,11 @@ impl Stamp {
         (self != Stamp::NEVER).then_some(At(self.0))
     }
 
+    /// The same instant `d` later; no instant stays none.
+    pub fn later(self, d: Duration) -> Stamp {
+        self.get().map_or(Stamp::NEVER, |t| Stamp::at(t.plus(d)))
+    }
+
     /// True when there is an instant and it lies no more than `window` before `now`.
     pub fn within(self, now: At, window: Duration) -> bool {
         self.get().is_some_and(|t| now.since(t) <= window)

@@ -87,6 +87,7 @@ fn rows(ws: &WorkspaceId, in_flight: u32) -> Vec<(&'static str, Vec<Payload>)> {
         ("lifecycle removed", vec![Payload::Lifecycle(L::Removed)]),
         ("timer (a deadline is due)", vec![Payload::Timer]),
         ("resume (vigil restarted)", vec![Payload::Resume]),
+        ("unwatched (nothing reached the log for a while)", vec![Payload::Unwatched]),
         ("breaker closed", vec![Payload::BreakerClosed]),
         ("slot free", vec![Payload::SlotFree]),
     ]
@@ -102,6 +103,7 @@ enum Payload {
     Lifecycle(LifecyclePhase),
     Timer,
     Resume,
+    Unwatched,
     BreakerClosed,
     SlotFree,
 }
@@ -117,6 +119,7 @@ impl Payload {
             Payload::Lifecycle(p) => Event::Lifecycle(*p),
             Payload::Timer => Event::Timer,
             Payload::Resume => Event::Resume,
+            Payload::Unwatched => Event::Unwatched(std::time::Duration::from_secs(100)),
             Payload::BreakerClosed => Event::BreakerClosed,
             Payload::SlotFree => Event::SlotFree,
         }
@@ -131,7 +134,7 @@ impl Payload {
             Payload::Progress(_) => Some(InputType::RestartProgress),
             Payload::Lifecycle(_) => Some(InputType::Lifecycle),
             Payload::Resume => Some(InputType::Resume),
-            Payload::Timer | Payload::BreakerClosed | Payload::SlotFree => None,
+            Payload::Timer | Payload::Unwatched | Payload::BreakerClosed | Payload::SlotFree => None,
         }
     }
 }

@@ -11,7 +11,6 @@ impl Serve {
         batch: Vec<Result<jetstream::Message, String>>,
     ) -> Result<(), BusError> {
         let started = Instant::now();
-        let now = self.stamp();
         let mut inputs = Vec::with_capacity(batch.len());
         let mut last_message = None;
         let mut last_seq = self.store.stream_seq();
@@ -23,11 +22,14 @@ impl Serve {
                     continue;
                 }
             };
-            let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
+            let Ok((seq, stored, pending)) =
+                message.info().map(|i| (i.stream_sequence, stored_at(i.published), i.pending))
+            else {
                 let subject = HeaderText::escape(&message.subject);
                 tracing::warn!(%subject, "a message without JetStream metadata; ignored");
                 continue;
             };
+            self.note_record(&message.subject, stored, pending);
             if seq <= last_seq {
                 // Redelivered after a lost acknowledgement or a crash: already applied. (Acked by
                 // the batch's acknowledgement only if nothing newer is in the batch.)
@@ -42,9 +44,10 @@ impl Serve {
                 // committing them, or to a pull request lost with the connection) come back only
                 // after the ack wait, out of order, and would be acknowledged by this batch's ack.
                 // The stream sequence is the truth: read them from the stream, in order.
-                self.fill_gap(last_seq + 1..seq, now, &mut inputs).await?;
+                self.fill_gap(last_seq + 1..seq, &mut inputs).await?;
             }
-            self.accept(&message.subject, &message.payload, seq, now, &mut inputs);
+            // The time the stream stored it is the input's time, however late vigil reads it.
+            self.accept(&message.subject, &message.payload, seq, stored, &mut inputs);
             last_seq = seq;
             last_message = Some(message);
         }
@@ -136,8 +139,7 @@ impl Serve {
             let from = self.store.stream_seq() + 1;
             let to = through.min(from + self.cfg.batch_max as u64 - 1);
             let mut inputs = Vec::new();
-            let now = self.stamp();
-            self.fill_gap(from..to + 1, now, &mut inputs).await?;
+            self.fill_gap(from..to + 1, &mut inputs).await?;
             self.submit(inputs, Some(to)).await?;
         }
         self.wait_durable().await
@@ -147,7 +149,6 @@ impl Serve {
     pub(super) async fn fill_gap(
         &mut self,
         missing: std::ops::Range<u64>,
-        now: At,
         inputs: &mut Vec<Input>,
     ) -> Result<(), BusError> {
         // What expired before vigil read it (after an outage longer than the stream's max age) is
@@ -176,7 +177,7 @@ impl Serve {
                 match self.input_stream.get_raw_message(seq).await {
                     Ok(m) => {
                         metrics::counter!("vigil_gap_filled_total").increment(1);
-                        self.accept(&m.subject, &m.payload, seq, now, inputs);
+                        self.accept(&m.subject, &m.payload, seq, stored_at(m.time), inputs);
                         break;
                     }
                     Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
@@ -196,4 +197,9 @@ impl Serve {
         }
         Ok(())
     }
+}
+
+/// A stream timestamp (when JetStream stored a message) as the core's time, in milliseconds.
+pub(super) fn stored_at(t: async_nats::datetime::DateTime) -> At {
+    At(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
 }

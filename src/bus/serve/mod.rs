@@ -8,8 +8,9 @@
 //! - the store reports groups durable: only now is each batch acknowledged (one acknowledgement
 //!   per batch: the consumer acknowledges everything up to it) and are its outputs handed to the
 //!   publisher;
-//! - a deadline reached with no input: a `tick` is committed, so the log replays with the same
-//!   timing;
+//! - a deadline reached, or nothing read for `tick_every`: a `tick` is appended to the input
+//!   stream, and applied when it comes back like any input (SPEC §1 "time": every record's time
+//!   is the time the stream stored it, and the stream shows when it was watched);
 //! - the publisher confirmed outputs: they leave the outbox;
 //! - a query: answered from the engine;
 //! - shutdown: stop fetching, let the publisher drain, checkpoint, return.
@@ -26,17 +27,18 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::bus::admission::Admission;
 use crate::bus::dlq::{DeadLetter, Dlq};
+use crate::bus::fault::wall_clock;
 use crate::bus::headers::HeaderText;
 use crate::bus::intake::Intake;
 use crate::bus::publisher::Released;
 use crate::bus::subjects::Subjects;
-use crate::bus::{BusError, connect, dlq, fault, publisher, queries};
+use crate::bus::{BusError, NatsError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
 use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName};
 use crate::core::ids::IdKey;
+use crate::core::wire;
 use crate::core::{At, Policy};
 use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
-use vigil_client::wall_clock;
 
 mod ingest;
 mod shutdown;
@@ -45,6 +47,12 @@ pub use shutdown::{SHUTDOWN_LIMIT, watchdog};
 
 /// Deadlines within this many milliseconds of each other fire in one tick.
 const TICK_GRANULARITY_MS: i64 = 10;
+
+/// A tick not read back within this long is taken as lost, and another may be appended.
+const TICK_LOST_AFTER: Duration = Duration::from_secs(5);
+
+/// How long an append of vigil's own record waits for the stream's confirmation.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the service until `shutdown` completes or a fatal error occurs.
 pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
@@ -124,21 +132,27 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         acks: VecDeque::new(),
         last_ticket: 0,
         durable_ticket: 0,
-        last_stamp: At(i64::MIN),
         last_checkpoint: Instant::now(),
+        js,
+        stream_clock: None,
+        level: false,
+        tick_in_flight: None,
+        last_record: Instant::now(),
     };
-    // vigil was away: every deadline gets full grace from now (SPEC §1 `resume`).
-    // It carries the directory's id key (a new one for a new directory), so output ids are
-    // unguessable and never repeat those of a lost directory (`core::ids`).
+    serve.adopt_input_stream(&mut consumer).await?;
+    serve.level_consumer(&mut consumer).await?;
+    // vigil (re)started: a `resume` in the stream says so, after what it has not read yet. It
+    // declares the promise of a record every `tick_every` (so a longer silence of the whole stream
+    // is time nobody watched, SPEC §1), and carries the directory's id key (a new one for a new
+    // directory), so output ids are unguessable and never repeat those of a lost one.
     let id_key = match serve.store.engine().id_key() {
         Some(key) => key,
         None => new_id_key()?,
     };
-    let resume =
-        Input { at: serve.stamp(), sent_at: None, id: None, kind: InputKind::Resume(Resume { id_key: Some(id_key) }) };
-    serve.adopt_input_stream(&mut consumer).await?;
-    serve.submit(vec![resume], None).await?;
-    serve.level_consumer(&mut consumer).await?;
+    let unwatched_after_ms =
+        u32::try_from(serve.cfg.unwatched_after.as_millis()).unwrap_or(u32::MAX).clamp(1, 3_600_000);
+    let resume = Resume { id_key: Some(id_key), unwatched_after_ms: Some(unwatched_after_ms) };
+    serve.append_resume(resume).await?;
     tracing::info!(prefix = serve.subjects.prefix(), "serving");
 
     let result = serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, shutdown).await;
@@ -167,15 +181,33 @@ struct Serve {
     /// The ticket of the last group submitted, and of the last one durable.
     last_ticket: u64,
     durable_ticket: u64,
-    last_stamp: At,
     last_checkpoint: Instant,
+    js: jetstream::Context,
+    /// The stream's clock: the stored time of the latest record read, and when it was read. Live
+    /// ticks are timed by it and this host's monotonic clock, never by its wall clock.
+    stream_clock: Option<(At, Instant)>,
+    /// The latest record read left nothing pending: vigil has read all the stream holds.
+    level: bool,
+    /// A tick appended and not read back yet, and when it was appended.
+    tick_in_flight: Option<Instant>,
+    /// When the latest record was read: a tick is appended after `tick_every` without one.
+    last_record: Instant,
 }
 
 impl Serve {
-    /// The receive time for what arrives now; never earlier than the last one given out.
-    fn stamp(&mut self) -> At {
-        self.last_stamp = self.last_stamp.max(wall_clock());
-        self.last_stamp
+    /// Now, by the stream's clock (see [`Serve::stream_clock`]); `None` before the first record.
+    fn stream_now(&self) -> Option<At> {
+        self.stream_clock.map(|(stored, read)| stored.plus(read.elapsed()))
+    }
+
+    /// Notes a record read from the stream: its stored time, and what the consumer still holds.
+    fn note_record(&mut self, subject: &str, stored: At, pending: u64) {
+        self.stream_clock = Some((stored, Instant::now()));
+        self.last_record = Instant::now();
+        self.level = pending == 0;
+        if self.subjects.parse_log(subject) == Some("tick") {
+            self.tick_in_flight = None;
+        }
     }
 
     async fn run_loop(
@@ -253,27 +285,39 @@ impl Serve {
         }
     }
 
-    /// When the loop must wake up on its own: the engine's next deadline, or a checkpoint.
+    /// When the loop must wake up on its own: the engine's next deadline (by the stream's clock),
+    /// `tick_every` after the latest record, or a checkpoint.
     fn next_wake(&mut self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         let checkpoint = now + self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
-        let deadline = self.store.next_deadline().map(|d| {
+        let quiet = now + self.cfg.tick_every.saturating_sub(self.last_record.elapsed());
+        let deadline = match (self.store.next_deadline(), self.stream_now()) {
             // Deadlines close together share one tick.
-            let wait = d.millis().saturating_sub(wall_clock().millis()).max(TICK_GRANULARITY_MS) as u64;
-            now + Duration::from_millis(wait)
-        });
-        deadline.map_or(checkpoint, |d| d.min(checkpoint))
+            (Some(d), Some(stream_now)) => {
+                let wait = d.millis().saturating_sub(stream_now.millis()).max(TICK_GRANULARITY_MS) as u64;
+                Some(now + Duration::from_millis(wait))
+            }
+            _ => None,
+        };
+        deadline.map_or(checkpoint, |d| d.min(checkpoint)).min(quiet)
     }
 
-    /// A deadline may be due with nothing else arriving: commit a tick so that it fires (and the
-    /// log says when). Also checkpoints, and drops log segments past retention, on schedule.
+    /// A deadline may be due, or the stream quiet for `tick_every`: append a tick (it fires what
+    /// is due when it comes back, with the time the stream stored it, after everything stored
+    /// before it). Only once vigil has read all the stream holds, and one at a time. Also
+    /// checkpoints, and drops log segments past retention, on schedule.
     async fn on_clock(&mut self) -> Result<(), BusError> {
-        let now = self.stamp();
-        if self.store.next_deadline().is_some_and(|d| d <= now) {
-            let tick = Input { at: now, sent_at: None, id: None, kind: InputKind::Tick };
-            self.submit(vec![tick], None).await?;
+        let due = match (self.store.next_deadline(), self.stream_now()) {
+            (Some(d), Some(now)) => d <= now,
+            _ => false,
+        };
+        let quiet = self.last_record.elapsed() >= self.cfg.tick_every;
+        let tick_lost = self.tick_in_flight.is_some_and(|t| t.elapsed() >= TICK_LOST_AFTER);
+        if self.level && (due || quiet) && (self.tick_in_flight.is_none() || tick_lost) {
+            self.append_tick().await;
         }
         if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
+            let now = self.stream_now().unwrap_or_else(wall_clock);
             let keep_after = At(now.millis().saturating_sub(self.cfg.log_retention.as_millis() as i64));
             tokio::task::block_in_place(|| -> Result<(), BusError> {
                 self.store.checkpoint()?;
@@ -288,6 +332,53 @@ impl Serve {
         // A checkpoint waits for the groups in flight; release them now rather than at the next
         // wake-up.
         self.collect().await
+    }
+
+    /// Appends a tick to the input stream. A failure (NATS is down) is only logged: no tick, no
+    /// deadline fires — an outage is not a quiet stream.
+    async fn append_tick(&mut self) {
+        let tick = Input { at: wall_clock(), sent_at: None, id: None, kind: InputKind::Tick };
+        match self.append("tick", &tick).await {
+            Ok(()) => self.tick_in_flight = Some(Instant::now()),
+            Err(e) => {
+                self.tick_in_flight = None;
+                tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
+            }
+        }
+    }
+
+    /// Appends `resume` to the input stream, retrying for a while: without it vigil cannot start.
+    async fn append_resume(&mut self, resume: Resume) -> Result<(), BusError> {
+        let input = Input { at: wall_clock(), sent_at: None, id: None, kind: InputKind::Resume(resume) };
+        let mut attempt = 0;
+        loop {
+            match self.append("resume", &input).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 30 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, "cannot append a resume to the input stream; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    return Err(BusError::Nats { doing: "appending a resume to the input stream".into(), source: e });
+                }
+            }
+        }
+    }
+
+    /// Appends one of vigil's own records to `<prefix>.log.<kind>` and waits for the stream to
+    /// confirm it.
+    async fn append(&self, kind: &str, input: &Input) -> Result<(), NatsError> {
+        let subject = self.subjects.log_record(kind);
+        let payload = wire::encode_msgpack(input);
+        let publish = async {
+            let ack = self.js.publish(subject, payload.into()).await?;
+            ack.await.map(|_| ())
+        };
+        match tokio::time::timeout(APPEND_TIMEOUT, publish).await {
+            Ok(result) => result.map_err(NatsError::from),
+            Err(elapsed) => Err(NatsError::from(elapsed)),
+        }
     }
 
     /// Applies one group and hands it to the store's writer thread; [`Serve::collect`] takes it

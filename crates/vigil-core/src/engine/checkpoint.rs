@@ -49,6 +49,7 @@ impl Engine {
             dedup: self.dedup.order.iter().map(|(t, k)| (*t, k.to_string())).collect(),
             id_key: self.id_key,
             plain_restarts: self.plain_restarts.iter().map(|(ws, n)| (ws.clone(), *n)).collect(),
+            unwatched_after_ms: self.unwatched_after_ms,
         }
     }
 
@@ -81,6 +82,7 @@ impl Engine {
         engine.seq = fleet.seq;
         engine.id_key = fleet.id_key;
         engine.plain_restarts = fleet.plain_restarts.into_iter().collect();
+        engine.unwatched_after_ms = fleet.unwatched_after_ms;
         if let Some(clock) = fleet.clock {
             engine.clock = clock;
         }

@@ -1,5 +1,7 @@
 //! Time: deadlines fire in deadline order (ties in workspace-id order) before any input stamped
-//! later; the breaker closes on its own deadline; `resume` re-arms every deadline with full grace.
+//! later; the breaker closes on its own deadline; time nobody watched (a stretch of the log with no
+//! record, in a log that promises one every so often) moves every deadline later; in logs from
+//! before that promise, `resume` re-arms every deadline with full grace.
 
 use super::*;
 
@@ -124,7 +126,10 @@ impl Engine {
         }
     }
 
-    /// vigil (re)started: every workspace's deadlines are re-armed with full grace from `at`.
+    /// vigil (re)started. In a log that promises a record at least every `unwatched_after_ms`,
+    /// the time it was away is already excluded (see [`Engine::unwatched`]) and the silence
+    /// observed before still counts, so nothing is re-armed; in a log from before, every
+    /// workspace's deadlines are re-armed with full grace from `at`.
     pub(super) fn resume(&mut self, resume: &Resume, at: At, out: &mut Vec<Output>) {
         if let Some(key) = resume.id_key {
             if self.id_key.is_none() {
@@ -139,12 +144,34 @@ impl Engine {
             }
             self.id_key = Some(key);
         }
-        // In workspace-id order: the slab's order is not the same after a restore.
+        if let Some(ms) = resume.unwatched_after_ms {
+            self.unwatched_after_ms = Some(ms);
+        }
+        if self.unwatched_after_ms.is_some() {
+            return;
+        }
+        for idx in self.live_in_id_order() {
+            self.dispatch(idx, &Event::Resume, at, Some(InputType::Resume), out);
+        }
+    }
+
+    /// Nothing reached the log for `gap` before `at`: every workspace's deadlines move `gap`
+    /// later, so that only watched time counts towards them, and an alert says so.
+    pub(super) fn unwatched(&mut self, gap: Duration, at: At, out: &mut Vec<Output>) {
+        let detail = format!("nothing reached the log for {} ms: every deadline extended by that", gap.as_millis());
+        let body = OutputBody::Alert { kind: AlertKind::Unwatched, reason: Reason::Unwatched, detail: Some(detail) };
+        self.push_output(out, None, at, body);
+        for idx in self.live_in_id_order() {
+            self.dispatch(idx, &Event::Unwatched(gap), at, None, out);
+        }
+    }
+
+    /// Every workspace held, in workspace-id order (the slab's order is not the same after a
+    /// restore, and a fold must not depend on it).
+    fn live_in_id_order(&self) -> Vec<u32> {
         let mut live: Vec<u32> =
             (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].machine.is_some()).collect();
         live.sort_by(|&a, &b| self.slots[a as usize].name.cmp(&self.slots[b as usize].name));
-        for idx in live {
-            self.dispatch(idx, &Event::Resume, at, Some(InputType::Resume), out);
-        }
+        live
     }
 }

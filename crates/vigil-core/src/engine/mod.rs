@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::time::Duration;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::Serialize;
@@ -104,6 +105,9 @@ pub struct Engine {
     /// The workspace the last `try_apply_batch` stopped for: it was looked up then and found
     /// absent, so the call that goes on from that input need not look it up again.
     stopped_for: Option<WorkspaceId>,
+    /// From the latest `resume` that declared it: a longer stretch of the log with no record is
+    /// time nobody watched (SPEC §1 "time").
+    unwatched_after_ms: Option<u32>,
     /// The data directory's id key, from the latest `resume` that carried one (`core::ids`).
     id_key: Option<IdKey>,
     /// Restarts in flight when the log first carried a key (a directory from before keys): their
@@ -159,6 +163,7 @@ impl Engine {
             dedup: Dedup::default(),
             tombstones: TombstoneBook::default(),
             stopped_for: None,
+            unwatched_after_ms: None,
             id_key: None,
             plain_restarts: BTreeMap::new(),
             scratch: Vec::new(),
@@ -308,6 +313,18 @@ impl Engine {
         self.seq += 1;
         let start = out.len();
         let at = input.at.max(self.clock);
+        // Nothing reached the log for longer than its writer promised: nobody watched meanwhile,
+        // and no deadline may fire for that time (SPEC §1 "time"). A `resume` that declares the
+        // promise is already held to it.
+        let promised = match &input.kind {
+            InputKind::Resume(Resume { unwatched_after_ms: Some(ms), .. }) => Some(*ms),
+            _ => self.unwatched_after_ms,
+        };
+        if let (Some(limit), Some(last)) = (promised, self.clock())
+            && at.since(last) > Duration::from_millis(u64::from(limit))
+        {
+            self.unwatched(at.since(last), at, out);
+        }
         // vigil was away until `at`: deadlines that passed meanwhile are re-armed with full grace
         // first, not fired — silence nobody watched is not evidence (SPEC §1 `resume`).
         if !matches!(input.kind, InputKind::Resume(_)) {

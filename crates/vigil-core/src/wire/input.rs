@@ -54,11 +54,13 @@ pub struct RawInput<'a> {
     pub phase: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub id_key: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwatched_after_ms: Option<u64>,
 }
 
 /// Every field an input may carry, in wire order: the envelope (`v`, `type`, `workspace`, `at`,
-/// and `sent_at`, vigil's copy of a producer's `at`), the event's own fields, and `id_key`
-/// (`resume` records only). `tests/schemas.rs` holds it to [`RawInput`] and to the schemas.
+/// and `sent_at`, vigil's copy of a producer's `at`), the event's own fields, and vigil's own
+/// (`id_key`, `unwatched_after_ms`: `resume` records only). `tests/schemas.rs` holds it to [`RawInput`] and to the schemas.
 pub const INPUT_FIELDS: &[&str] = &[
     "v",
     "type",
@@ -80,11 +82,15 @@ pub const INPUT_FIELDS: &[&str] = &[
     "restart_id",
     "phase",
     "id_key",
+    "unwatched_after_ms",
 ];
 
-/// The event's own fields, between the envelope and `id_key`: what `vigil emit` accepts as
+/// How many of [`INPUT_FIELDS`] come after the event's own: `resume`'s.
+const VIGIL_FIELDS: usize = 2;
+
+/// The event's own fields, between the envelope and vigil's: what `vigil emit` accepts as
 /// `--name value`.
-pub const EVENT_FIELDS: &[&str] = INPUT_FIELDS.split_at(5).1.split_at(INPUT_FIELDS.len() - 6).0;
+pub const EVENT_FIELDS: &[&str] = INPUT_FIELDS.split_at(5).1.split_at(INPUT_FIELDS.len() - 5 - VIGIL_FIELDS).0;
 
 /// Longest accepted idempotency key or name (`id`, `request_id`, `probe_id`, `backend`), in bytes.
 /// Keys are remembered for the dedup window, so their size is memory a producer controls.
@@ -243,6 +249,13 @@ impl<'a> RawInput<'a> {
                         Some(IdKey::parse_hex(k).ok_or_else(|| DecodeError::field("id_key", "is not 32 hex digits"))?)
                     }
                 },
+                unwatched_after_ms: match self.unwatched_after_ms {
+                    None => None,
+                    Some(ms @ 1..=3_600_000) => Some(ms as u32),
+                    Some(_) => {
+                        return Err(DecodeError::field("unwatched_after_ms", "must be 1 to 3 600 000 (an hour)"));
+                    }
+                },
             }),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         };
@@ -289,7 +302,10 @@ impl<'a> RawInput<'a> {
                 raw.error = o(&e.error);
             }
             InputKind::Lifecycle(e) => raw.phase = b(e.phase.as_str()),
-            InputKind::Resume(r) => raw.id_key = r.id_key.map(|k| Cow::Owned(k.to_hex())),
+            InputKind::Resume(r) => {
+                raw.id_key = r.id_key.map(|k| Cow::Owned(k.to_hex()));
+                raw.unwatched_after_ms = r.unwatched_after_ms.map(u64::from);
+            }
             InputKind::Tick => {}
         }
         raw
