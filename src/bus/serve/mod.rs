@@ -138,6 +138,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         level: false,
         tick_in_flight: None,
         last_record: Instant::now(),
+        tick_blocked_until: Instant::now(),
     };
     serve.adopt_input_stream(&mut consumer).await?;
     serve.level_consumer(&mut consumer).await?;
@@ -192,6 +193,9 @@ struct Serve {
     tick_in_flight: Option<Instant>,
     /// When the latest record was read: a tick is appended after `tick_every` without one.
     last_record: Instant,
+    /// No tick is appended before this: the last append failed (NATS is down), and the loop must
+    /// not spin on it.
+    tick_blocked_until: Instant,
 }
 
 impl Serve {
@@ -299,7 +303,12 @@ impl Serve {
             }
             _ => None,
         };
-        deadline.map_or(checkpoint, |d| d.min(checkpoint)).min(quiet)
+        // A tick in flight fires what is due when it comes back: wait for it (or its loss).
+        let in_flight = self.tick_in_flight.map(|t| t + TICK_LOST_AFTER);
+        let blocked = tokio::time::Instant::from_std(
+            in_flight.map_or(self.tick_blocked_until, |t| t.max(self.tick_blocked_until)),
+        );
+        deadline.map_or(quiet, |d| d.min(quiet)).max(blocked).min(checkpoint)
     }
 
     /// A deadline may be due, or the stream quiet for `tick_every`: append a tick (it fires what
@@ -313,7 +322,8 @@ impl Serve {
         };
         let quiet = self.last_record.elapsed() >= self.cfg.tick_every;
         let tick_lost = self.tick_in_flight.is_some_and(|t| t.elapsed() >= TICK_LOST_AFTER);
-        if self.level && (due || quiet) && (self.tick_in_flight.is_none() || tick_lost) {
+        let blocked = Instant::now() < self.tick_blocked_until;
+        if self.level && (due || quiet) && (self.tick_in_flight.is_none() || tick_lost) && !blocked {
             self.append_tick().await;
         }
         if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
@@ -342,6 +352,7 @@ impl Serve {
             Ok(()) => self.tick_in_flight = Some(Instant::now()),
             Err(e) => {
                 self.tick_in_flight = None;
+                self.tick_blocked_until = Instant::now() + self.cfg.tick_every;
                 tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
             }
         }
