@@ -181,6 +181,18 @@ impl ServeConfig {
         if self.input_duplicate_window > self.input_max_age || self.output_duplicate_window > self.output_max_age {
             return bad("a stream's duplicate window cannot be longer than its max age");
         }
+        if self.tick_every < Duration::from_millis(100) || self.tick_every > Duration::from_secs(2) {
+            return bad("tick_every must be between 100ms and 2s");
+        }
+        if self.unwatched_after < self.tick_every * 3
+            || self.unwatched_after < Duration::from_secs(1)
+            || self.unwatched_after > Duration::from_secs(3600)
+        {
+            return bad(
+                "unwatched_after must be at least three times tick_every and at least 1s, at most 1h (a shorter silence \
+                 is the ordinary gap between ticks, not an outage)",
+            );
+        }
         Ok(())
     }
 }
@@ -212,6 +224,12 @@ mod tests {
         assert!(with(|c| c.user = Some("u".into())).is_err());
         assert!(with(|c| c.tls_key = Some("k.pem".into())).is_err());
         assert!(with(|c| c.output_duplicate_window = Duration::from_secs(30 * 24 * 3600)).is_err());
+        // A silence shorter than three ticks is no outage: such a setting would extend every
+        // deadline at ordinary gaps between ticks, and nothing would ever be suspected.
+        assert!(with(|c| c.unwatched_after = Duration::from_secs(2)).is_err());
+        assert!(with(|c| c.tick_every = Duration::from_secs(5)).is_err());
+        assert!(with(|c| c.tick_every = Duration::from_millis(10)).is_err());
+        assert!(with(|c| c.unwatched_after = Duration::from_secs(2 * 3600)).is_err());
         assert!(with(|c| c.prefix = "acme.vigil".into()).is_ok());
     }
 }

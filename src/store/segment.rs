@@ -458,7 +458,7 @@ mod tests {
                 unwatched_after_ms: None,
             }),
             InputKind::Resume(Resume { id_key: Some(crate::core::ids::IdKey([7, 1])), unwatched_after_ms: Some(5000) }),
-            InputKind::Resume(Resume { id_key: None, unwatched_after_ms: Some(1) }),
+            InputKind::Resume(Resume { id_key: None, unwatched_after_ms: Some(1000) }),
         ];
         let inputs: Vec<Input> = kinds
             .into_iter()

@@ -151,7 +151,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         None => new_id_key()?,
     };
     let unwatched_after_ms =
-        u32::try_from(serve.cfg.unwatched_after.as_millis()).unwrap_or(u32::MAX).clamp(1, 3_600_000);
+        u32::try_from(serve.cfg.unwatched_after.as_millis()).unwrap_or(u32::MAX).clamp(1000, 3_600_000);
     let resume = Resume { id_key: Some(id_key), unwatched_after_ms: Some(unwatched_after_ms) };
     serve.append_resume(resume).await?;
     tracing::info!(prefix = serve.subjects.prefix(), "serving");

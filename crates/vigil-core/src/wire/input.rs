@@ -251,9 +251,14 @@ impl<'a> RawInput<'a> {
                 },
                 unwatched_after_ms: match self.unwatched_after_ms {
                     None => None,
-                    Some(ms @ 1..=3_600_000) => Some(ms as u32),
+                    // At least a second: a shorter promise would call the gaps between a service's
+                    // own ticks unwatched, and no deadline would ever fire.
+                    Some(ms @ 1000..=3_600_000) => Some(ms as u32),
                     Some(_) => {
-                        return Err(DecodeError::field("unwatched_after_ms", "must be 1 to 3 600 000 (an hour)"));
+                        return Err(DecodeError::field(
+                            "unwatched_after_ms",
+                            "must be 1 000 to 3 600 000 (a second to an hour)",
+                        ));
                     }
                 },
             }),
