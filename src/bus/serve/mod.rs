@@ -118,6 +118,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let stream_id = format!("{}@{}", subjects.input_stream(), created.unix_timestamp_nanos());
     let (dlq, dlq_task) =
         Dlq::start(dlq::Target { js: js.clone(), subject: subjects.dlq(), stream_id: stream_id.clone() });
+    let (tick_done, mut tick_results) = mpsc::unbounded_channel();
     let mut serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
@@ -139,6 +140,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         tick_in_flight: None,
         last_record: Instant::now(),
         tick_blocked_until: Instant::now(),
+        tick_done,
     };
     serve.adopt_input_stream(&mut consumer).await?;
     serve.level_consumer(&mut consumer).await?;
@@ -156,7 +158,8 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     serve.append_resume(resume).await?;
     tracing::info!(prefix = serve.subjects.prefix(), "serving");
 
-    let result = serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, shutdown).await;
+    let result =
+        serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, &mut tick_results, shutdown).await;
     serve.shutdown(publisher, dlq_task, confirmed, result).await
 }
 
@@ -196,6 +199,8 @@ struct Serve {
     /// No tick is appended before this: the last append failed (NATS is down), and the loop must
     /// not spin on it.
     tick_blocked_until: Instant,
+    /// Where a tick append reports a failure (see [`Serve::append_tick`]).
+    tick_done: mpsc::UnboundedSender<Result<(), NatsError>>,
 }
 
 impl Serve {
@@ -220,6 +225,7 @@ impl Serve {
         mut state_endpoint: async_nats::service::endpoint::Endpoint,
         mut fleet_endpoint: async_nats::service::endpoint::Endpoint,
         confirmed: &mut mpsc::UnboundedReceiver<Vec<OutboxKey>>,
+        tick_results: &mut mpsc::UnboundedReceiver<Result<(), NatsError>>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), BusError> {
         tokio::pin!(shutdown);
@@ -230,6 +236,7 @@ impl Serve {
                 biased;
                 _ = &mut shutdown => return Ok(()),
                 _ = self.durable.notified() => self.collect().await?,
+                Some(result) = tick_results.recv() => self.tick_appended(result),
                 Some(keys) = confirmed.recv() => {
                     tokio::task::block_in_place(|| self.store.ack(&keys))?;
                 }
@@ -324,7 +331,7 @@ impl Serve {
         let tick_lost = self.tick_in_flight.is_some_and(|t| t.elapsed() >= TICK_LOST_AFTER);
         let blocked = Instant::now() < self.tick_blocked_until;
         if self.level && (due || quiet) && (self.tick_in_flight.is_none() || tick_lost) && !blocked {
-            self.append_tick().await;
+            self.append_tick();
         }
         if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
             let now = self.stream_now().unwrap_or_else(wall_clock);
@@ -344,17 +351,25 @@ impl Serve {
         self.collect().await
     }
 
-    /// Appends a tick to the input stream. A failure (NATS is down) is only logged: no tick, no
-    /// deadline fires — an outage is not a quiet stream.
-    async fn append_tick(&mut self) {
+    /// Appends a tick to the input stream, off the loop: waiting for the stream's confirmation
+    /// (up to [`APPEND_TIMEOUT`] when NATS is down) must not hold up inputs, queries or a signal.
+    /// The outcome comes back through `tick_done` ([`Serve::tick_appended`]).
+    fn append_tick(&mut self) {
         let tick = Input { at: wall_clock(), sent_at: None, id: None, kind: InputKind::Tick };
-        match self.append("tick", &tick).await {
-            Ok(()) => self.tick_in_flight = Some(Instant::now()),
-            Err(e) => {
-                self.tick_in_flight = None;
-                self.tick_blocked_until = Instant::now() + self.cfg.tick_every;
-                tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
-            }
+        let (js, subject, done) = (self.js.clone(), self.subjects.log_record("tick"), self.tick_done.clone());
+        self.tick_in_flight = Some(Instant::now());
+        tokio::spawn(async move {
+            let _ = done.send(append(&js, subject, &tick).await);
+        });
+    }
+
+    /// A tick append failed (NATS is down): only logged, and retried after `tick_every` — no tick,
+    /// no deadline fires: an outage is not a quiet stream.
+    fn tick_appended(&mut self, result: Result<(), NatsError>) {
+        if let Err(e) = result {
+            self.tick_in_flight = None;
+            self.tick_blocked_until = Instant::now() + self.cfg.tick_every;
+            tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
         }
     }
 
@@ -363,7 +378,7 @@ impl Serve {
         let input = Input { at: wall_clock(), sent_at: None, id: None, kind: InputKind::Resume(resume) };
         let mut attempt = 0;
         loop {
-            match self.append("resume", &input).await {
+            match append(&self.js, self.subjects.log_record("resume"), &input).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 30 => {
                     attempt += 1;
@@ -374,21 +389,6 @@ impl Serve {
                     return Err(BusError::Nats { doing: "appending a resume to the input stream".into(), source: e });
                 }
             }
-        }
-    }
-
-    /// Appends one of vigil's own records to `<prefix>.log.<kind>` and waits for the stream to
-    /// confirm it.
-    async fn append(&self, kind: &str, input: &Input) -> Result<(), NatsError> {
-        let subject = self.subjects.log_record(kind);
-        let payload = wire::encode_msgpack(input);
-        let publish = async {
-            let ack = self.js.publish(subject, payload.into()).await?;
-            ack.await.map(|_| ())
-        };
-        match tokio::time::timeout(APPEND_TIMEOUT, publish).await {
-            Ok(result) => result.map_err(NatsError::from),
-            Err(elapsed) => Err(NatsError::from(elapsed)),
         }
     }
 
@@ -454,6 +454,20 @@ impl Serve {
         }
         metrics::gauge!("vigil_breaker_open").set(if fleet.breaker_open { 1.0 } else { 0.0 });
         metrics::gauge!("vigil_restarts_in_flight").set(f64::from(fleet.restarts_in_flight));
+    }
+}
+
+/// Appends one of vigil's own records on `subject` (`<prefix>.log.<kind>`) and waits for the
+/// stream to confirm it.
+async fn append(js: &jetstream::Context, subject: String, input: &Input) -> Result<(), NatsError> {
+    let payload = wire::encode_msgpack(input);
+    let publish = async {
+        let ack = js.publish(subject, payload.into()).await?;
+        ack.await.map(|_| ())
+    };
+    match tokio::time::timeout(APPEND_TIMEOUT, publish).await {
+        Ok(result) => result.map_err(NatsError::from),
+        Err(elapsed) => Err(NatsError::from(elapsed)),
     }
 }
 
