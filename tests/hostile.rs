@@ -16,6 +16,7 @@ use vigil::bus::Subjects;
 use vigil::bus::dlq::DeadLetter;
 use vigil::bus::headers::HEADER_TEXT_MAX;
 use vigil::bus::intake::Intake;
+use vigil::core::event::InputKind;
 use vigil::core::{At, wire};
 
 /// The poison of the hardening issue: a heartbeat map whose unknown key holds a newline and whose
@@ -123,6 +124,16 @@ fn subject(publishable: bool) -> impl Strategy<Value = String> {
     })
 }
 
+/// Any subject under `vigil.in`, or under `vigil.log` (vigil's own records, which a deployment
+/// without permissions lets anyone publish on).
+fn any_subject() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => subject(false),
+        1 => token(false).prop_map(|kind| format!("vigil.log.{kind}")),
+        1 => (token(false), token(false)).prop_map(|(kind, more)| format!("vigil.log.{kind}.{more}")),
+    ]
+}
+
 /// Maps shaped like inputs, raw bytes, and now and then something far too large.
 fn payload() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -151,13 +162,17 @@ proptest! {
     /// one line of printable ASCII, and the message fits the server's limit.
     #[test]
     fn any_subject_and_any_bytes_become_an_input_or_a_publishable_dlq_message(
-        subject in subject(false),
+        subject in any_subject(),
         payload in payload(),
         limit in prop::sample::select(vec![1usize << 20, 8 << 10, 200]),
     ) {
         let intake = Intake::new(Subjects::new("vigil"), 64 << 10);
         match intake.decode(&subject, &payload, At(1_780_272_000_000)) {
-            Ok(input) => prop_assert!(input.kind.workspace().is_some()),
+            // Under `vigil.log` only vigil's own kinds pass, and under `vigil.in` only the others.
+            Ok(input) => match input.kind {
+                InputKind::Tick | InputKind::Resume(_) => prop_assert!(subject.starts_with("vigil.log.")),
+                _ => prop_assert!(subject.starts_with("vigil.in.") && input.kind.workspace().is_some()),
+            },
             Err(rejection) => {
                 let letter = DeadLetter::new(&subject, &payload.into(), 7, rejection, intake.max_payload());
                 let message = letter.message("VIGIL_IN@1", limit);
@@ -168,6 +183,46 @@ proptest! {
             }
         }
     }
+}
+
+/// vigil's own subjects, written to by someone else (a deployment without the permissions of
+/// deploy/nats/vigil.conf): whatever is not a tick or a resume of the right shape is dead-lettered
+/// with a reason and safe headers, nothing crashes, and a forged promise too short to mean
+/// anything is refused rather than obeyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_records_on_vigils_own_subjects_are_dead_lettered_and_vigil_goes_on() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let mut vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    let msgpack = |v: serde_json::Value| rmp_serde::to_vec_named(&v).unwrap();
+    let short_promise = msgpack(serde_json::json!({"v": 1, "type": "resume", "unwatched_after_ms": 1}));
+    let hostile: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("vigil.log.tick", wire::encode_msgpack(&heartbeat("ws-a")), "subject_mismatch"),
+        ("vigil.log.resume", b"\xc1 not msgpack\n".to_vec(), "syntax"),
+        ("vigil.log.resume", short_promise, "bad_field"),
+        ("vigil.log.tick", poison(), "bad_field"),
+        ("vigil.log.tick.more", msgpack(serde_json::json!({"v": 1, "type": "tick"})), "bad_subject"),
+    ];
+    for (subject, payload, _) in &hostile {
+        client.publish(subject.to_string(), payload.clone().into()).await.unwrap();
+    }
+    client.publish("vigil.in.heartbeat.ws-last", wire::encode_msgpack(&heartbeat("ws-last")).into()).await.unwrap();
+    client.flush().await.unwrap();
+
+    let dlq = wait_stream(&js, "VIGIL_DLQ", hostile.len()).await;
+    let reasons: Vec<&str> = dlq.iter().map(|m| header(m, "Vigil-Reason")).collect();
+    let expected: Vec<&str> = hostile.iter().map(|(_, _, reason)| *reason).collect();
+    assert_eq!(reasons, expected);
+    for m in &dlq {
+        assert_header_safe(m);
+    }
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "ws-last").await.as_deref(), Some("alive"));
+    assert!(vigil.is_running(), "vigil died:\n{}", vigil.log());
+    let log = vigil.stop();
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// The same over a real nats-server: a few hundred hostile messages on hostile subjects, then a
