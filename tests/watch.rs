@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use support::bus::{input, nats, outputs, wait_processed, ws};
+use support::bus::{input, nats, outputs, state_of, wait_processed, ws};
 use support::nats::{NatsServer, Vigil};
 use vigil::client::Client;
 use vigil::core::event::{Heartbeat, InputKind, Output, OutputBody, StateName};
@@ -26,10 +26,11 @@ use vigil::core::event::{Heartbeat, InputKind, Output, OutputBody, StateName};
 const TTL: Duration = Duration::from_secs(8);
 const WORKSPACES: [&str; 3] = ["ws-a", "ws-b", "ws-c"];
 
-fn policy(dir: &std::path::Path) -> Vec<String> {
+/// `vigil serve` on `dir/store`, under the 8-second TTL, with `env`; returns once it is serving.
+fn start(url: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Vigil {
     let file = dir.join("policy.toml");
     std::fs::write(&file, "ttl_min = \"8s\"\nttl_factor = 1\n").unwrap();
-    vec!["--policy".into(), file.to_str().unwrap().into()]
+    Vigil::start(url, &dir.join("store"), &["--policy", file.to_str().unwrap()], env)
 }
 
 fn beat(id: &str) -> vigil::core::event::Input {
@@ -69,6 +70,17 @@ fn accusations(outputs: &[Output]) -> Vec<String> {
         .collect()
 }
 
+/// Waits until vigil has applied a heartbeat of every workspace (bounded: 30 s).
+async fn until_all_alive(client: &async_nats::Client) {
+    let started = std::time::Instant::now();
+    for id in WORKSPACES {
+        while state_of(client, "vigil", id).await.as_deref() != Some("alive") {
+            assert!(started.elapsed() < Duration::from_secs(30), "{id} never alive");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn signal(vigil: &Vigil, sig: &str) {
     assert!(Command::new("kill").args([sig, &vigil.pid().to_string()]).status().unwrap().success());
 }
@@ -77,12 +89,10 @@ fn signal(vigil: &Vigil, sig: &str) {
 async fn a_vigil_paused_past_the_ttl_while_heartbeats_flow_suspects_nobody() {
     let server = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
-    let args = policy(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let vigil = Vigil::start(&server.url(), &data.path().join("store"), &args, &[]);
+    let vigil = start(&server.url(), data.path(), &[]);
     let client = nats(&server.url()).await;
     let beating = heartbeats(client.clone(), 12 + 2 * TTL.as_secs());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    until_all_alive(&client).await;
 
     // Given heartbeats flowing into the stream, when vigil is paused for 2.5 TTLs and resumes,
     signal(&vigil, "-STOP");
@@ -102,12 +112,10 @@ async fn a_vigil_paused_past_the_ttl_while_heartbeats_flow_suspects_nobody() {
 async fn a_nats_outage_past_the_ttl_suspects_nobody() {
     let mut server = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
-    let args = policy(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let vigil = Vigil::start(&server.url(), &data.path().join("store"), &args, &[]);
+    let vigil = start(&server.url(), data.path(), &[]);
     let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(server.url()).await.unwrap();
     let beating = heartbeats(client.clone(), 10 + 2 * TTL.as_secs() + TTL.as_secs());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    until_all_alive(&client).await;
 
     // Given heartbeats flowing, when the NATS server is down for two TTLs (heartbeats are lost),
     server.restart(TTL * 2);
@@ -125,11 +133,9 @@ async fn a_nats_outage_past_the_ttl_suspects_nobody() {
 async fn a_clock_step_on_vigils_host_suspects_nobody() {
     let server = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
-    let args = policy(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // Given vigil's host clock jumping 20 minutes ahead 3 s after it starts,
     let env = [("VIGIL_TEST_CLOCK_STEP_AFTER_MS", "3000"), ("VIGIL_TEST_CLOCK_STEP_MS", "1200000")];
-    let vigil = Vigil::start(&server.url(), &data.path().join("store"), &args, &env);
+    let vigil = start(&server.url(), data.path(), &env);
     let client = nats(&server.url()).await;
     // when heartbeats flow on through the step,
     heartbeats(client.clone(), 3 + TTL.as_secs()).await.unwrap();
@@ -146,10 +152,7 @@ async fn a_clock_step_on_vigils_host_suspects_nobody() {
 async fn a_vigil_restarted_every_half_ttl_still_suspects_a_silent_workspace_on_time() {
     let server = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
-    let args = policy(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let store = data.path().join("store");
-    let mut vigil = Vigil::start(&server.url(), &store, &args, &[]);
+    let mut vigil = start(&server.url(), data.path(), &[]);
     let client = nats(&server.url()).await;
     let producer = Client::with(client.clone(), "vigil");
 
@@ -159,7 +162,7 @@ async fn a_vigil_restarted_every_half_ttl_still_suspects_a_silent_workspace_on_t
     for _ in 0..6 {
         tokio::time::sleep(TTL / 2).await;
         vigil.stop();
-        vigil = Vigil::start(&server.url(), &store, &args, &[]);
+        vigil = start(&server.url(), data.path(), &[]);
     }
     let js = jetstream::new(client);
     wait_processed(&js, "vigil").await;
