@@ -310,11 +310,17 @@ impl Serve {
             }
             _ => None,
         };
-        // A tick in flight fires what is due when it comes back: wait for it (or its loss).
-        let in_flight = self.tick_in_flight.map(|t| t + TICK_LOST_AFTER);
-        let blocked = tokio::time::Instant::from_std(
-            in_flight.map_or(self.tick_blocked_until, |t| t.max(self.tick_blocked_until)),
-        );
+        // A tick in flight fires what is due when it comes back: wait for it (or its loss). Behind
+        // the stream no tick is appended at all (the records on their way move time on): look
+        // again in `tick_every`, or when a batch comes, rather than spin.
+        let mut blocked = self.tick_blocked_until;
+        if let Some(sent) = self.tick_in_flight {
+            blocked = blocked.max(sent + TICK_LOST_AFTER);
+        }
+        if !self.level {
+            blocked = blocked.max(Instant::now() + self.cfg.tick_every);
+        }
+        let blocked = tokio::time::Instant::from_std(blocked);
         deadline.map_or(quiet, |d| d.min(quiet)).max(blocked).min(checkpoint)
     }
 
