@@ -50,7 +50,7 @@ fn ws_id(n: usize) -> WorkspaceId {
 }
 
 fn input(at: i64, kind: InputKind) -> Input {
-    Input { at: At(at), sent_at: None, id: None, kind }
+    Input { at: At(at), sent_at: None, id: None, stream_seq: None, kind }
 }
 
 fn heartbeat(ids: &[WorkspaceId], n: usize, at: i64) -> Input {

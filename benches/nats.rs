@@ -38,6 +38,7 @@ fn heartbeat(n: usize) -> Vec<u8> {
         at: vigil::client::wall_clock(),
         sent_at: None,
         id: None,
+        stream_seq: None,
         kind: InputKind::Heartbeat(Heartbeat {
             workspace: WorkspaceId::parse(&format!("ws-{:07}", n % WORKSPACES)).unwrap(),
             interval_s: Some(30),
@@ -257,6 +258,7 @@ async fn latency() -> (Duration, Duration, usize, String) {
                 at: vigil::client::wall_clock(),
                 sent_at: None,
                 id: None,
+                stream_seq: None,
                 kind: InputKind::Heartbeat(Heartbeat {
                     workspace: WorkspaceId::parse(&ws).unwrap(),
                     interval_s: Some(30),

@@ -134,6 +134,7 @@ fn child(uuid: bool, incarnation: bool) {
                 at: At(at),
                 sent_at: None,
                 id: None,
+                stream_seq: None,
                 kind: InputKind::Heartbeat(Heartbeat {
                     workspace: WorkspaceId::parse(&id).expect("valid id"),
                     interval_s: Some(30),
@@ -145,7 +146,13 @@ fn child(uuid: bool, incarnation: bool) {
             out.clear();
         }
     }
-    let tick = Input { at: At(START + ROUNDS as i64 * INTERVAL_MS), sent_at: None, id: None, kind: InputKind::Tick };
+    let tick = Input {
+        at: At(START + ROUNDS as i64 * INTERVAL_MS),
+        sent_at: None,
+        id: None,
+        stream_seq: None,
+        kind: InputKind::Tick,
+    };
     engine.apply(&tick, &mut out);
     drop(out);
     let (rss, bytes, blocks) = (rss_bytes() - rss_before, live_bytes() - bytes_before, live_blocks() - blocks_before);

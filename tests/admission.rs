@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use support::scenario::{Scenario, fleet};
 use vigil::core::Policy;
-use vigil::core::event::{LifecyclePhase::*, Origin::*, ProbeResult::*, ProgressPhase::*, StateName};
+use vigil::core::event::{
+    Heartbeat, Input, InputKind, LifecyclePhase::*, Origin::*, ProbeResult::*, ProgressPhase::*, StateName, WorkspaceId,
+};
 
 // ---- §3.4 restart admission -------------------------------------------------------------------
 
@@ -243,6 +245,67 @@ fn a_restart_in_flight_when_the_first_id_key_comes_keeps_its_plain_id() {
     }
 }
 
+/// A heartbeat for `ws` stored at stream position `seq`, `secs` after T0.
+fn stored_heartbeat(s: &Scenario, secs: f64, ws: &str, seq: u64) -> Input {
+    let workspace = WorkspaceId::parse(ws).unwrap();
+    let kind = InputKind::Heartbeat(Heartbeat { workspace, interval_s: None, incarnation: None, active_tasks: None });
+    Input { at: s.t(secs), sent_at: None, id: None, stream_seq: Some(seq), kind }
+}
+
+fn ids_of(s: &Scenario) -> Vec<String> {
+    s.all.iter().map(|o| o.id.clone()).collect()
+}
+
+#[test]
+fn output_ids_come_from_the_stream_position_of_the_record_that_caused_them() {
+    let key = vigil::core::ids::IdKey::from_bytes(*b"0123456789abcdef");
+    // Given a keyed log whose records carry their stream positions (gaps are dead-lettered
+    // records and records of other kinds),
+    let fold = |records: &[(f64, &str, u64)]| {
+        let mut s = Scenario::new();
+        s.at(0.0).resume_keyed(key);
+        for &(secs, ws, seq) in records {
+            let input = stored_heartbeat(&s, secs, ws, seq);
+            s.apply_input(input);
+        }
+        s
+    };
+    let s = fold(&[(1.0, "ws-a", 40), (2.0, "ws-b", 57)]);
+    // then each output's id names the position of its cause, not how many records came before,
+    let ids = ids_of(&s);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids[0].starts_with("40.0.") && ids[1].starts_with("57.0."), "{ids:?}");
+    // so whoever folds the same records from the same key gives the same ids,
+    assert_eq!(ids_of(&fold(&[(1.0, "ws-a", 40), (2.0, "ws-b", 57)])), ids);
+    // and a log that counted from 1 (the directory was new) does not repeat them.
+    let mut counted = Scenario::new();
+    counted.at(0.0).resume_keyed(key);
+    counted.at(1.0).heartbeat("ws-a");
+    counted.at(2.0).heartbeat("ws-b");
+    let counted = ids_of(&counted);
+    assert!(counted.iter().all(|id| !ids.contains(id)), "{counted:?} vs {ids:?}");
+}
+
+#[test]
+fn a_stream_that_starts_again_at_1_never_repeats_an_id_of_the_earlier_one() {
+    let key = vigil::core::ids::IdKey::from_bytes(*b"0123456789abcdef");
+    let mut s = Scenario::new();
+    s.at(0.0).resume_keyed(key);
+    // Given a record at position 5 of the input stream,
+    let first = stored_heartbeat(&s, 1.0, "ws-a", 5);
+    s.apply_input(first);
+    // when the stream is deleted and declared again, and positions count from 1 once more,
+    for (n, seq) in (1..=5).enumerate() {
+        let again = stored_heartbeat(&s, 2.0 + n as f64, &format!("ws-{n}"), seq);
+        s.apply_input(again);
+    }
+    // then position 5 of the new stream gives its output another id than position 5 of the old.
+    let ids = ids_of(&s);
+    let at_5: Vec<&String> = ids.iter().filter(|id| id.starts_with("5.0.")).collect();
+    assert_eq!(at_5.len(), 2, "{ids:?}");
+    assert_ne!(at_5[0], at_5[1]);
+}
+
 // ---- admission: which events register a workspace --------------------------------------------
 
 #[test]
@@ -392,6 +455,7 @@ fn a_repeated_id_within_the_dedup_window_is_applied_once() {
         at: s.t(t),
         sent_at: None,
         id: Some("req-1".into()),
+        stream_seq: None,
         kind: InputKind::RestartRequested(RestartRequested {
             workspace: WorkspaceId::parse("ws-a").unwrap(),
             origin: User,

@@ -29,6 +29,7 @@ fn write_input(path: &Path, count: usize) {
             at: At(1_780_272_000_000 + 10 * i as i64),
             sent_at: None,
             id: None,
+            stream_seq: None,
             kind: InputKind::Heartbeat(Heartbeat {
                 workspace: WorkspaceId::parse(&format!("ws-{:05}", i % 2_000)).unwrap(),
                 interval_s: Some(30),
@@ -189,6 +190,7 @@ async fn serve_on_a_full_tmpfs_stops_with_status_2_and_the_directory_opens_again
                 at: At(0),
                 sent_at: None,
                 id: None,
+                stream_seq: None,
                 kind: InputKind::Heartbeat(Heartbeat {
                     workspace: WorkspaceId::parse(&ws).unwrap(),
                     interval_s: Some(30),

@@ -226,7 +226,8 @@ async fn bad_inputs_go_to_the_dlq_with_reasons_and_the_service_goes_on() {
     let data = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
     let heartbeat = |ws: &str| wire::encode_msgpack(&heartbeat(ws));
-    let tick = wire::encode_msgpack(&Input { at: At(0), sent_at: None, id: None, kind: InputKind::Tick });
+    let tick =
+        wire::encode_msgpack(&Input { at: At(0), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick });
     let unknown = rmp_serde::to_vec_named(&serde_json::json!({"v": 1, "type": "reboot", "workspace": "ws-a"})).unwrap();
     let bad_ws =
         rmp_serde::to_vec_named(&serde_json::json!({"v": 1, "type": "heartbeat", "workspace": "ws.a"})).unwrap();

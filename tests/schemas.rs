@@ -321,6 +321,7 @@ fn every_input_field() -> BTreeSet<String> {
         phase: s(),
         id_key: s(),
         unwatched_after_ms: Some(5000),
+        stream_seq: Some(7),
     };
     keys(&serde_json::to_value(&raw).unwrap())
 }
@@ -336,11 +337,11 @@ fn every_field_of_the_wire_record_is_described_by_some_input_schema() {
 // ---- 4. what vigil encodes fits, exactly -----------------------------------------------------
 
 fn logged(kind: InputKind) -> Input {
-    Input { at: at(T0), sent_at: None, id: None, kind }
+    Input { at: at(T0), sent_at: None, id: None, stream_seq: None, kind }
 }
 
 fn logged_with_everything(kind: InputKind) -> Input {
-    Input { at: at(T0), sent_at: Some(at(T_SENT)), id: Some("evt-1".into()), kind }
+    Input { at: at(T0), sent_at: Some(at(T_SENT)), id: Some("evt-1".into()), stream_seq: Some(57), kind }
 }
 
 /// Each input type twice: with only what `validate` requires, and with every optional field set.

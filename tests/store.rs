@@ -114,6 +114,7 @@ fn a_new_policy_does_not_reinterpret_what_was_already_received() {
         at: At(at),
         sent_at: None,
         id: None,
+        stream_seq: None,
         kind: InputKind::Heartbeat(Heartbeat {
             workspace: WorkspaceId::parse("ws-a").unwrap(),
             interval_s: Some(30),
@@ -121,7 +122,7 @@ fn a_new_policy_does_not_reinterpret_what_was_already_received() {
             active_tasks: None,
         }),
     };
-    let tick = |at: i64| Input { at: At(at), sent_at: None, id: None, kind: InputKind::Tick };
+    let tick = |at: i64| Input { at: At(at), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick };
     let went_suspect = |outputs: &[vigil::store::Pending]| {
         outputs.iter().any(|p| matches!(p.output.body, OutputBody::StateChanged { to: Some(StateName::Suspect), .. }))
     };
@@ -554,7 +555,7 @@ fn a_directory_of_the_previous_format_is_read_and_marked_when_a_service_opens_it
 }
 
 fn event(at: i64, kind: vigil::core::event::InputKind) -> Input {
-    Input { at: vigil::core::At(1_780_000_000_000 + at), sent_at: None, id: None, kind }
+    Input { at: vigil::core::At(1_780_000_000_000 + at), sent_at: None, id: None, stream_seq: None, kind }
 }
 
 fn lifecycle(at: i64, ws: &str, phase: vigil::core::event::LifecyclePhase) -> Input {

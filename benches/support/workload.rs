@@ -30,5 +30,5 @@ pub fn input(i: usize, fleet: usize, n: usize, rng: &mut Rng) -> Input {
             active_tasks: Some(1),
         }),
     };
-    Input { at, sent_at: None, id: None, kind }
+    Input { at, sent_at: None, id: None, stream_seq: None, kind }
 }

@@ -73,6 +73,7 @@ mod tests {
             at: crate::core::At(0),
             sent_at: None,
             id: None,
+            stream_seq: None,
             kind: InputKind::Heartbeat(Heartbeat {
                 workspace: WorkspaceId::parse(ws).unwrap(),
                 interval_s: None,

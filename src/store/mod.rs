@@ -46,9 +46,10 @@ pub use writer::Wake;
 /// The on-disk format this build reads and writes. 2: log segments may hold `resume` records with
 /// an id key; 3: `resume` records that declare `unwatched_after_ms`, and checkpoints that carry it
 /// (an older build cannot read them, or would decide differently from them, so it is told the
-/// directory is newer). Older directories are read as they are and marked 3 when a service opens
+/// directory is newer); 4: log records carry the input stream position of each input (output ids
+/// derive from it). Older directories are read as they are and marked 4 when a service opens
 /// them.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// Workspaces per checkpoint chunk: large enough that a million workspaces are a few hundred sled
 /// values (iterating a million small values costs sled tens of seconds), small enough that a

@@ -32,6 +32,10 @@ struct Record<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     event: Event<'a>,
+    /// The input stream position (store format 4; records written before it have four fields and
+    /// read as `None`).
+    #[serde(default)]
+    stream_seq: Option<u64>,
 }
 
 /// The event of a record, one variant per input type.
@@ -106,7 +110,13 @@ impl<'a> Record<'a> {
                 Event::ResumeWatched(id_key.map(|k| (k.0[0], k.0[1])), *ms)
             }
         };
-        Record { at: input.at.millis(), sent_at: input.sent_at.map(At::millis), id: ob(&input.id), event }
+        Record {
+            at: input.at.millis(),
+            sent_at: input.sent_at.map(At::millis),
+            id: ob(&input.id),
+            event,
+            stream_seq: input.stream_seq,
+        }
     }
 
     fn into_input(self) -> Result<Input, RecordError> {
@@ -152,7 +162,13 @@ impl<'a> Record<'a> {
                 InputKind::Resume(Resume { id_key: key.map(|(a, b)| IdKey([a, b])), unwatched_after_ms: Some(ms) })
             }
         };
-        Ok(Input { at: At(self.at), sent_at: self.sent_at.map(At), id: owned(self.id), kind })
+        Ok(Input {
+            at: At(self.at),
+            sent_at: self.sent_at.map(At),
+            id: owned(self.id),
+            stream_seq: self.stream_seq,
+            kind,
+        })
     }
 }
 
@@ -162,7 +178,7 @@ impl<'a> Record<'a> {
 fn encode_heartbeat(bytes: &mut Vec<u8>, input: &Input, heartbeat: &Heartbeat) {
     use rmp::encode::{write_array_len, write_map_len, write_str};
     // Writing to a Vec<u8> cannot fail, so the results are ignored here and below.
-    let _ = write_array_len(bytes, 4);
+    let _ = write_array_len(bytes, 5);
     write_opt_sint(bytes, Some(input.at.millis()));
     write_opt_sint(bytes, input.sent_at.map(At::millis));
     write_opt_str(bytes, input.id.as_deref());
@@ -173,6 +189,7 @@ fn encode_heartbeat(bytes: &mut Vec<u8>, input: &Input, heartbeat: &Heartbeat) {
     write_opt_uint(bytes, heartbeat.interval_s.map(u64::from));
     write_opt_str(bytes, heartbeat.incarnation.as_deref());
     write_opt_uint(bytes, heartbeat.active_tasks.map(u64::from));
+    write_opt_uint(bytes, input.stream_seq);
 }
 
 fn write_opt_sint(bytes: &mut Vec<u8>, v: Option<i64>) {
@@ -272,7 +289,8 @@ pub fn header(bytes: &[u8]) -> Option<(u32, At)> {
 /// that).
 fn fast_heartbeat(record: &[u8]) -> Option<Input> {
     let mut r = Reader::new(record);
-    if r.array_len()? != 4 {
+    let fields = r.array_len()?;
+    if fields != 4 && fields != 5 {
         return None;
     }
     let at = r.int()?;
@@ -285,10 +303,12 @@ fn fast_heartbeat(record: &[u8]) -> Option<Input> {
     let interval_s = r.opt_uint()?.map(u16::try_from).transpose().ok()?;
     let incarnation = r.opt_str()?.map(|s| compact_str::CompactString::new(s));
     let active_tasks = r.opt_uint()?.map(u32::try_from).transpose().ok()?;
+    let stream_seq = if fields == 5 { r.opt_uint()? } else { None };
     r.at_end().then(|| Input {
         at: At(at),
         sent_at: sent_at.map(At),
         id: owned(id),
+        stream_seq,
         kind: InputKind::Heartbeat(Heartbeat { workspace, interval_s, incarnation, active_tasks }),
     })
 }
@@ -347,11 +367,13 @@ mod tests {
             any::<Option<u16>>(),
             proptest::option::of("\\PC{0,40}"),
             any::<Option<u32>>(),
+            any::<Option<u64>>(),
         )
-            .prop_map(|(at, sent_at, id, ws, interval_s, incarnation, active_tasks)| Input {
+            .prop_map(|(at, sent_at, id, ws, interval_s, incarnation, active_tasks, stream_seq)| Input {
                 at: At(at),
                 sent_at: sent_at.map(At),
                 id,
+                stream_seq,
                 kind: InputKind::Heartbeat(Heartbeat {
                     workspace: WorkspaceId::parse(&ws).unwrap(),
                     interval_s,
@@ -398,14 +420,47 @@ mod tests {
         }
     }
 
+    /// Given a record as store format 3 wrote it (four fields, no stream position), both readers
+    /// read it as before, with no position.
+    #[test]
+    fn records_from_before_stream_positions_still_read() {
+        let heartbeat = Input {
+            at: At(5),
+            sent_at: None,
+            id: None,
+            stream_seq: None,
+            kind: InputKind::Heartbeat(Heartbeat {
+                workspace: ws(),
+                interval_s: Some(30),
+                incarnation: None,
+                active_tasks: None,
+            }),
+        };
+        let lifecycle = Input {
+            kind: InputKind::Lifecycle(Lifecycle { workspace: ws(), phase: LifecyclePhase::Created }),
+            ..heartbeat.clone()
+        };
+        for input in [heartbeat, lifecycle] {
+            let mut old = encode(&input);
+            assert_eq!((old[0], old.last()), (0x95, Some(&0xc0)), "five fields, the last one nil");
+            old[0] = 0x94;
+            old.pop();
+            assert_eq!(serde_decode(&old), Ok(input.clone()));
+            if let Some(fast) = fast_heartbeat(&old) {
+                assert_eq!(fast, input);
+            }
+        }
+    }
+
     #[test]
     fn only_heartbeats_take_the_fast_path() {
-        let tick = Input { at: At(5), sent_at: None, id: None, kind: InputKind::Tick };
+        let tick = Input { at: At(5), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick };
         assert_eq!(fast_heartbeat(&encode(&tick)), None);
         let lifecycle = Input {
             at: At(5),
             sent_at: None,
             id: None,
+            stream_seq: None,
             kind: InputKind::Lifecycle(Lifecycle { workspace: ws(), phase: LifecyclePhase::Created }),
         };
         assert_eq!(fast_heartbeat(&encode(&lifecycle)), None);
@@ -467,6 +522,7 @@ mod tests {
                 at: At(1_000 + i as i64),
                 sent_at: Some(At(900)),
                 id: Some(format!("e{i}")),
+                stream_seq: (i % 2 == 0).then_some(40 + i as u64),
                 kind,
             })
             .collect();
@@ -479,8 +535,9 @@ mod tests {
 
     #[test]
     fn damage_is_detected_not_misread() {
-        let inputs: Vec<Input> =
-            (0..3).map(|i| Input { at: At(1_000 + i), sent_at: None, id: None, kind: InputKind::Tick }).collect();
+        let inputs: Vec<Input> = (0..3)
+            .map(|i| Input { at: At(1_000 + i), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick })
+            .collect();
         let mut w = SegmentWriter::with_capacity(3);
         inputs.iter().for_each(|i| w.push(i));
         let bytes = w.finish();
@@ -489,8 +546,13 @@ mod tests {
         flipped[HEADER + 4] = 0xc1; // a byte MessagePack never uses
         assert!(matches!(decode(&flipped), Err(SegmentError::Record { index: 0, .. })));
         let mut bad_ws = Vec::new();
-        let record =
-            Record { at: 1, sent_at: None, id: None, event: Event::Lifecycle(b("ws.a"), LifecyclePhase::Created) };
+        let record = Record {
+            at: 1,
+            sent_at: None,
+            id: None,
+            event: Event::Lifecycle(b("ws.a"), LifecyclePhase::Created),
+            stream_seq: None,
+        };
         rmp_serde::encode::write(&mut bad_ws, &record).unwrap();
         let mut segment = vec![0u8; HEADER];
         segment[..4].copy_from_slice(&1u32.to_le_bytes());

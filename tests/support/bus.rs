@@ -101,7 +101,7 @@ pub async fn state_of(client: &async_nats::Client, prefix: &str, ws: &str) -> Op
 }
 
 pub fn input(kind: InputKind) -> Input {
-    Input { at: vigil::client::wall_clock(), sent_at: None, id: None, kind }
+    Input { at: vigil::client::wall_clock(), sent_at: None, id: None, stream_seq: None, kind }
 }
 
 pub fn ws(id: &str) -> WorkspaceId {

@@ -51,7 +51,7 @@ impl Scenario {
     }
 
     pub fn apply(&mut self, kind: InputKind) -> Vec<String> {
-        self.apply_input(Input { at: self.now, sent_at: None, id: None, kind })
+        self.apply_input(Input { at: self.now, sent_at: None, id: None, stream_seq: None, kind })
     }
 
     pub fn apply_input(&mut self, input: Input) -> Vec<String> {

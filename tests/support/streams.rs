@@ -119,7 +119,7 @@ pub fn stream(
             .into_iter()
             .map(|(gap, kind, id)| {
                 t += gap;
-                Input { at: At(t), sent_at: None, id: id.map(|n| format!("id-{n}")), kind }
+                Input { at: At(t), sent_at: None, id: id.map(|n| format!("id-{n}")), stream_seq: None, kind }
             })
             .collect()
     })
@@ -132,6 +132,7 @@ pub fn with_regular_heartbeats(inputs: &[Input], every_ms: i64) -> Vec<Input> {
             at: At(at),
             sent_at: None,
             id: None,
+            stream_seq: None,
             kind: InputKind::Heartbeat(Heartbeat {
                 workspace: ws(i),
                 interval_s: None,

@@ -99,6 +99,7 @@ impl Client {
             at: wall_clock(),
             sent_at: None,
             id: None,
+            stream_seq: None,
             kind: InputKind::Heartbeat(Heartbeat {
                 workspace: workspace.clone(),
                 interval_s: Some(interval.as_secs().clamp(1, 3600) as u16),

@@ -283,6 +283,10 @@ pub struct Input {
     pub sent_at: Option<At>,
     /// The producer's idempotency key.
     pub id: Option<String>,
+    /// The record's position in the input stream (its stream sequence), when it came from one:
+    /// the ids of the outputs it causes derive from it (SPEC §2.1), so whoever folds the same
+    /// records gives them the same ids, and a new data directory never repeats an old one's.
+    pub stream_seq: Option<u64>,
     /// The event itself.
     pub kind: InputKind,
 }

@@ -77,6 +77,7 @@ fn field_index(key: &[u8]) -> Option<usize> {
         b"phase" => 18,
         b"id_key" => 19,
         b"unwatched_after_ms" => 20,
+        b"stream_seq" => 21,
         _ => return None,
     })
 }
@@ -268,6 +269,7 @@ impl<'a> Reader<'a> {
             18 => raw.phase = self.opt_str()?,
             19 => raw.id_key = self.opt_str()?,
             20 => raw.unwatched_after_ms = self.opt_uint()?,
+            21 => raw.stream_seq = self.opt_uint()?,
             _ => return None,
         }
         Some(())

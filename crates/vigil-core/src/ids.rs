@@ -68,11 +68,32 @@ pub fn restart_id(key: Option<&IdKey>, ws: &WorkspaceId, n: u32) -> String {
     }
 }
 
-/// The id of the `n`-th output caused by log record `seq`: `<seq>.<n>`, then `.<tag>` with a key.
-pub fn output_id(key: Option<&IdKey>, seq: u64, n: usize) -> String {
+/// Where the record that caused an output stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Its position in the input stream: what every service gives it, and an export keeps; and
+    /// the stream's epoch (how many times positions started again at 1 in this log).
+    Stream { epoch: u32, seq: u64 },
+    /// Its position in a log without stream positions (a replay file written by hand, a log from
+    /// before positions were kept): counted from its first record.
+    Log(u64),
+}
+
+/// The id of the `n`-th output caused by the record at `cause`: `<seq>.<n>`, then `.<tag>` with a
+/// key. The tag also says which kind of position `seq` is, so a log that switches from counting
+/// to stream positions (a directory from before them) never gives one id twice.
+pub fn output_id(key: Option<&IdKey>, cause: Cause, n: usize) -> String {
+    let (domain, epoch, seq): (&[u8], u32, u64) = match cause {
+        Cause::Stream { epoch, seq } => (b"stream-output", epoch, seq),
+        Cause::Log(seq) => (b"output", 0, seq),
+    };
+    let (seq_bytes, n_bytes, epoch_bytes) = (seq.to_le_bytes(), (n as u64).to_le_bytes(), epoch.to_le_bytes());
+    // The first epoch's tags leave the epoch out, so they stay what they were before epochs.
+    let parts: &[&[u8]] =
+        if epoch == 0 { &[domain, &seq_bytes, &n_bytes] } else { &[domain, &seq_bytes, &n_bytes, &epoch_bytes] };
     match key {
         None => format!("{seq}.{n}"),
-        Some(k) => format!("{seq}.{n}.{}", k.tag(&[b"output", &seq.to_le_bytes(), &(n as u64).to_le_bytes()])),
+        Some(k) => format!("{seq}.{n}.{}", k.tag(parts)),
     }
 }
 
@@ -87,7 +108,8 @@ mod tests {
     #[test]
     fn without_a_key_ids_are_the_plain_ones() {
         assert_eq!(restart_id(None, &ws("ws-a"), 3), "ws-a:3");
-        assert_eq!(output_id(None, 57, 0), "57.0");
+        assert_eq!(output_id(None, Cause::Log(57), 0), "57.0");
+        assert_eq!(output_id(None, Cause::Stream { epoch: 0, seq: 57 }, 0), "57.0");
     }
 
     #[test]
@@ -100,7 +122,17 @@ mod tests {
         assert_ne!(id, restart_id(Some(&k), &ws("ws-a"), 4));
         assert_ne!(id, restart_id(Some(&k), &ws("ws-b"), 3));
         assert_ne!(id, restart_id(Some(&other), &ws("ws-a"), 3));
-        assert_ne!(output_id(Some(&k), 57, 0), output_id(Some(&k), 57, 1));
+        assert_ne!(output_id(Some(&k), Cause::Log(57), 0), output_id(Some(&k), Cause::Log(57), 1));
+        assert_ne!(
+            output_id(Some(&k), Cause::Log(57), 0),
+            output_id(Some(&k), Cause::Stream { epoch: 0, seq: 57 }, 0),
+            "a counted position and a stream position never share an id"
+        );
+        assert_ne!(
+            output_id(Some(&k), Cause::Stream { epoch: 0, seq: 57 }, 0),
+            output_id(Some(&k), Cause::Stream { epoch: 1, seq: 57 }, 0),
+            "a recreated stream's positions never share an id with the earlier stream's"
+        );
         assert_eq!(IdKey::parse_hex(&k.to_hex()), Some(k));
         assert_eq!(IdKey::parse_hex("not hex"), None);
         assert_eq!(format!("{k:?}"), "IdKey(..)");

@@ -51,6 +51,28 @@ pub struct FleetRecord {
     /// watched (absent: `resume` re-arms with full grace, as logs from before expect).
     #[serde(default)]
     pub unwatched_after_ms: Option<u32>,
+    /// The last input stream position applied, and the stream epoch (see `Engine`).
+    #[serde(default)]
+    pub stream_pos: StreamPos,
+}
+
+/// The input stream position of the last record applied, and how many times positions went back
+/// (a stream deleted and declared again counts from 1 once more).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPos {
+    pub last: u64,
+    pub epoch: u32,
+}
+
+impl StreamPos {
+    /// Applies a record at stream position `seq`; returns the epoch it belongs to.
+    pub fn enter(&mut self, seq: u64) -> u32 {
+        if seq <= self.last {
+            self.epoch = self.epoch.saturating_add(1);
+        }
+        self.last = seq;
+        self.epoch
+    }
 }
 
 /// The machines a checkpoint writes, chunk by chunk (see `Engine::take_dirty_chunks`).

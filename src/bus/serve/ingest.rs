@@ -63,8 +63,12 @@ impl Serve {
     /// Decodes one input into `inputs`, or dead-letters it.
     pub(super) fn accept(&mut self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
         let engine = self.store.engine();
-        let checked =
-            self.intake.decode(subject, payload, now).and_then(|input| self.admission.admit(engine, input, inputs));
+        // Its place in the stream is its place in the log: the ids of what it causes derive from it.
+        let checked = self
+            .intake
+            .decode(subject, payload, now)
+            .map(|input| Input { stream_seq: Some(seq), ..input })
+            .and_then(|input| self.admission.admit(engine, input, inputs));
         match checked {
             Ok(input) => {
                 metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);

@@ -361,7 +361,7 @@ impl Serve {
     /// (up to [`APPEND_TIMEOUT`] when NATS is down) must not hold up inputs, queries or a signal.
     /// The outcome comes back through `tick_done` ([`Serve::tick_appended`]).
     fn append_tick(&mut self) {
-        let tick = Input { at: wall_clock(), sent_at: None, id: None, kind: InputKind::Tick };
+        let tick = Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick };
         let (js, subject, done) = (self.js.clone(), self.subjects.log_record("tick"), self.tick_done.clone());
         self.tick_in_flight = Some(Instant::now());
         tokio::spawn(async move {
@@ -381,7 +381,8 @@ impl Serve {
 
     /// Appends `resume` to the input stream, retrying for a while: without it vigil cannot start.
     async fn append_resume(&mut self, resume: Resume) -> Result<(), BusError> {
-        let input = Input { at: wall_clock(), sent_at: None, id: None, kind: InputKind::Resume(resume) };
+        let input =
+            Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Resume(resume) };
         let mut attempt = 0;
         loop {
             match append(&self.js, self.subjects.log_record("resume"), &input).await {

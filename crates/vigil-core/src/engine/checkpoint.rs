@@ -50,6 +50,7 @@ impl Engine {
             id_key: self.id_key,
             plain_restarts: self.plain_restarts.iter().map(|(ws, n)| (ws.clone(), *n)).collect(),
             unwatched_after_ms: self.unwatched_after_ms,
+            stream_pos: self.stream_pos,
         }
     }
 
@@ -83,6 +84,7 @@ impl Engine {
         engine.id_key = fleet.id_key;
         engine.plain_restarts = fleet.plain_restarts.into_iter().collect();
         engine.unwatched_after_ms = fleet.unwatched_after_ms;
+        engine.stream_pos = fleet.stream_pos;
         if let Some(clock) = fleet.clock {
             engine.clock = clock;
         }

@@ -30,7 +30,7 @@ use crate::ids::{self, IdKey};
 use crate::index::{Index, prefetch_line};
 use crate::machine::{Ctx, Emitted, Event, State, Wait, Workspace};
 use crate::policy::{Policy, Registration};
-use crate::snapshot::{Chunks, FleetRecord, RestoreError, WorkspaceRecord};
+use crate::snapshot::{Chunks, FleetRecord, RestoreError, StreamPos, WorkspaceRecord};
 use crate::time::{At, Stamp};
 use crate::timers::Timers;
 use crate::tombstones::{Tombstone, TombstoneBook};
@@ -110,6 +110,10 @@ pub struct Engine {
     unwatched_after_ms: Option<u32>,
     /// The data directory's id key, from the latest `resume` that carried one (`core::ids`).
     id_key: Option<IdKey>,
+    /// Where the stream positions stand: the last one applied, and how many times they went back
+    /// (the input stream was deleted and declared again, so positions count from 1 once more:
+    /// output ids then take the epoch into their tag and never repeat an earlier stream's).
+    stream_pos: StreamPos,
     /// Restarts in flight when the log first carried a key (a directory from before keys): their
     /// ids stay plain, so the provisioner's progress for them still matches. Workspace → the
     /// restart number issued plain; an entry goes when that restart is no longer in flight.
@@ -164,6 +168,7 @@ impl Engine {
             tombstones: TombstoneBook::default(),
             stopped_for: None,
             unwatched_after_ms: None,
+            stream_pos: StreamPos::default(),
             id_key: None,
             plain_restarts: BTreeMap::new(),
             scratch: Vec::new(),
@@ -338,17 +343,22 @@ impl Engine {
         }
         // A deadline the input itself made due (never one in the past: see `fire_instant`).
         self.fire_due(at, out);
-        self.number(start, out);
+        let cause = match input.stream_seq {
+            Some(seq) => ids::Cause::Stream { epoch: self.stream_pos.enter(seq), seq },
+            None => ids::Cause::Log(self.seq),
+        };
+        self.number(cause, start, out);
         Ok(())
     }
 
     /// Gives the outputs of the current input their ids: the restart id for restarts (it is also
-    /// the `Nats-Msg-Id`), `<seq>.<n>` otherwise — each with its tag once there is an id key.
-    fn number(&self, start: usize, out: &mut [Output]) {
+    /// the `Nats-Msg-Id`), `<seq>.<n>` otherwise, seq being the input's stream position (or its
+    /// log position in a log without them) — each with its tag once there is an id key.
+    fn number(&self, cause: ids::Cause, start: usize, out: &mut [Output]) {
         for (n, o) in out[start..].iter_mut().enumerate() {
             o.id = match &o.body {
                 OutputBody::Restart { restart_id, .. } => restart_id.clone(),
-                _ => ids::output_id(self.id_key.as_ref(), self.seq, n),
+                _ => ids::output_id(self.id_key.as_ref(), cause, n),
             };
         }
     }

@@ -56,11 +56,15 @@ pub struct RawInput<'a> {
     pub id_key: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwatched_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<u64>,
 }
 
 /// Every field an input may carry, in wire order: the envelope (`v`, `type`, `workspace`, `at`,
 /// and `sent_at`, vigil's copy of a producer's `at`), the event's own fields, and vigil's own
-/// (`id_key`, `unwatched_after_ms`: `resume` records only). `tests/schemas.rs` holds it to [`RawInput`] and to the schemas.
+/// (`id_key`, `unwatched_after_ms`: `resume` records only; `stream_seq`: the record's position in
+/// the input stream, in logs and exports). `tests/schemas.rs` holds it to [`RawInput`] and to the
+/// schemas.
 pub const INPUT_FIELDS: &[&str] = &[
     "v",
     "type",
@@ -83,10 +87,11 @@ pub const INPUT_FIELDS: &[&str] = &[
     "phase",
     "id_key",
     "unwatched_after_ms",
+    "stream_seq",
 ];
 
-/// How many of [`INPUT_FIELDS`] come after the event's own: `resume`'s.
-const VIGIL_FIELDS: usize = 2;
+/// How many of [`INPUT_FIELDS`] come after the event's own: `resume`'s, and `stream_seq`.
+const VIGIL_FIELDS: usize = 3;
 
 /// The event's own fields, between the envelope and vigil's: what `vigil emit` accepts as
 /// `--name value`.
@@ -161,14 +166,20 @@ impl<'a> RawInput<'a> {
         let parse_at =
             |field: &'static str, s: &str| At::parse(s).map_err(|e| DecodeError::field(field, e.to_string()));
         let own_at = self.at.as_deref().map(|s| parse_at("at", s)).transpose()?;
-        let (at, sent_at) = match stamping {
+        // In a log, the record says when the stream stored it and where; from a producer, the
+        // stream says so (the caller's `now`, and the position it sets), whatever the producer wrote.
+        let (at, sent_at, stream_seq) = match stamping {
             Stamping::Logged => {
                 let sent = self.sent_at.as_deref().map(|s| parse_at("sent_at", s)).transpose()?;
-                (own_at.ok_or(DecodeError::Missing("at"))?, sent)
+                let seq = match self.stream_seq {
+                    Some(0) => return Err(DecodeError::field("stream_seq", "stream sequences start at 1")),
+                    seq => seq,
+                };
+                (own_at.ok_or(DecodeError::Missing("at"))?, sent, seq)
             }
             Stamping::ReceivedAt(now) => {
                 let sent = self.sent_at.as_deref().map(|s| parse_at("sent_at", s)).transpose()?;
-                (now, own_at.or(sent))
+                (now, own_at.or(sent), None)
             }
         };
         let ws = || -> Result<WorkspaceId, DecodeError> {
@@ -264,7 +275,7 @@ impl<'a> RawInput<'a> {
             }),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         };
-        Ok(Input { at, sent_at, id: text("id", &self.id)?, kind })
+        Ok(Input { at, sent_at, id: text("id", &self.id)?, stream_seq, kind })
     }
 
     /// The flat record of a typed event (borrowing its strings).
@@ -278,6 +289,7 @@ impl<'a> RawInput<'a> {
             at: Some(Cow::Owned(input.at.to_string())),
             sent_at: input.sent_at.map(|t| Cow::Owned(t.to_string())),
             id: o(&input.id),
+            stream_seq: input.stream_seq,
             ..RawInput::default()
         };
         match &input.kind {
