@@ -201,11 +201,13 @@ async fn stream_positions_only_count_in_the_stream_they_came_from() {
     wait_processed(&jetstream::new(client.clone()), "vigil").await;
     vigil.stop();
 
-    // A fresh data directory on the same stream does not re-apply what was handled before.
+    // A fresh data directory on the same stream is rebuilt from it, each record applied once.
     let fresh = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&first.url(), fresh.path(), &[], &[]);
-    assert_eq!(state_of(&client, "vigil", "ws-a").await, None, "old inputs are not applied again");
+    assert_eq!(state_of(&client, "vigil", "ws-a").await.as_deref(), Some("alive"), "rebuilt from the stream");
     vigil.stop();
+    let heartbeats = export(fresh.path()).lines().filter(|l| l.contains(r#""type":"heartbeat""#)).count();
+    assert_eq!(heartbeats, 1);
 
     // The same data directory on a new stream (the NATS state was lost): sequence 1 there is new.
     let second = NatsServer::start();
@@ -313,8 +315,8 @@ async fn with_user_and_password_vigil_works_with_credentials_and_refuses_without
 
 /// A vigil that crashed after committing a group but before acknowledging it leaves the consumer
 /// behind its data directory. The next start used to read what the consumer had delivered by
-/// sequence and never acknowledge it, so the consumer's ack floor stayed behind — and a new data
-/// directory, which starts after the ack floor, applied those inputs a second time.
+/// sequence and never acknowledge it, so the consumer's ack floor stayed behind (and a new data
+/// directory, which then started after the ack floor, applied those inputs a second time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_the_consumer_is_brought_level_with_the_data_directory() {
     let server = NatsServer::start();
@@ -341,11 +343,13 @@ async fn after_a_crash_the_consumer_is_brought_level_with_the_data_directory() {
     let info = consumer.info().await.unwrap();
     assert_eq!(info.ack_floor.stream_sequence, last_in_stream(&js, "vigil").await, "{info:?}");
     assert_eq!(info.num_ack_pending, 0);
-    // and a new data directory does not apply them again.
+    // and a new data directory, rebuilt from the stream, applies each of them once too.
     let fresh = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&server.url(), fresh.path(), &[], &[]);
-    assert_eq!(state_of(&client, "vigil", "ws-a").await, None, "applied a second time");
+    assert_eq!(state_of(&client, "vigil", "ws-a").await.as_deref(), Some("alive"));
     vigil.stop();
+    let rebuilt = export(fresh.path()).lines().filter(|l| l.contains(r#""type":"heartbeat""#)).count();
+    assert_eq!(rebuilt, 3, "each heartbeat applied once");
 }
 
 /// A shutdown that never ends (it waits for a disk or a server that does not answer; a test hook

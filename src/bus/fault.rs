@@ -3,6 +3,8 @@
 //!
 //! - `VIGIL_TEST_ABORT_AFTER_COMMITS=n`: abort right after the n-th group commit is durable, before
 //!   its outputs reach the publisher (they must come back from the outbox);
+//! - `VIGIL_TEST_ABORT_ON_RESTART=1`: abort right after the first durable group that decided a
+//!   restart, before the restart command reaches the publisher;
 //! - `VIGIL_TEST_ABORT_AFTER_PUBLISHES=n`: abort after the n-th batch of outputs is confirmed by the
 //!   server, before the outbox is cleared (the re-publish must be de-duplicated);
 //! - `VIGIL_TEST_STALL_SHUTDOWN=1`: the shutdown waits forever, as one waiting for a disk or a
@@ -40,6 +42,12 @@ fn reached(p: &Point) {
 pub fn after_commit() {
     static P: OnceLock<Point> = OnceLock::new();
     reached(point(&P, "VIGIL_TEST_ABORT_AFTER_COMMITS"));
+}
+
+/// Called after each durable group commit that decided a restart command.
+pub fn after_deciding_a_restart() {
+    static P: OnceLock<Point> = OnceLock::new();
+    reached(point(&P, "VIGIL_TEST_ABORT_ON_RESTART"));
 }
 
 /// Called after each batch of outputs is confirmed, before the outbox learns of it.

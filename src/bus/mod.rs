@@ -61,6 +61,8 @@ pub enum BusError {
     },
     #[error("{0} stopped")]
     Stopped(&'static str),
+    #[error("{what} sent nothing for {waited:?}")]
+    Stalled { what: String, waited: std::time::Duration },
     #[error("{what} panicked")]
     Panicked {
         what: &'static str,

@@ -26,6 +26,10 @@ pub const META_APPLIED: &[u8] = b"mapplied";
 pub const META_STREAM: &[u8] = b"mstream";
 /// Meta: which input stream `META_STREAM` counts in (its name and creation time).
 pub const META_STREAM_ID: &[u8] = b"mstreamid";
+/// Meta: the input stream position a rebuild of this directory from the stream must reach (u64
+/// BE; absent or at most `META_STREAM` once it has): until then its outputs are checked against
+/// the output stream before any is published.
+pub const META_REBUILD: &[u8] = b"mrebuild";
 /// Meta: the fleet record of the last checkpoint (MessagePack; its `seq` is the position it covers).
 pub const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 /// Meta: the first log sequence still stored, after compaction (u64 BE).

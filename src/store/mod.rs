@@ -138,6 +138,8 @@ pub struct Store {
     stream_seq: u64,
     durable_stream_seq: u64,
     stream_id: Option<String>,
+    /// The input stream position a rebuild from the stream must reach (see [`Store::rebuild_through`]).
+    rebuild_through: u64,
     writer: writer::Writer,
     /// Groups handed to the writer, oldest first, and groups it reported durable, not yet taken.
     in_flight: VecDeque<Committed>,
@@ -197,6 +199,7 @@ impl Store {
             stream_seq: meta.stream,
             durable_stream_seq: meta.stream,
             stream_id: meta.stream_id,
+            rebuild_through: meta.rebuild,
             writer,
             in_flight: VecDeque::new(),
             durable: VecDeque::new(),
@@ -271,18 +274,45 @@ impl Store {
     }
 
     /// Starts counting in another input stream (a recreated one, or the first one this directory
-    /// sees), positioned after `seq`: messages at or below it are taken as already handled.
-    pub fn adopt_stream(&mut self, id: &str, seq: u64) -> Result<(), StoreError> {
+    /// sees), positioned after `seq`: messages at or below it are taken as already handled. With
+    /// `rebuild_through` past `seq`, the directory is to be rebuilt from the stream up to there
+    /// ([`Store::rebuild_through`]); that is recorded in the same write, so a rebuild cut short
+    /// by a crash is known as one when the directory is opened again.
+    pub fn adopt_stream(&mut self, id: &str, seq: u64, rebuild_through: u64) -> Result<(), StoreError> {
         self.wait_all()?;
         let mut batch = sled::Batch::default();
         batch.insert(keys::META_STREAM_ID, id.as_bytes());
         batch.insert(keys::META_STREAM, &keys::u64_value(seq)[..]);
+        batch.insert(keys::META_REBUILD, &keys::u64_value(rebuild_through)[..]);
         let written =
             self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the input stream"));
         self.poison_on(written)?;
         self.stream_id = Some(id.to_string());
         self.stream_seq = seq;
         self.durable_stream_seq = seq;
+        self.rebuild_through = rebuild_through;
+        Ok(())
+    }
+
+    /// The input stream position up to which this directory is being rebuilt from the stream, if
+    /// that rebuild is not over ([`Store::finish_rebuild`]): the directory was new, or lost, and
+    /// the stream held history, and a crash may have cut the rebuild short. Outputs of records up to there were decided before,
+    /// by whoever folded them first: only those the output stream does not hold may be published.
+    pub fn rebuild_through(&self) -> Option<u64> {
+        (self.rebuild_through > 0).then_some(self.rebuild_through)
+    }
+
+    /// Records that the rebuild is over: every group it applied is durable, and the outbox holds
+    /// only outputs that must go out (those the output stream held were cleared first).
+    pub fn finish_rebuild(&mut self) -> Result<(), StoreError> {
+        self.wait_all()?;
+        let mut batch = sled::Batch::default();
+        self.take_removals(&mut batch);
+        batch.insert(keys::META_REBUILD, &keys::u64_value(0)[..]);
+        let written =
+            self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the rebuild's end"));
+        self.poison_on(written)?;
+        self.rebuild_through = 0;
         Ok(())
     }
 

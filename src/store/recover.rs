@@ -10,6 +10,7 @@ pub(super) struct Meta {
     pub(super) applied: u64,
     pub(super) stream: u64,
     pub(super) stream_id: Option<String>,
+    pub(super) rebuild: u64,
     pub(super) first: u64,
     pub(super) chunks: u32,
     pub(super) checkpoint: FleetRecord,
@@ -41,6 +42,7 @@ pub(super) fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
             .get(keys::META_STREAM_ID)
             .map_err(io("reading meta"))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        rebuild: number(keys::META_REBUILD, 0)?,
         first: number(keys::META_FIRST, 1)?,
         chunks: u32::try_from(number(keys::META_CHUNKS, 0)?).unwrap_or(u32::MAX),
         checkpoint,

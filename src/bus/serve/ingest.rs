@@ -74,21 +74,49 @@ impl Serve {
                 metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
                 inputs.push(input);
             }
+            // A rebuild applies records a second time: they were dead-lettered the first time.
+            Err(_) if self.rebuilding(seq) => {}
             Err(rejection) => {
                 self.dlq.send(DeadLetter::new(subject, payload, seq, rejection, self.cfg.max_payload));
             }
         }
     }
 
-    /// Makes sure the stored stream position counts in this input stream. A data directory that
-    /// has never seen it (new directory, or the stream was deleted and recreated) starts after the
-    /// position the consumer has acknowledged: never re-applying what an earlier instance handled,
-    /// never skipping what nobody did.
+    /// Makes sure the stored stream position counts in this input stream. A new data directory is
+    /// vigil's copy of the stream, to be rebuilt from its first record (see [`super::rebuild`]):
+    /// never started from nothing while the stream holds history. A directory that counted in
+    /// another stream (this one was deleted and declared again) keeps its state and starts after
+    /// the position the consumer has acknowledged in this one.
     pub(super) async fn adopt_input_stream(
         &mut self,
         consumer: &mut jetstream::consumer::PullConsumer,
     ) -> Result<(), BusError> {
         if self.store.stream_id() == Some(self.stream_id.as_str()) {
+            return Ok(());
+        }
+        let remembered = self.store.stream_id().map(str::to_string);
+        if remembered.is_none() && self.store.engine().seq() == 0 {
+            let state = self
+                .input_stream
+                .info()
+                .await
+                .map_err(|e| BusError::nats("reading the input stream's info", e))?
+                .state
+                .clone();
+            let (first, last) = (state.first_sequence.max(1), state.last_sequence);
+            if last >= first {
+                if first > 1 {
+                    tracing::warn!(
+                        first,
+                        "the input stream's records before {first} expired (input_max_age): the directory is \
+                         rebuilt from there, without the history they carried"
+                    );
+                }
+                tracing::info!(stream = %self.stream_id, first, last, "a new data directory: rebuilding it from the input stream");
+            } else {
+                tracing::info!(stream = %self.stream_id, "a new data directory on an empty input stream");
+            }
+            tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, first - 1, last))?;
             return Ok(());
         }
         let acked = consumer
@@ -97,20 +125,14 @@ impl Serve {
             .map_err(|e| BusError::nats("reading the input consumer's info", e))?
             .ack_floor
             .stream_sequence;
-        let remembered = self.store.stream_id();
-        if remembered.is_none() && self.store.engine().seq() == 0 {
-            // A new data directory: nothing to warn about.
-            tracing::info!(stream = %self.stream_id, position = acked, "counting in the input stream");
-        } else {
-            tracing::warn!(
-                stream = %self.stream_id,
-                ?remembered,
-                position = acked,
-                "the input stream is not the one this data directory counted in; starting after the consumer's \
-                 acknowledged position"
-            );
-        }
-        tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked))?;
+        tracing::warn!(
+            stream = %self.stream_id,
+            ?remembered,
+            position = acked,
+            "the input stream is not the one this data directory counted in; starting after the consumer's \
+             acknowledged position"
+        );
+        tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked, 0))?;
         Ok(())
     }
 

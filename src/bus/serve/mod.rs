@@ -41,6 +41,7 @@ use crate::core::{At, Policy};
 use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
 
 mod ingest;
+mod rebuild;
 mod shutdown;
 
 pub use shutdown::{SHUTDOWN_LIMIT, watchdog};
@@ -96,9 +97,6 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let (outbox, outbox_rx) = mpsc::unbounded_channel::<Released>();
     let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
     let publisher = tokio::spawn(publisher::run(js.clone(), subjects.clone(), outbox_rx, confirmed_tx));
-    if !recovery.pending.is_empty() {
-        let _ = outbox.send(Released::now(recovery.pending));
-    }
 
     let service = client
         .service_builder()
@@ -141,8 +139,23 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         last_record: Instant::now(),
         tick_blocked_until: Instant::now(),
         tick_done,
+        rebuild: None,
     };
     serve.adopt_input_stream(&mut consumer).await?;
+    // A new or lost directory on a stream with history is rebuilt from it; what the outbox holds
+    // from a rebuild cut short is checked against the output stream like the rest of it.
+    serve.prepare_rebuild().await?;
+    let pending = serve.publishable(None, recovery.pending)?;
+    if !pending.is_empty() {
+        let _ = serve.outbox.send(Released::now(pending));
+    }
+    // A long rebuild still stops on a signal: what it applied is durable, and the next start takes
+    // it up where it stopped.
+    tokio::pin!(shutdown);
+    tokio::select! {
+        rebuilt = serve.run_rebuild() => rebuilt?,
+        _ = &mut shutdown => return serve.shutdown(publisher, dlq_task, confirmed, Ok(())).await,
+    }
     serve.level_consumer(&mut consumer).await?;
     // vigil (re)started: a `resume` in the stream says so, after what it has not read yet. It
     // declares the promise of a record every `tick_every` (so a longer silence of the whole stream
@@ -201,6 +214,8 @@ struct Serve {
     tick_blocked_until: Instant,
     /// Where a tick append reports a failure (see [`Serve::append_tick`]).
     tick_done: mpsc::UnboundedSender<Result<(), NatsError>>,
+    /// A rebuild of the data directory from the stream under way (see [`rebuild`]).
+    rebuild: Option<rebuild::Rebuild>,
 }
 
 impl Serve {
@@ -424,6 +439,9 @@ impl Serve {
     async fn release(&mut self, durable: Vec<Committed>) -> Result<(), BusError> {
         for committed in durable {
             fault::after_commit();
+            if committed.outputs.iter().any(|p| matches!(p.output.body, OutputBody::Restart { .. })) {
+                fault::after_deciding_a_restart();
+            }
             self.durable_ticket = committed.ticket;
             for p in &committed.outputs {
                 metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);
@@ -431,7 +449,8 @@ impl Serve {
                     metrics::counter!("vigil_suppressed_total", "reason" => reason.as_str()).increment(1);
                 }
             }
-            if !committed.outputs.is_empty() && self.outbox.send(Released::now(committed.outputs)).is_err() {
+            let outputs = self.publishable(committed.stream_seq, committed.outputs)?;
+            if !outputs.is_empty() && self.outbox.send(Released::now(outputs)).is_err() {
                 return Err(BusError::Stopped("the output publisher"));
             }
         }

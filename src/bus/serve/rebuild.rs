@@ -1,0 +1,203 @@
+//! A data directory rebuilt from the stream (SPEC §4): the input stream is the log, and a data
+//! directory only vigil's copy of it. A new or lost directory on a stream that holds history is
+//! never started from nothing: vigil reads the stream from its first record, applies every record
+//! with the time and position it was stored at — so the states, the restart counts and every
+//! output's id come out as whoever folded those records first had them — and then serves.
+//!
+//! What those records caused was decided before, and mostly published. While rebuilding, an
+//! output goes out only if the output stream does not hold its id (read once from the output
+//! stream's headers) and it is not older than the output stream keeps outputs: so a restart the
+//! lost directory decided and never published goes out once, and nothing it published goes out
+//! twice — even past the output stream's de-duplication window. Bad records are not dead-lettered
+//! a second time. A rebuild cut short by a crash is taken up where it stopped (the directory
+//! records how far it must go), with the same checks.
+
+use std::collections::HashSet;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+
+use super::ingest::stored_at;
+use super::*;
+use crate::store::Pending;
+
+/// How long a rebuild waits for the next records from the stream before it gives up (vigil then
+/// exits, and the next start takes the rebuild up where it stopped).
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// A rebuild from the stream under way.
+pub(super) struct Rebuild {
+    /// The input stream position it must reach.
+    pub(super) through: u64,
+    /// The `Nats-Msg-Id` of every output the output stream holds.
+    published: HashSet<String>,
+    /// Outputs older than this the output stream no longer keeps: published long ago, or never —
+    /// either way too old to act on now.
+    expired_before: At,
+    /// Outputs found in the output stream, expired, and published now.
+    skipped: u64,
+    expired: u64,
+    republished: u64,
+}
+
+impl Rebuild {
+    /// Of `outputs` (caused by records up to `through`), those to publish now.
+    fn unpublished(&mut self, outputs: Vec<Pending>) -> Vec<Pending> {
+        let mut kept = Vec::new();
+        for p in outputs {
+            if self.published.contains(HeaderText::escape(&p.output.id).as_str()) {
+                self.skipped += 1;
+            } else if p.output.at < self.expired_before {
+                self.expired += 1;
+            } else {
+                self.republished += 1;
+                kept.push(p);
+            }
+        }
+        kept
+    }
+}
+
+impl Serve {
+    /// Starts a rebuild if this directory is to be rebuilt from the stream: reads which outputs the
+    /// output stream holds, for the outputs of the records up to the rebuild's end.
+    pub(super) async fn prepare_rebuild(&mut self) -> Result<(), BusError> {
+        let Some(through) = self.store.rebuild_through() else { return Ok(()) };
+        let started = Instant::now();
+        let published = published_ids(&self.js, &self.subjects).await?;
+        // Now, by the stream's clock: when it stored its last record.
+        let info = self.input_stream.info().await.map_err(|e| BusError::nats("reading the input stream's info", e))?;
+        let now = stored_at(info.state.last_timestamp);
+        let expired_before = At(now.millis().saturating_sub(self.cfg.output_max_age.as_millis() as i64));
+        tracing::info!(
+            from = self.store.stream_seq() + 1,
+            through,
+            published = published.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "rebuilding the data directory from the input stream"
+        );
+        self.rebuild = Some(Rebuild { through, published, expired_before, skipped: 0, expired: 0, republished: 0 });
+        Ok(())
+    }
+
+    /// Of durable outputs, those to publish: all of them, unless they were caused by records a
+    /// rebuild applies (`stream_seq`: the group's last record; `None` for what the outbox held at
+    /// start, which a rebuild cut short may have left). The outbox entries of groups with nothing
+    /// left to publish are cleared at once.
+    pub(super) fn publishable(
+        &mut self,
+        stream_seq: Option<u64>,
+        outputs: Vec<Pending>,
+    ) -> Result<Vec<Pending>, BusError> {
+        let Some(r) = self.rebuild.as_mut().filter(|r| stream_seq.is_none_or(|s| s <= r.through)) else {
+            return Ok(outputs);
+        };
+        let mut groups: Vec<OutboxKey> = outputs.iter().map(|p| p.key).collect();
+        let kept = r.unpublished(outputs);
+        let waiting: HashSet<OutboxKey> = kept.iter().map(|p| p.key).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups.retain(|k| !waiting.contains(k));
+        if !groups.is_empty() {
+            tokio::task::block_in_place(|| self.store.ack(&groups))?;
+        }
+        Ok(kept)
+    }
+
+    /// Applies the input stream's records up to the rebuild's end, in order and in groups.
+    pub(super) async fn run_rebuild(&mut self) -> Result<(), BusError> {
+        let Some(through) = self.rebuild.as_ref().map(|r| r.through) else { return Ok(()) };
+        let started = Instant::now();
+        let from = self.store.stream_seq() + 1;
+        let consumer = self
+            .input_stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::nats("reading the input stream to rebuild from it", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| BusError::nats("reading the input stream to rebuild from it", e))?
+            .ready_chunks(self.cfg.batch_max);
+        while self.store.stream_seq() < through {
+            let batch = match tokio::time::timeout(STALL_LIMIT, messages.next()).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) | Err(_) => {
+                    let what = format!("the input stream {}, while rebuilding from it,", self.subjects.input_stream());
+                    return Err(BusError::Stalled { what, waited: STALL_LIMIT });
+                }
+            };
+            let mut inputs = Vec::with_capacity(batch.len());
+            let mut last = self.store.stream_seq();
+            for message in batch {
+                let message = message.map_err(|e| BusError::nats("reading the input stream to rebuild from it", e))?;
+                let Ok(info) = message.info() else { continue };
+                let seq = info.stream_sequence;
+                if seq <= last || seq > through {
+                    continue;
+                }
+                self.accept(&message.subject, &message.payload, seq, stored_at(info.published), &mut inputs);
+                last = seq;
+            }
+            if last > self.store.stream_seq() {
+                self.submit(inputs, Some(last)).await?;
+                self.collect().await?;
+            }
+        }
+        self.wait_durable().await?;
+        tokio::task::block_in_place(|| self.store.finish_rebuild())?;
+        if let Some(r) = self.rebuild.take() {
+            tracing::info!(
+                records = through + 1 - from,
+                workspaces = self.store.engine().len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                already_published = r.skipped,
+                expired = r.expired,
+                published_now = r.republished,
+                "data directory rebuilt from the input stream"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether a record at `seq` is being applied a second time by a rebuild (it was dead-lettered,
+    /// if it had to be, when it was first applied).
+    pub(super) fn rebuilding(&self, seq: u64) -> bool {
+        self.rebuild.as_ref().is_some_and(|r| seq <= r.through)
+    }
+}
+
+/// The `Nats-Msg-Id` of every output in the output stream (its headers only).
+async fn published_ids(js: &jetstream::Context, subjects: &Subjects) -> Result<HashSet<String>, BusError> {
+    let doing = || format!("reading the output stream {}", subjects.output_stream());
+    let mut stream = js.get_stream(subjects.output_stream()).await.map_err(|e| BusError::nats(doing(), e))?;
+    let state = stream.info().await.map_err(|e| BusError::nats(doing(), e))?.state.clone();
+    let mut ids = HashSet::new();
+    if state.messages == 0 {
+        return Ok(ids);
+    }
+    let consumer = stream
+        .create_consumer(OrderedConfig { headers_only: true, deliver_policy: DeliverPolicy::All, ..Default::default() })
+        .await
+        .map_err(|e| BusError::nats(doing(), e))?;
+    let mut messages = consumer.messages().await.map_err(|e| BusError::nats(doing(), e))?;
+    loop {
+        let message = match tokio::time::timeout(STALL_LIMIT, messages.next()).await {
+            Ok(Some(m)) => m.map_err(|e| BusError::nats(doing(), e))?,
+            Ok(None) | Err(_) => {
+                let what =
+                    format!("the output stream {}, while reading which outputs it holds,", subjects.output_stream());
+                return Err(BusError::Stalled { what, waited: STALL_LIMIT });
+            }
+        };
+        if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+            ids.insert(id.to_string());
+        }
+        let Ok(info) = message.info() else { continue };
+        if info.pending == 0 || info.stream_sequence >= state.last_sequence {
+            return Ok(ids);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The stream is the log; a data directory is vigil's copy of it (SPEC §4), end to end with a real
+//! nats-server and `vigil serve` as a child process:
+//!
+//! - a data directory lost with a decided restart not yet published: a new directory on the same
+//!   streams is rebuilt from the input stream — the same states, the restart published once with
+//!   the id it was decided with, nothing published before published again, and the next restart
+//!   numbered after it;
+//! - the rebuilt directory's export replays to exactly what the output stream holds;
+//! - a rebuild cut short by a crash is taken up where it stopped, with the same checks.
+//!
+//! The output stream's de-duplication window is 1 s here, so that an output published a second time
+//! would show as a second message rather than be dropped by the stream.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use support::bus::{export, heartbeat, input, nats, not_found, outputs, state_of, untagged, wait_processed, ws};
+use support::nats::{NatsServer, Vigil};
+use vigil::client::Client;
+use vigil::core::Policy;
+use vigil::core::event::{InputKind, Origin, Output, OutputBody, RestartRequested};
+use vigil::core::wire;
+use vigil::replay;
+
+/// `vigil serve` on `dir`, with the output stream's de-duplication window at 1 s.
+fn start(url: &str, dir: &std::path::Path, config: &std::path::Path, env: &[(&str, &str)]) -> Vigil {
+    std::fs::write(config, "output_duplicate_window = \"1s\"\n").unwrap();
+    Vigil::start(url, dir, &["--config", config.to_str().unwrap()], env)
+}
+
+fn user_restart(id: &str) -> vigil::core::event::Input {
+    input(InputKind::RestartRequested(RestartRequested {
+        workspace: ws(id),
+        origin: Origin::User,
+        reason: "clicked restart".into(),
+        request_id: None,
+    }))
+}
+
+/// How many times each output id is on the output stream.
+fn counted(outputs: &[Output]) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for o in outputs {
+        *n.entry(o.id.clone()).or_insert(0) += 1;
+    }
+    n
+}
+
+/// Three workspaces alive and a fourth found dead, decided by a vigil on `dir/a` that dies the
+/// moment it has decided the restart, before publishing it; `dir/a` is then lost. Returns what the
+/// output stream holds.
+async fn decided_then_lost(server: &NatsServer, dir: &std::path::Path, config: &std::path::Path) -> Vec<Output> {
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let mut first = start(&server.url(), &dir.join("a"), config, &[("VIGIL_TEST_ABORT_ON_RESTART", "1")]);
+    for id in ["ws-a", "ws-b", "ws-c"] {
+        producer.publish(&heartbeat(id)).await.unwrap();
+    }
+    for id in ["ws-a", "ws-b", "ws-c"] {
+        let started = std::time::Instant::now();
+        while state_of(&client, "vigil", id).await.as_deref() != Some("alive") {
+            assert!(started.elapsed() < Duration::from_secs(30), "{id} never alive; log:\n{}", first.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    producer.publish(&not_found("ws-d")).await.unwrap();
+    assert!(!first.wait_exit(Duration::from_secs(30)).success(), "meant to crash; log:\n{}", first.log());
+    let before = outputs(&js, "vigil").await;
+    assert!(!before.iter().any(|o| matches!(o.body, OutputBody::Restart { .. })), "the restart was never published");
+    std::fs::remove_dir_all(dir.join("a")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the output stream's de-duplication window
+    before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_data_directory_is_rebuilt_from_the_stream_and_no_output_is_lost_or_repeated() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+
+    // Given a vigil that died the moment it had decided a restart, before publishing it, and
+    // whose data directory is then lost,
+    let before = decided_then_lost(&server, dir.path(), &config).await;
+
+    // when a vigil starts on a new directory on the same streams,
+    let second = start(&server.url(), &dir.path().join("b"), &config, &[]);
+
+    // then the state is rebuilt from the stream,
+    for id in ["ws-a", "ws-b", "ws-c"] {
+        assert_eq!(state_of(&client, "vigil", id).await.as_deref(), Some("alive"), "{id}; log:\n{}", second.log());
+    }
+    assert_eq!(state_of(&client, "vigil", "ws-d").await.as_deref(), Some("restarting"));
+    // the next restart is numbered after the one the lost directory decided,
+    producer.publish(&user_restart("ws-a")).await.unwrap();
+    producer.publish(&user_restart("ws-d")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    let log = second.stop();
+    let after = outputs(&js, "vigil").await;
+    let mut restarts: Vec<&str> =
+        after.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
+    restarts.sort();
+    assert_eq!(restarts, ["ws-a:1", "ws-d:1", "ws-d:2"], "log:\n{log}");
+    // nothing the lost directory published is published again, nothing it decided is lost,
+    let repeated: Vec<_> = counted(&after).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
+    for o in &before {
+        assert!(after.iter().any(|a| a.id == o.id), "{} lost", o.id);
+    }
+
+    // and the new directory's export replays to exactly what the output stream holds.
+    let exported = export(&dir.path().join("b"));
+    let replayed = replay::run(Policy::default(), replay::parse_jsonl("export", &exported), true);
+    assert!(replayed.malformed.is_empty(), "{:?}", replayed.malformed);
+    let as_lines = |outputs: &[Output]| -> Vec<String> {
+        let mut lines: Vec<String> = outputs.iter().map(wire::encode_output_json).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(as_lines(&replayed.outputs), as_lines(&after));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_cut_short_by_a_crash_is_taken_up_and_still_repeats_nothing() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    let before = decided_then_lost(&server, dir.path(), &config).await;
+
+    // Given a rebuild that dies as soon as its first group is durable, before publishing anything,
+    std::fs::write(&config, "output_duplicate_window = \"1s\"\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let mut cut = Vigil::spawn(&server.url(), &dir.path().join("b"), &args, &[("VIGIL_TEST_ABORT_AFTER_COMMITS", "1")]);
+    assert!(!cut.wait_exit(Duration::from_secs(30)).success(), "meant to crash; log:\n{}", cut.log());
+    assert!(cut.log().contains("rebuilding"), "{}", cut.log());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // when vigil starts again on that directory,
+    let vigil = start(&server.url(), &dir.path().join("b"), &config, &[]);
+    assert_eq!(state_of(&client, "vigil", "ws-d").await.as_deref(), Some("restarting"));
+    wait_processed(&js, "vigil").await;
+    let log = vigil.stop();
+
+    // then the restart goes out once, and nothing published before goes out again.
+    let after = outputs(&js, "vigil").await;
+    let restarts: Vec<&str> =
+        after.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
+    assert_eq!(restarts, ["ws-d:1"], "log:\n{log}");
+    let repeated: Vec<_> = counted(&after).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
+    let new: Vec<&Output> = after.iter().filter(|o| !before.iter().any(|b| b.id == o.id)).collect();
+    assert!(new.iter().all(|o| o.workspace.as_ref().is_some_and(|w| w.as_str() == "ws-d")), "{new:#?}");
+}
