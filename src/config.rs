@@ -84,6 +84,11 @@ pub struct ServeConfig {
     /// every deadline is extended by it. Written into each `resume`; well above `tick_every`.
     #[serde(with = "humantime_serde")]
     pub unwatched_after: Duration,
+    /// How often vigil appends a snapshot of its whole state to the input stream: a new data
+    /// directory is rebuilt from the latest one and the records after it. `input_max_age` must be
+    /// at least twice this, so that the stream always holds a complete snapshot.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_every: Duration,
     /// Where Prometheus metrics are served (`/metrics`); `None` to serve none.
     pub metrics_addr: Option<SocketAddr>,
     /// `human` or `json`.
@@ -129,6 +134,7 @@ impl Default for ServeConfig {
             dlq_max_bytes: 1 << 30,
             tick_every: Duration::from_secs(1),
             unwatched_after: Duration::from_secs(5),
+            snapshot_every: Duration::from_secs(600),
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             log_format: LogFormat::Human,
         }
@@ -193,6 +199,12 @@ impl ServeConfig {
                  is the ordinary gap between ticks, not an outage)",
             );
         }
+        if self.snapshot_every < Duration::from_secs(1) || self.snapshot_every * 2 > self.input_max_age {
+            return bad(
+                "snapshot_every must be at least 1s and at most half of input_max_age (the input stream must always \
+                 hold a complete snapshot to rebuild a data directory from)",
+            );
+        }
         Ok(())
     }
 }
@@ -224,6 +236,11 @@ mod tests {
         assert!(with(|c| c.user = Some("u".into())).is_err());
         assert!(with(|c| c.tls_key = Some("k.pem".into())).is_err());
         assert!(with(|c| c.output_duplicate_window = Duration::from_secs(30 * 24 * 3600)).is_err());
+        assert!(with(|c| c.snapshot_every = Duration::from_millis(500)).is_err());
+        assert!(
+            with(|c| c.snapshot_every = Duration::from_secs(4 * 24 * 3600)).is_err(),
+            "more than half of input_max_age"
+        );
         // A silence shorter than three ticks is no outage: such a setting would extend every
         // deadline at ordinary gaps between ticks, and nothing would ever be suspected.
         assert!(with(|c| c.unwatched_after = Duration::from_secs(2)).is_err());

@@ -390,7 +390,8 @@ async fn inputs_that_expired_while_vigil_was_away_are_skipped_in_one_step() {
     let js = jetstream::new(client.clone());
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("vigil.toml");
-    std::fs::write(&config, "input_max_age = \"2s\"\ninput_duplicate_window = \"1s\"\n").unwrap();
+    std::fs::write(&config, "input_max_age = \"2s\"\ninput_duplicate_window = \"1s\"\nsnapshot_every = \"1s\"\n")
+        .unwrap();
     let store = data.path().join("store");
     let args = ["--config", config.to_str().unwrap()];
     let vigil = Vigil::start(&server.url(), &store, &args, &[]);

@@ -6,7 +6,9 @@
 //!   the id it was decided with, nothing published before published again, and the next restart
 //!   numbered after it;
 //! - the rebuilt directory's export replays to exactly what the output stream holds;
-//! - a rebuild cut short by a crash is taken up where it stopped, with the same checks.
+//! - a rebuild cut short by a crash is taken up where it stopped, with the same checks;
+//! - with the stream's early records gone (retention), a new directory is rebuilt from the latest
+//!   snapshot record: the states and the restart counts are still there.
 //!
 //! The output stream's de-duplication window is 1 s here, so that an output published a second time
 //! would show as a second message rather than be dropped by the stream.
@@ -25,9 +27,10 @@ use vigil::core::event::{InputKind, Origin, Output, OutputBody, RestartRequested
 use vigil::core::wire;
 use vigil::replay;
 
-/// `vigil serve` on `dir`, with the output stream's de-duplication window at 1 s.
+/// `vigil serve` on `dir`, with the output stream's de-duplication window at 1 s and a snapshot
+/// record every second.
 fn start(url: &str, dir: &std::path::Path, config: &std::path::Path, env: &[(&str, &str)]) -> Vigil {
-    std::fs::write(config, "output_duplicate_window = \"1s\"\n").unwrap();
+    std::fs::write(config, "output_duplicate_window = \"1s\"\nsnapshot_every = \"1s\"\n").unwrap();
     Vigil::start(url, dir, &["--config", config.to_str().unwrap()], env)
 }
 
@@ -136,7 +139,6 @@ async fn a_rebuild_cut_short_by_a_crash_is_taken_up_and_still_repeats_nothing() 
     let before = decided_then_lost(&server, dir.path(), &config).await;
 
     // Given a rebuild that dies as soon as its first group is durable, before publishing anything,
-    std::fs::write(&config, "output_duplicate_window = \"1s\"\n").unwrap();
     let args = ["--config", config.to_str().unwrap()];
     let mut cut = Vigil::spawn(&server.url(), &dir.path().join("b"), &args, &[("VIGIL_TEST_ABORT_AFTER_COMMITS", "1")]);
     assert!(!cut.wait_exit(Duration::from_secs(30)).success(), "meant to crash; log:\n{}", cut.log());
@@ -158,4 +160,62 @@ async fn a_rebuild_cut_short_by_a_crash_is_taken_up_and_still_repeats_nothing() 
     assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
     let new: Vec<&Output> = after.iter().filter(|o| !before.iter().any(|b| b.id == o.id)).collect();
     assert!(new.iter().all(|o| o.workspace.as_ref().is_some_and(|w| w.as_str() == "ws-d")), "{new:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_streams_early_records_gone_a_new_directory_is_rebuilt_from_the_latest_snapshot() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+
+    // Given a vigil that has seen three workspaces and restarted one of them,
+    let first = start(&server.url(), &dir.path().join("a"), &config, &[]);
+    for id in ["ws-a", "ws-b", "ws-c"] {
+        producer.publish(&heartbeat(id)).await.unwrap();
+    }
+    producer.publish(&user_restart("ws-a")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    // and has appended a snapshot record since,
+    let stream = js.get_stream("VIGIL_IN").await.unwrap();
+    let last_input = stream.get_last_raw_message_by_subject("vigil.in.restart_requested.ws-a").await.unwrap().sequence;
+    let started = std::time::Instant::now();
+    let snapshot = loop {
+        if let Ok(m) = stream.get_last_raw_message_by_subject("vigil.log.snapshot").await
+            && m.sequence > last_input
+        {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no snapshot record; log:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = first.stop();
+    // when every record before that snapshot is gone from the stream (as retention drops them) and
+    // the data directory is lost,
+    let described: serde_json::Value = rmp_serde::from_slice(&snapshot.payload).unwrap();
+    let first_part = described["parts"][0].as_u64().unwrap();
+    stream.purge().sequence(first_part).await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("a")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = outputs(&js, "vigil").await;
+
+    // then a new directory is rebuilt from the snapshot: the workspaces are there,
+    let second = start(&server.url(), &dir.path().join("b"), &config, &[]);
+    assert!(second.log().contains("latest snapshot"), "{}\nfirst:\n{log}", second.log());
+    assert_eq!(state_of(&client, "vigil", "ws-b").await.as_deref(), Some("alive"), "{}", second.log());
+    assert_eq!(state_of(&client, "vigil", "ws-a").await.as_deref(), Some("restarting"));
+    // the next restart of ws-a is its second,
+    producer.publish(&user_restart("ws-a")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    let log = second.stop();
+    let after = outputs(&js, "vigil").await;
+    let restarts: Vec<&str> =
+        after.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
+    assert_eq!(restarts, ["ws-a:1", "ws-a:2"], "log:\n{log}");
+    // and nothing is published twice.
+    let repeated: Vec<_> = counted(&after).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
+    assert!(after.len() > before.len());
 }

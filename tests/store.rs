@@ -486,7 +486,7 @@ fn a_directory_sled_cannot_rebuild_says_which_file_and_how_to_recover() {
     let text = err.to_string();
     assert!(matches!(err, StoreError::Damaged { .. }), "{text}");
     let name = snapshot.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(text.contains(&name) && text.contains("Restore the directory"), "{text}");
+    assert!(text.contains(&name) && text.contains("rebuilt from the input stream"), "{text}");
     // and a service restarted on it does not take what sled salvaged for a new directory.
     assert!(matches!(refused(OpenMode::CreateIfMissing), StoreError::Damaged { .. }));
 }

@@ -42,9 +42,8 @@ pub enum StoreError {
     )]
     DiskFull { path: PathBuf, free: u64, needed: u64 },
     #[error(
-        "{path} is damaged: {why}{snapshot}. Restore the directory from a backup, or move it away and start \
-         vigil on a new one: a new directory starts after the input consumer's acknowledged position, and the \
-         workspace states this one held are lost"
+        "{path} is damaged: {why}{snapshot}. Move it away and start vigil on a new one: a new directory is \
+         rebuilt from the input stream (from its latest snapshot record, or from its first record)"
     )]
     Damaged {
         path: PathBuf,

@@ -20,6 +20,7 @@ mod open;
 mod outbox;
 mod recover;
 mod segment;
+mod snapshot_record;
 mod tombstones;
 mod writer;
 
@@ -41,6 +42,7 @@ pub use error::{Corruption, DiskError, StoreError};
 pub use keys::OutboxKey;
 pub use log_reader::LogReader;
 pub use segment::SegmentError;
+pub use snapshot_record::{Snapshot, SnapshotError};
 pub use writer::Wake;
 
 /// The on-disk format this build reads and writes. 2: log segments may hold `resume` records with

@@ -14,7 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod fast_map;
 pub mod fleet;
-mod hash;
+pub mod hash;
 pub mod ids;
 mod index;
 pub mod machine;

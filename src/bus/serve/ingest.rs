@@ -62,6 +62,10 @@ impl Serve {
 
     /// Decodes one input into `inputs`, or dead-letters it.
     pub(super) fn accept(&mut self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
+        // vigil's snapshot records are in the log for a successor, not for the fold.
+        if snapshot::is_snapshot_record(&self.subjects, subject) {
+            return;
+        }
         let engine = self.store.engine();
         // Its place in the stream is its place in the log: the ids of what it causes derive from it.
         let checked = self
@@ -104,18 +108,39 @@ impl Serve {
                 .state
                 .clone();
             let (first, last) = (state.first_sequence.max(1), state.last_sequence);
-            if last >= first {
-                if first > 1 {
+            if last < first {
+                tracing::info!(stream = %self.stream_id, "a new data directory on an empty input stream");
+                tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, first - 1, last))?;
+                return Ok(());
+            }
+            // From the latest snapshot record, or else from the first record the stream holds.
+            if let Some((covers, snapshot)) = snapshot::latest(&self.input_stream, &self.subjects).await {
+                if covers + 1 < first {
                     tracing::warn!(
+                        covers,
                         first,
-                        "the input stream's records before {first} expired (input_max_age): the directory is \
-                         rebuilt from there, without the history they carried"
+                        "records after the latest snapshot expired (input_max_age): the directory is rebuilt without \
+                         them"
                     );
                 }
-                tracing::info!(stream = %self.stream_id, first, last, "a new data directory: rebuilding it from the input stream");
-            } else {
-                tracing::info!(stream = %self.stream_id, "a new data directory on an empty input stream");
+                tracing::info!(
+                    stream = %self.stream_id,
+                    snapshot_at = covers,
+                    workspaces = snapshot.workspaces.len(),
+                    last,
+                    "a new data directory: rebuilding it from the input stream's latest snapshot"
+                );
+                tokio::task::block_in_place(|| self.store.restore_snapshot(snapshot, &self.stream_id, covers, last))?;
+                return Ok(());
             }
+            if first > 1 {
+                tracing::warn!(
+                    first,
+                    "the input stream's records before {first} expired (input_max_age) and it holds no snapshot: the \
+                     directory is rebuilt from there, without the history they carried"
+                );
+            }
+            tracing::info!(stream = %self.stream_id, first, last, "a new data directory: rebuilding it from the input stream");
             tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, first - 1, last))?;
             return Ok(());
         }

@@ -43,6 +43,7 @@ use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
 mod ingest;
 mod rebuild;
 mod shutdown;
+mod snapshot;
 
 pub use shutdown::{SHUTDOWN_LIMIT, watchdog};
 
@@ -63,6 +64,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let mut consumer = connect::declare(&js, &subjects, &cfg).await?;
 
     let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
+    let policy_in_force = policy.clone();
     let data_dir = cfg.data_dir.clone();
     let (mut store, recovery) =
         tokio::task::spawn_blocking(move || Store::open(&data_dir, policy, store_config, OpenMode::CreateIfMissing))
@@ -117,6 +119,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let (dlq, dlq_task) =
         Dlq::start(dlq::Target { js: js.clone(), subject: subjects.dlq(), stream_id: stream_id.clone() });
     let (tick_done, mut tick_results) = mpsc::unbounded_channel();
+    let (snapshot_done, mut snapshots_done) = mpsc::unbounded_channel();
     let mut serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
@@ -140,6 +143,10 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         tick_blocked_until: Instant::now(),
         tick_done,
         rebuild: None,
+        policy: policy_in_force,
+        snapshot_in_flight: false,
+        last_snapshot: Instant::now(),
+        snapshot_done,
     };
     serve.adopt_input_stream(&mut consumer).await?;
     // A new or lost directory on a stream with history is rebuilt from it; what the outbox holds
@@ -171,8 +178,16 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     serve.append_resume(resume).await?;
     tracing::info!(prefix = serve.subjects.prefix(), "serving");
 
-    let result =
-        serve.run_loop(&consumer, state_endpoint, fleet_endpoint, &mut confirmed, &mut tick_results, shutdown).await;
+    let result = serve
+        .run_loop(
+            &consumer,
+            state_endpoint,
+            fleet_endpoint,
+            &mut confirmed,
+            (&mut tick_results, &mut snapshots_done),
+            shutdown,
+        )
+        .await;
     serve.shutdown(publisher, dlq_task, confirmed, result).await
 }
 
@@ -216,6 +231,14 @@ struct Serve {
     tick_done: mpsc::UnboundedSender<Result<(), NatsError>>,
     /// A rebuild of the data directory from the stream under way (see [`rebuild`]).
     rebuild: Option<rebuild::Rebuild>,
+    /// The policy configured: a directory rebuilt from a snapshot record runs under it once the
+    /// rebuild is over (the snapshot's own applies to the records it is rebuilt from).
+    policy: Policy,
+    /// A snapshot record being appended (see [`snapshot`]), when the last was taken, and where
+    /// its append reports that it is over.
+    snapshot_in_flight: bool,
+    last_snapshot: Instant,
+    snapshot_done: mpsc::UnboundedSender<()>,
 }
 
 impl Serve {
@@ -240,7 +263,10 @@ impl Serve {
         mut state_endpoint: async_nats::service::endpoint::Endpoint,
         mut fleet_endpoint: async_nats::service::endpoint::Endpoint,
         confirmed: &mut mpsc::UnboundedReceiver<Vec<OutboxKey>>,
-        tick_results: &mut mpsc::UnboundedReceiver<Result<(), NatsError>>,
+        (tick_results, snapshots_done): (
+            &mut mpsc::UnboundedReceiver<Result<(), NatsError>>,
+            &mut mpsc::UnboundedReceiver<()>,
+        ),
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), BusError> {
         tokio::pin!(shutdown);
@@ -252,6 +278,7 @@ impl Serve {
                 _ = &mut shutdown => return Ok(()),
                 _ = self.durable.notified() => self.collect().await?,
                 Some(result) = tick_results.recv() => self.tick_appended(result),
+                Some(()) = snapshots_done.recv() => self.snapshot_in_flight = false,
                 Some(keys) = confirmed.recv() => {
                     tokio::task::block_in_place(|| self.store.ack(&keys))?;
                 }
@@ -367,6 +394,7 @@ impl Serve {
             })?;
             self.last_checkpoint = Instant::now();
         }
+        self.snapshot_if_due()?;
         // A checkpoint waits for the groups in flight; release them now rather than at the next
         // wake-up.
         self.collect().await

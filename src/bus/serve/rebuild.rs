@@ -148,6 +148,15 @@ impl Serve {
         }
         self.wait_durable().await?;
         tokio::task::block_in_place(|| self.store.finish_rebuild())?;
+        // Rebuilt from a snapshot, the records were folded under the snapshot's policy; the one
+        // configured applies from here on.
+        let policy = self.policy.clone();
+        if let Some(seq) = tokio::task::block_in_place(|| self.store.adopt_policy(policy))? {
+            tracing::warn!(
+                from_seq = seq,
+                "the configured policy differs from the snapshot's; it applies from here on"
+            );
+        }
         if let Some(r) = self.rebuild.take() {
             tracing::info!(
                 records = through + 1 - from,
