@@ -1,10 +1,10 @@
 //! Crash points for the end-to-end tests, so that they can kill vigil exactly where a crash is
 //! dangerous rather than hoping a random SIGKILL lands there:
 //!
-//! - `VIGIL_TEST_ABORT_AFTER_COMMITS=n`: abort right after the n-th group commit is durable, before
-//!   its outputs reach the publisher (they must come back from the outbox);
-//! - `VIGIL_TEST_ABORT_ON_RESTART=1`: abort right after the first durable group that decided a
-//!   restart, before the restart command reaches the publisher;
+//! - `VIGIL_TEST_ABORT_AFTER_COMMITS=n`: abort right after the n-th group is applied and handed to
+//!   the store's writer, before its outputs reach the publisher (on disk or not: they must come
+//!   back, from the outbox or from the stream);
+//! - `VIGIL_TEST_ABORT_ON_RESTART=1`: the same, at the first group that decided a restart;
 //! - `VIGIL_TEST_ABORT_AFTER_PUBLISHES=n`: abort after the n-th batch of outputs is confirmed by the
 //!   server, before the outbox is cleared (the re-publish must be de-duplicated);
 //! - `VIGIL_TEST_STALL_SHUTDOWN=1`: the shutdown waits forever, as one waiting for a disk or a
@@ -38,13 +38,13 @@ fn reached(p: &Point) {
     }
 }
 
-/// Called after each durable group commit.
+/// Called after each group is applied, before its outputs reach the publisher.
 pub fn after_commit() {
     static P: OnceLock<Point> = OnceLock::new();
     reached(point(&P, "VIGIL_TEST_ABORT_AFTER_COMMITS"));
 }
 
-/// Called after each durable group commit that decided a restart command.
+/// Called after each group that decided a restart command, as [`after_commit`].
 pub fn after_deciding_a_restart() {
     static P: OnceLock<Point> = OnceLock::new();
     reached(point(&P, "VIGIL_TEST_ABORT_ON_RESTART"));

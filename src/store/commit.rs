@@ -1,7 +1,9 @@
 //! Group commits: a group of inputs is applied to the engine and handed to the writer thread
 //! (`submit`), which writes and flushes it while the caller goes on; the caller learns which groups
-//! are durable (`poll_durable`, `wait_durable`) and only then may acknowledge or publish them. A
-//! store whose write failed is poisoned: its engine may be ahead of the disk.
+//! are durable (`poll_durable`, `wait_durable`). A caller whose inputs are durable nowhere else
+//! acknowledges or publishes a group only then; one whose inputs are in a stream it can read again
+//! (the service) takes the outputs at once (`submit_released`). A store whose write failed is
+//! poisoned: its engine may be ahead of the disk.
 
 use crate::core::event::Input;
 
@@ -31,7 +33,21 @@ impl Store {
     /// On error the store is poisoned, as for [`Store::commit`].
     pub fn submit(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<u64, StoreError> {
         self.check_poison()?;
-        let result = self.submit_inner(inputs, stream_seq);
+        let result = self.submit_inner(inputs, stream_seq, false);
+        self.poison_on(result).map(|(ticket, _)| ticket)
+    }
+
+    /// As [`Store::submit`], but hands the group's outputs back at once, for a caller whose inputs
+    /// are durable elsewhere already (the input stream): it may publish them before the group is on
+    /// this disk. They are in the outbox all the same once the group is durable, so a crash before
+    /// they are confirmed publishes them again; the group reported durable carries none.
+    pub fn submit_released(
+        &mut self,
+        inputs: &[Input],
+        stream_seq: Option<u64>,
+    ) -> Result<(u64, Vec<Pending>), StoreError> {
+        self.check_poison()?;
+        let result = self.submit_inner(inputs, stream_seq, true);
         self.poison_on(result)
     }
 
@@ -58,7 +74,12 @@ impl Store {
         self.in_flight.len()
     }
 
-    pub(super) fn submit_inner(&mut self, inputs: &[Input], stream_seq: Option<u64>) -> Result<u64, StoreError> {
+    pub(super) fn submit_inner(
+        &mut self,
+        inputs: &[Input],
+        stream_seq: Option<u64>,
+        release: bool,
+    ) -> Result<(u64, Vec<Pending>), StoreError> {
         let first_seq = self.engine.seq() + 1;
         let mut segment = segment::SegmentWriter::with_capacity(inputs.len());
         let mut outputs = Vec::new();
@@ -87,13 +108,14 @@ impl Store {
         }
         self.writer.send(batch)?;
         self.tickets += 1;
-        let outputs = outputs.into_iter().map(|output| Pending { key, output }).collect();
-        self.in_flight.push_back(Committed { ticket: self.tickets, first_seq, last_seq, stream_seq, outputs });
+        let outputs: Vec<Pending> = outputs.into_iter().map(|output| Pending { key, output }).collect();
+        let (released, kept) = if release { (outputs, Vec::new()) } else { (Vec::new(), outputs) };
+        self.in_flight.push_back(Committed { ticket: self.tickets, first_seq, last_seq, stream_seq, outputs: kept });
         self.since_checkpoint += inputs.len() as u64;
         if self.config.checkpoint_every > 0 && self.since_checkpoint >= self.config.checkpoint_every {
             self.checkpoint()?;
         }
-        Ok(self.tickets)
+        Ok((self.tickets, released))
     }
 
     /// Takes the writer's report on the oldest group in flight.

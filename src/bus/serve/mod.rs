@@ -3,11 +3,12 @@
 //! One task owns the store (and so the engine); everything that touches them happens here, in
 //! order, so there are no locks and the log order is the apply order:
 //!
-//! - a batch of input messages: decode (bad ones to the DLQ) and submit one group commit; the
-//!   store's writer thread flushes it while the loop goes on with the next batch;
-//! - the store reports groups durable: only now is each batch acknowledged (one acknowledgement
-//!   per batch: the consumer acknowledges everything up to it) and are its outputs handed to the
-//!   publisher;
+//! - a batch of input messages: decode (bad ones to the DLQ), apply one group and hand it to the
+//!   store's writer thread, which flushes it while the loop goes on; the batch is acknowledged
+//!   (one acknowledgement: the consumer acknowledges everything up to it) and the group's outputs
+//!   go to the publisher at once — the records are durable in the input stream, which is the log,
+//!   and the local copy catches up (SPEC §4);
+//! - the store reports groups durable: their outputs stand in the outbox from then on;
 //! - a deadline reached, or nothing read for `tick_every`: a `tick` is appended to the input
 //!   stream, and applied when it comes back like any input (SPEC §1 "time": every record's time
 //!   is the time the stream stored it, and the stream shows when it was watched);
@@ -15,7 +16,6 @@
 //! - a query: answered from the engine;
 //! - shutdown: stop fetching, let the publisher drain, checkpoint, return.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName};
 use crate::core::ids::IdKey;
 use crate::core::wire;
 use crate::core::{At, Policy};
-use crate::store::{Committed, OpenMode, OutboxKey, Store, StoreConfig};
+use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
 
 mod ingest;
 mod rebuild;
@@ -131,9 +131,6 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         store,
         outbox,
         durable,
-        acks: VecDeque::new(),
-        last_ticket: 0,
-        durable_ticket: 0,
         last_checkpoint: Instant::now(),
         js,
         stream_clock: None,
@@ -207,12 +204,6 @@ struct Serve {
     outbox: mpsc::UnboundedSender<Released>,
     /// Notified by the store's writer thread when a group is durable.
     durable: Arc<Notify>,
-    /// Input messages whose acknowledgement waits for a group to be durable, with that group's
-    /// ticket and when the batch arrived (for the batch latency metric).
-    acks: VecDeque<(u64, Option<jetstream::Message>, Instant)>,
-    /// The ticket of the last group submitted, and of the last one durable.
-    last_ticket: u64,
-    durable_ticket: u64,
     last_checkpoint: Instant,
     js: jetstream::Context,
     /// The stream's clock: the stored time of the latest record read, and when it was read. Live
@@ -442,56 +433,49 @@ impl Serve {
         }
     }
 
-    /// Applies one group and hands it to the store's writer thread; [`Serve::collect`] takes it
-    /// from there once it is durable.
+    /// Applies one group and hands it to the store's writer thread, and its outputs to the
+    /// publisher at once: its records are durable in the input stream already, and whoever folds
+    /// them again decides the same outputs with the same ids (SPEC §4), so nothing waits for the
+    /// local flush. (A crash before the group is on disk re-reads its records from the stream; one
+    /// before its outputs are confirmed publishes them again, de-duplicated by id.)
     async fn submit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
-        self.last_ticket = tokio::task::block_in_place(|| self.store.submit(&inputs, stream_seq))?;
+        let (_, outputs) = tokio::task::block_in_place(|| self.store.submit_released(&inputs, stream_seq))?;
         self.admission.group_applied();
         self.record_gauges();
+        self.release(stream_seq, outputs)
+    }
+
+    /// Hands a group's outputs to the publisher (those a rebuild may publish: see [`rebuild`]).
+    fn release(&mut self, stream_seq: Option<u64>, outputs: Vec<Pending>) -> Result<(), BusError> {
+        fault::after_commit();
+        if outputs.iter().any(|p| matches!(p.output.body, OutputBody::Restart { .. })) {
+            fault::after_deciding_a_restart();
+        }
+        for p in &outputs {
+            metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);
+            if let OutputBody::Suppressed { reason, .. } = p.output.body {
+                metrics::counter!("vigil_suppressed_total", "reason" => reason.as_str()).increment(1);
+            }
+        }
+        let outputs = self.publishable(stream_seq, outputs)?;
+        if !outputs.is_empty() && self.outbox.send(Released::now(outputs)).is_err() {
+            return Err(BusError::Stopped("the output publisher"));
+        }
         Ok(())
     }
 
-    /// Takes the groups the store made durable: their outputs go to the publisher, and the input
-    /// messages waiting for them are acknowledged.
+    /// Lets the store settle the groups its writer made durable: from then on their outputs stand
+    /// in the outbox until the publisher confirms them.
     async fn collect(&mut self) -> Result<(), BusError> {
         let durable = tokio::task::block_in_place(|| self.store.poll_durable())?;
-        self.release(durable).await
+        debug_assert!(durable.iter().all(|c| c.outputs.is_empty()), "outputs were released when applied");
+        Ok(())
     }
 
-    /// Waits until every submitted group is durable, then releases them as [`Serve::collect`] does.
+    /// Waits until every submitted group is durable.
     async fn wait_durable(&mut self) -> Result<(), BusError> {
         let durable = tokio::task::block_in_place(|| self.store.wait_durable())?;
-        self.release(durable).await
-    }
-
-    async fn release(&mut self, durable: Vec<Committed>) -> Result<(), BusError> {
-        for committed in durable {
-            fault::after_commit();
-            if committed.outputs.iter().any(|p| matches!(p.output.body, OutputBody::Restart { .. })) {
-                fault::after_deciding_a_restart();
-            }
-            self.durable_ticket = committed.ticket;
-            for p in &committed.outputs {
-                metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);
-                if let OutputBody::Suppressed { reason, .. } = p.output.body {
-                    metrics::counter!("vigil_suppressed_total", "reason" => reason.as_str()).increment(1);
-                }
-            }
-            let outputs = self.publishable(committed.stream_seq, committed.outputs)?;
-            if !outputs.is_empty() && self.outbox.send(Released::now(outputs)).is_err() {
-                return Err(BusError::Stopped("the output publisher"));
-            }
-        }
-        while self.acks.front().is_some_and(|(ticket, _, _)| *ticket <= self.durable_ticket) {
-            let Some((_, message, started)) = self.acks.pop_front() else { break };
-            if let Some(message) = message
-                && let Err(e) = message.ack().await
-            {
-                // Harmless: the messages come again and are recognised by their stream sequence.
-                tracing::warn!(error = %e, "acknowledging a batch failed");
-            }
-            metrics::histogram!("vigil_batch_seconds").record(started.elapsed().as_secs_f64());
-        }
+        debug_assert!(durable.iter().all(|c| c.outputs.is_empty()), "outputs were released when applied");
         Ok(())
     }
 
