@@ -64,6 +64,7 @@ bench: nats-server
 	$(CARGO) bench --bench engine
 	$(CARGO) bench --bench store
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench nats
+	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench rebuild
 	$(CARGO) run --release --example memory
 
 lint:

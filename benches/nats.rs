@@ -5,7 +5,7 @@
 //!    consumed by a durable pull consumer that acknowledges each batch — publish, consume, ack, no
 //!    processing. Events/s from the first publish to the last acknowledgement.
 //! 2. **vigil**: the same payloads published to `vigil.in.heartbeat.<ws>` while `vigil serve` (the
-//!    release binary) consumes them: decode, engine, sled group commit and flush, then ack. The
+//!    release binary) consumes them: decode, engine, sled group commit (flushed behind), ack. The
 //!    fleet is created first (one heartbeat each), so the figure is sustained heartbeat ingest.
 //!    Events/s from the first publish until vigil has acknowledged the last one.
 //!    Targets: ≥ 0.7 of the ceiling and ≥ 100 000 events/s.
@@ -144,12 +144,12 @@ async fn through_vigil(payloads: &[Vec<u8>]) -> f64 {
 }
 
 /// vigil's own share of the latency, from its metrics: the `vigil_batch_seconds` histogram (a
-/// batch's arrival at vigil until its acknowledgement, after the flush), as the bucket bounds its
+/// batch's arrival at vigil until its acknowledgement, once applied), as the bucket bounds its
 /// 0.5 and 0.99 quantiles fall under.
 fn batch_quantiles(addr: &str) -> String {
     let input = histogram_quantiles(addr, "vigil_batch_seconds", "batches");
     let output = histogram_quantiles(addr, "vigil_publish_seconds", "groups");
-    format!("{input}\n  and from durable to the output stream's confirmation: {output}")
+    format!("{input}\n  and from applied to the output stream's confirmation: {output}")
 }
 
 /// p50 and p99 bounds of one of vigil's histograms, read from its metrics endpoint.
@@ -350,7 +350,7 @@ fn main() {
         let steal = steal_share(cpu, cpu_times());
         let (sync50, sync99) = fsync_cost();
         println!("latency at 10 000 events/s, heartbeat to output, {n} samples: p50 {p50:?}, p99 {p99:?} (target p99 < 10 ms)");
-        println!("  of which inside vigil (a batch's arrival to its acknowledgement after the flush): {inside}");
+        println!("  of which inside vigil (a batch's arrival to its acknowledgement, once applied): {inside}");
         let (hop50, hop99) = raw_hop_latency().await;
         println!("  for reference, one raw JetStream hop at the same rate: p50 {hop50:?}, p99 {hop99:?}");
         println!(

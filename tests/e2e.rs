@@ -107,6 +107,41 @@ async fn a_restart_published_but_not_cleared_is_not_delivered_twice_after_a_cras
     assert_eq!(ids, ["ws-dead:1"]);
 }
 
+/// async-nats lets one JetStream context wait for at most 5 000 publish acknowledgements at once.
+/// The publisher used to send a whole batch before awaiting any acknowledgement, so a burst of
+/// more outputs than that (a fleet registering at once, a large outbox after an outage) left it
+/// waiting for a permit only its own unawaited acknowledgements held: no output published again,
+/// and no tick appended (they shared the context), so no deadline fired either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_outputs_larger_than_the_clients_ack_window_is_all_published() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    // Given 40 000 new workspaces heartbeating while vigil is down (each one's first heartbeat is
+    // a `state_changed`),
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    vigil.stop();
+    let n = 40_000;
+    for i in 0..n {
+        let beat = wire::encode_msgpack(&heartbeat(&format!("ws-{i:05}")));
+        client.publish(format!("vigil.in.heartbeat.ws-{i:05}"), beat.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    // when vigil starts and applies them in a few large groups,
+    let vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
+    wait_processed(&js, "vigil").await;
+    // then every one of those outputs reaches the output stream.
+    let started = std::time::Instant::now();
+    let mut out = js.get_stream("VIGIL_OUT").await.unwrap();
+    while out.info().await.unwrap().state.messages < n {
+        let held = out.info().await.unwrap().state.messages;
+        assert!(started.elapsed() < Duration::from_secs(30), "{held} of {n} outputs published; log:\n{}", vigil.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    vigil.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_commands_are_delivered_exactly_once_across_sigkills_mid_stream() {
     let server = NatsServer::start();

@@ -16,6 +16,10 @@ use crate::bus::subjects::Subjects;
 use crate::core::wire;
 use crate::store::{OutboxKey, Pending};
 
+/// Outputs sent before their confirmations are awaited: a tenth of the 5 000 publish
+/// confirmations async-nats lets one JetStream context wait for at once (`max_ack_inflight`).
+const PUBLISH_WINDOW: usize = 500;
+
 /// Outputs handed to the publisher, and when (for the `vigil_publish_seconds` metric: how long an
 /// output takes from durable to confirmed by the output stream).
 pub struct Released {
@@ -47,23 +51,28 @@ pub async fn run(
         if batch.is_empty() {
             continue;
         }
-        // Send them all, then wait for the confirmations: one round trip per batch, not per output.
-        let mut waiting = Vec::with_capacity(batch.len());
-        for p in &batch {
-            waiting.push(send(&js, &subjects, p).await);
-        }
+        // Send a window of them, then wait for its confirmations: one round trip per window, not
+        // per output. The window stays well inside what the client lets wait for confirmation at
+        // once: past that, a send waits for a permit that only the window's own unawaited
+        // confirmations hold, and nothing is published again.
         let mut keys = Vec::with_capacity(batch.len());
-        for (p, sent) in batch.iter().zip(waiting) {
-            let ok = match sent {
-                Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = ok {
-                tracing::warn!(id = %p.output.id, error = %e, "publishing an output failed; retrying");
-                publish_until_confirmed(&js, &subjects, p).await;
+        for window in batch.chunks(PUBLISH_WINDOW) {
+            let mut waiting = Vec::with_capacity(window.len());
+            for p in window {
+                waiting.push(send(&js, &subjects, p).await);
             }
-            metrics::counter!("vigil_outputs_published_total").increment(1);
-            keys.push(p.key);
+            for (p, sent) in window.iter().zip(waiting) {
+                let ok = match sent {
+                    Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = ok {
+                    tracing::warn!(id = %p.output.id, error = %e, "publishing an output failed; retrying");
+                    publish_until_confirmed(&js, &subjects, p).await;
+                }
+                metrics::counter!("vigil_outputs_published_total").increment(1);
+                keys.push(p.key);
+            }
         }
         fault::after_publish();
         for at in released {

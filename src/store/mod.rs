@@ -35,7 +35,7 @@ use open::{keep_unflushed, open_db};
 
 use crate::report::Chain;
 use error::io;
-use outbox::{encode_outputs, read_outbox};
+use outbox::{decode_outputs, encode_outputs, read_outbox};
 use recover::{decode_segment, read_meta, read_policy, read_states, replay_tail, segment_start};
 
 pub use error::{Corruption, DiskError, StoreError};

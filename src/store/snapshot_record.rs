@@ -4,16 +4,17 @@
 //!
 //! A snapshot is taken right after a checkpoint, when the engine has applied exactly the records
 //! up to a stream position and every tombstone is on disk. It holds the policy the records were
-//! folded under, the fleet record, every workspace's record and every tombstone: what a
-//! checkpoint holds, in one place. The head is a MessagePack map with named fields (as the
+//! folded under, the fleet record, every workspace's record and every tombstone — what a
+//! checkpoint holds, in one place — and the outputs still waiting in the outbox, so that a
+//! restart decided before the snapshot and not yet published is not lost with the directory. The head is a MessagePack map with named fields (as the
 //! checkpoint's fleet record is); the workspace records and tombstones follow positionally, as in
 //! checkpoint chunks, so their layout is the store format's ([`super::FORMAT`]) and a snapshot
-//! says which format wrote it.
+//! says which format wrote it; the outputs last, as the outbox holds them (one MessagePack binary).
 
 use serde::{Deserialize, Serialize};
 
 use crate::core::Tombstone;
-use crate::core::event::WorkspaceId;
+use crate::core::event::{Output, WorkspaceId};
 use crate::core::snapshot::{FleetRecord, WorkspaceRecord};
 
 use super::*;
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub fleet: FleetRecord,
     pub workspaces: Vec<(WorkspaceId, WorkspaceRecord)>,
     pub tombstones: Vec<(WorkspaceId, Tombstone)>,
+    /// Outputs decided and not yet confirmed by the output stream when the snapshot was taken.
+    pub pending: Vec<Output>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,6 +46,8 @@ pub enum SnapshotError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("{0} bytes follow the snapshot")]
     Trailing(usize),
+    #[error("the snapshot's pending outputs do not decode")]
+    Pending(#[source] Corruption),
 }
 
 impl Snapshot {
@@ -52,6 +57,8 @@ impl Snapshot {
         rmp_serde::encode::write_named(&mut bytes, &head).expect("a snapshot head always encodes");
         rmp_serde::encode::write(&mut bytes, &(&self.workspaces, &self.tombstones))
             .expect("snapshot records always encode");
+        let pending = encode_outputs(&self.pending);
+        rmp::encode::write_bin(&mut bytes, &pending).expect("writing to a Vec cannot fail");
         bytes
     }
 
@@ -65,10 +72,14 @@ impl Snapshot {
         }
         let (workspaces, tombstones) = <(Vec<_>, Vec<_>)>::deserialize(&mut de)?;
         drop(de);
+        let len = rmp::decode::read_bin_len(&mut rest).map_err(|e| SnapshotError::Decode(e.into()))? as usize;
+        let outbox = rest.get(..len).ok_or(SnapshotError::Pending(Corruption::Malformed("truncated")))?;
+        let pending = decode_outputs(outbox).map_err(SnapshotError::Pending)?;
+        let rest = &rest[len..];
         if !rest.is_empty() {
             return Err(SnapshotError::Trailing(rest.len()));
         }
-        Ok(Snapshot { policy: head.policy, fleet: head.fleet, workspaces, tombstones })
+        Ok(Snapshot { policy: head.policy, fleet: head.fleet, workspaces, tombstones, pending })
     }
 }
 
@@ -95,20 +106,29 @@ impl Store {
             })?;
             tombstones.push((ws, t));
         }
-        Ok(Snapshot { policy, fleet: self.engine.fleet_record(), workspaces: self.engine.records(), tombstones })
+        let pending = read_outbox(&self.db)?.into_iter().map(|p| p.output).collect();
+        Ok(Snapshot {
+            policy,
+            fleet: self.engine.fleet_record(),
+            workspaces: self.engine.records(),
+            tombstones,
+            pending,
+        })
     }
 
     /// Makes a new data directory the copy of `snapshot`, taken at position `covers` of input
     /// stream `stream_id`, to be rebuilt from the stream up to `rebuild_through`: the engine is
     /// restored from it under the policy it was folded under, and written as this directory's
-    /// checkpoint (its local log starts after it). Only for a directory that has applied nothing.
+    /// checkpoint (its local log starts after it); the snapshot's pending outputs go into its outbox
+    /// and are returned, to be published (a rebuild publishes only those the output stream does
+    /// not hold). Only for a directory that has applied nothing.
     pub fn restore_snapshot(
         &mut self,
         snapshot: Snapshot,
         stream_id: &str,
         covers: u64,
         rebuild_through: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Pending>, StoreError> {
         if self.engine.seq() != 0 || self.stream_id.is_some() {
             return Err(StoreError::Inconsistent("a snapshot is restored only into a new data directory".into()));
         }
@@ -127,6 +147,11 @@ impl Store {
         batch.insert(keys::META_STREAM_ID, stream_id.as_bytes());
         batch.insert(keys::META_STREAM, &keys::u64_value(covers)[..]);
         batch.insert(keys::META_REBUILD, &keys::u64_value(rebuild_through)[..]);
+        // Under the snapshot's own log position: the first group after it is keyed one higher.
+        let key = OutboxKey { seq };
+        if !snapshot.pending.is_empty() {
+            batch.insert(&key.bytes()[..], encode_outputs(&snapshot.pending));
+        }
         let written = self.db.apply_batch(batch).map_err(io("restoring a snapshot"));
         self.poison_on(written)?;
         self.engine = engine;
@@ -138,7 +163,8 @@ impl Store {
         self.full_checkpoint_due = true;
         // The checkpoint makes the restored state this directory's own, atomically with nothing
         // else outstanding; it flushes what was written above too.
-        self.checkpoint()
+        self.checkpoint()?;
+        Ok(snapshot.pending.into_iter().map(|output| Pending { key, output }).collect())
     }
 
     /// Runs the engine under `policy` from now on, if it is not the one in force (as opening a
@@ -181,14 +207,19 @@ mod tests {
         let (mut old, _) = open(old_dir.path()).unwrap();
         let removed = InputKind::Lifecycle(Lifecycle { workspace: ws("ws-gone"), phase: LifecyclePhase::Removed });
         let history = [beat(0, 3, "ws-a"), beat(1_000, 5, "ws-b"), beat(1_500, 6, "ws-gone"), input(2_000, 9, removed)];
-        old.commit(&history, Some(9)).unwrap();
+        let outputs = |c: &[Pending]| c.iter().map(|p| p.output.clone()).collect::<Vec<_>>();
+        // (Nobody confirmed its outputs: they are still pending, and the snapshot carries them.)
+        let unconfirmed = outputs(&old.commit(&history, Some(9)).unwrap().outputs);
         let snapshot = old.snapshot().unwrap();
         assert_eq!(snapshot.tombstones.len(), 1);
+        assert!(!unconfirmed.is_empty());
+        assert_eq!(snapshot.pending, unconfirmed);
         let decoded = Snapshot::decode(&snapshot.encode()).unwrap();
         assert_eq!(decoded, snapshot);
 
         let (mut new, _) = open(new_dir.path()).unwrap();
-        new.restore_snapshot(decoded, "VIGIL_IN@1", 9, 12).unwrap();
+        let restored = new.restore_snapshot(decoded, "VIGIL_IN@1", 9, 12).unwrap();
+        assert_eq!(outputs(&restored), unconfirmed);
         assert_eq!(new.engine().digest(), old.engine().digest());
         assert_eq!((new.stream_seq(), new.rebuild_through()), (9, Some(12)));
         // The same records from here on: the same outputs, ids and all (the re-created workspace
@@ -197,12 +228,13 @@ mod tests {
         let from_old = old.commit(&tail, Some(12)).unwrap().outputs;
         let from_new = new.commit(&tail, Some(12)).unwrap().outputs;
         assert!(!from_old.is_empty());
-        let outputs = |c: &[Pending]| c.iter().map(|p| p.output.clone()).collect::<Vec<_>>();
         assert_eq!(outputs(&from_new), outputs(&from_old));
         let digest = new.engine().digest();
         drop(new);
-        let (reopened, _) = open(new_dir.path()).unwrap();
+        let (reopened, recovery) = open(new_dir.path()).unwrap();
         assert_eq!(reopened.engine().digest(), digest);
+        // and the outputs it was given stay in its outbox until confirmed, with the tail's.
+        assert_eq!(outputs(&recovery.pending), [unconfirmed, outputs(&from_new)].concat());
     }
 
     #[test]

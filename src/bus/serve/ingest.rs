@@ -98,12 +98,14 @@ impl Serve {
     /// never started from nothing while the stream holds history. A directory that counted in
     /// another stream (this one was deleted and declared again) keeps its state and starts after
     /// the position the consumer has acknowledged in this one.
+    /// Returns the outputs a snapshot record held as pending, when the directory was restored from
+    /// one: they were decided and perhaps never published.
     pub(super) async fn adopt_input_stream(
         &mut self,
         consumer: &mut jetstream::consumer::PullConsumer,
-    ) -> Result<(), BusError> {
+    ) -> Result<Vec<Pending>, BusError> {
         if self.store.stream_id() == Some(self.stream_id.as_str()) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let remembered = self.store.stream_id().map(str::to_string);
         if remembered.is_none() && self.store.engine().seq() == 0 {
@@ -118,7 +120,7 @@ impl Serve {
             if last < first {
                 tracing::info!(stream = %self.stream_id, "a new data directory on an empty input stream");
                 tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, first - 1, last))?;
-                return Ok(());
+                return Ok(Vec::new());
             }
             // From the latest snapshot record, or else from the first record the stream holds.
             if let Some((covers, snapshot)) = snapshot::latest(&self.input_stream, &self.subjects).await {
@@ -137,8 +139,10 @@ impl Serve {
                     last,
                     "a new data directory: rebuilding it from the input stream's latest snapshot"
                 );
-                tokio::task::block_in_place(|| self.store.restore_snapshot(snapshot, &self.stream_id, covers, last))?;
-                return Ok(());
+                let pending = tokio::task::block_in_place(|| {
+                    self.store.restore_snapshot(snapshot, &self.stream_id, covers, last)
+                })?;
+                return Ok(pending);
             }
             if first > 1 {
                 tracing::warn!(
@@ -149,7 +153,7 @@ impl Serve {
             }
             tracing::info!(stream = %self.stream_id, first, last, "a new data directory: rebuilding it from the input stream");
             tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, first - 1, last))?;
-            return Ok(());
+            return Ok(Vec::new());
         }
         let acked = consumer
             .info()
@@ -165,7 +169,7 @@ impl Serve {
              acknowledged position"
         );
         tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked, 0))?;
-        Ok(())
+        Ok(Vec::new())
     }
 
     /// Brings the input consumer level with the data directory: its next delivery is the input

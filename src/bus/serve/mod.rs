@@ -61,6 +61,9 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let subjects = Subjects::new(&cfg.prefix);
     let client = connect::connect(&cfg, "vigil").await?;
     let js = jetstream::new(client.clone());
+    // vigil's own records go through a context of their own: a tick must never wait for a
+    // publish permit behind a burst of outputs.
+    let appends = jetstream::new(client.clone());
     let mut consumer = connect::declare(&js, &subjects, &cfg).await?;
 
     let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
@@ -133,6 +136,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         durable,
         last_checkpoint: Instant::now(),
         js,
+        appends,
         stream_clock: None,
         level: false,
         tick_in_flight: None,
@@ -145,11 +149,12 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         last_snapshot: Instant::now(),
         snapshot_done,
     };
-    serve.adopt_input_stream(&mut consumer).await?;
+    let restored = serve.adopt_input_stream(&mut consumer).await?;
     // A new or lost directory on a stream with history is rebuilt from it; what the outbox holds
-    // from a rebuild cut short is checked against the output stream like the rest of it.
+    // from a rebuild cut short, or a snapshot record held as pending, is checked against the
+    // output stream like the rest of it.
     serve.prepare_rebuild().await?;
-    let pending = serve.publishable(None, recovery.pending)?;
+    let pending = serve.publishable(None, [recovery.pending, restored].concat())?;
     if !pending.is_empty() {
         let _ = serve.outbox.send(Released::now(pending));
     }
@@ -206,6 +211,8 @@ struct Serve {
     durable: Arc<Notify>,
     last_checkpoint: Instant,
     js: jetstream::Context,
+    /// The context vigil's own records (ticks, resumes, snapshots) are appended through.
+    appends: jetstream::Context,
     /// The stream's clock: the stored time of the latest record read, and when it was read. Live
     /// ticks are timed by it and this host's monotonic clock, never by its wall clock.
     stream_clock: Option<(At, Instant)>,
@@ -396,7 +403,7 @@ impl Serve {
     /// The outcome comes back through `tick_done` ([`Serve::tick_appended`]).
     fn append_tick(&mut self) {
         let tick = Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick };
-        let (js, subject, done) = (self.js.clone(), self.subjects.log_record("tick"), self.tick_done.clone());
+        let (js, subject, done) = (self.appends.clone(), self.subjects.log_record("tick"), self.tick_done.clone());
         self.tick_in_flight = Some(Instant::now());
         tokio::spawn(async move {
             let _ = done.send(append(&js, subject, &tick).await);
@@ -419,7 +426,7 @@ impl Serve {
             Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Resume(resume) };
         let mut attempt = 0;
         loop {
-            match append(&self.js, self.subjects.log_record("resume"), &input).await {
+            match append(&self.appends, self.subjects.log_record("resume"), &input).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 30 => {
                     attempt += 1;

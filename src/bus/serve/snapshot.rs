@@ -56,9 +56,9 @@ impl Serve {
         let started = Instant::now();
         let bytes = tokio::task::block_in_place(|| self.store.snapshot())?.encode();
         let encoded_ms = started.elapsed().as_millis() as u64;
-        let max_payload = self.js.client().server_info().max_payload.saturating_sub(4096).max(4096);
+        let max_payload = self.appends.client().server_info().max_payload.saturating_sub(4096).max(4096);
         let part_max = PART_MAX.min(max_payload);
-        let (js, subjects, done) = (self.js.clone(), self.subjects.clone(), self.snapshot_done.clone());
+        let (js, subjects, done) = (self.appends.clone(), self.subjects.clone(), self.snapshot_done.clone());
         self.snapshot_in_flight = true;
         tokio::spawn(async move {
             let result = append_snapshot(&js, &subjects, covers, &bytes, part_max).await;
