@@ -132,9 +132,23 @@ async fn through_vigil(payloads: &[Vec<u8>]) -> f64 {
     let js = jetstream::new(client.clone());
     let subjects: Vec<String> =
         (0..payloads.len()).map(|n| format!("vigil.in.heartbeat.ws-{:07}", n % WORKSPACES)).collect();
-    // The fleet first (each workspace's first heartbeat creates it), then the sustained stream.
+    // The fleet first (each workspace's first heartbeat creates it, and its `state_changed` is
+    // published), then the sustained stream.
     publish_all(&client, &subjects[..WORKSPACES], &payloads[..WORKSPACES]).await;
     wait_acked(&js, &vigil).await;
+    let (mut out, mut moved, mut held) = (js.get_stream("VIGIL_OUT").await.unwrap(), Instant::now(), 0);
+    while held < WORKSPACES as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = out.info().await.unwrap().state.messages;
+        if now > held {
+            (held, moved) = (now, Instant::now());
+        }
+        assert!(
+            moved.elapsed() < STALL,
+            "vigil published {held} of the fleet's {WORKSPACES} outputs; log:\n{}",
+            vigil.log()
+        );
+    }
     let started = Instant::now();
     publish_all(&client, &subjects, payloads).await;
     wait_acked(&js, &vigil).await;

@@ -118,7 +118,12 @@ fn main() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        first.stop();
+        let log = first.stop();
+        let snapshot_bytes = logged(&log, "snapshot appended", "bytes").unwrap_or(0);
+        println!(
+            "the fleet's snapshot: {snapshot_bytes} bytes ({:.0} per workspace)",
+            snapshot_bytes as f64 / WORKSPACES as f64
+        );
         // ...then the tail, published while no vigil runs; later snapshots are not taken.
         std::fs::write(&config, "snapshot_every = \"1h\"\n").unwrap();
         publish(&js, WORKSPACES..WORKSPACES + TAIL).await;
@@ -132,12 +137,21 @@ fn main() {
             from_snapshot.as_secs_f64(),
             records as f64 / from_snapshot.as_secs_f64()
         );
+        let phase = |line: &str, field: &str| logged(&log, line, field).unwrap_or(0);
+        println!(
+            "  of which: snapshot read {} ms, restored {} ms; output stream's ids read {} ms; tail applied {} ms",
+            phase("latest snapshot", "read_ms"),
+            phase("latest snapshot", "restored_ms"),
+            phase("rebuilding the data directory", "took_ms"),
+            phase("data directory rebuilt", "took_ms"),
+        );
         stream.purge().filter("vigil.log.snapshot").await.unwrap();
         let (from_first, log) = rebuild(&server.url(), &config);
         let records = logged(&log, "data directory rebuilt", "records").unwrap_or(0);
+        let applied = logged(&log, "data directory rebuilt", "took_ms").unwrap_or(0);
         println!(
-            "  the same stream without its snapshot records: {records} records from the first, {:.1} s ({:.0} \
-             records/s); snapshot / first {:.2}",
+            "  the same stream without its snapshot records: {records} records from the first, {:.1} s (applied in \
+             {applied} ms, {:.0} records/s overall); snapshot / first {:.2}",
             from_first.as_secs_f64(),
             records as f64 / from_first.as_secs_f64(),
             from_snapshot.as_secs_f64() / from_first.as_secs_f64()

@@ -8,7 +8,9 @@
 //! - the rebuilt directory's export replays to exactly what the output stream holds;
 //! - a rebuild cut short by a crash is taken up where it stopped, with the same checks;
 //! - with the stream's early records gone (retention), a new directory is rebuilt from the latest
-//!   snapshot record: the states and the restart counts are still there.
+//!   snapshot record: the states and the restart counts are still there;
+//! - with them gone and no snapshot, the rebuilt directory's ids are new (a new id key): its next
+//!   restart is not dropped as a duplicate of an old one.
 //!
 //! The output stream's de-duplication window is 1 s here, so that an output published a second time
 //! would show as a second message rather than be dropped by the stream.
@@ -218,4 +220,48 @@ async fn with_the_streams_early_records_gone_a_new_directory_is_rebuilt_from_the
     let repeated: Vec<_> = counted(&after).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
     assert!(after.len() > before.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilt_without_part_of_the_history_the_next_restart_is_not_taken_for_an_old_one() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let dir = tempfile::tempdir().unwrap();
+    // No snapshot records here (the first would come in an hour).
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, "snapshot_every = \"1h\"\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+
+    // Given a vigil that restarted ws-a once,
+    let first = Vigil::start(&server.url(), &dir.path().join("a"), &args, &[]);
+    producer.publish(&heartbeat("ws-a")).await.unwrap();
+    producer.publish(&user_restart("ws-a")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    first.stop();
+    // and was started once more (its `resume` carries the directory's id key),
+    Vigil::start(&server.url(), &dir.path().join("a"), &args, &[]).stop();
+    // when every record before that `resume` is gone from the stream and the directory is lost,
+    let stream = js.get_stream("VIGIL_IN").await.unwrap();
+    let kept = stream.get_last_raw_message_by_subject("vigil.log.resume").await.unwrap().sequence;
+    stream.purge().sequence(kept).await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("a")).unwrap();
+
+    // then a new directory rebuilt from what is left says so, and its next restart of ws-a (its
+    // first, as far as the records left can tell) is published, not dropped as the old one's
+    // duplicate.
+    let second = Vigil::start(&server.url(), &dir.path().join("b"), &args, &[]);
+    assert!(second.log().contains("new id key"), "{}", second.log());
+    producer.publish(&user_restart("ws-a")).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    let log = second.stop();
+    let restarts: Vec<String> = outputs(&js, "vigil")
+        .await
+        .into_iter()
+        .filter(|o| matches!(o.body, OutputBody::Restart { .. }))
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(restarts.len(), 2, "{restarts:?}\nlog:\n{log}");
+    assert_ne!(restarts[0], restarts[1]);
 }

@@ -11,12 +11,16 @@ impl Store {
     /// [`CHUNK_SIZE`] workspaces), the tombstones and the fleet record, tagged with the log position
     /// they cover, as one atomic batch.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.checkpoint_with(sled::Batch::default())
+    }
+
+    /// A checkpoint written in one atomic batch with what `batch` already holds.
+    pub(super) fn checkpoint_with(&mut self, mut batch: sled::Batch) -> Result<(), StoreError> {
         self.check_poison()?;
         let drained = self.wait_all();
         self.poison_on(drained)?;
         let chunks = self.engine.take_dirty_chunks(CHUNK_SIZE, self.full_checkpoint_due);
         let fleet = self.engine.fleet_record();
-        let mut batch = sled::Batch::default();
         for (k, records) in &chunks.chunks {
             batch.insert(&keys::state(*k)[..], rmp_serde::to_vec(records).expect("records always encode"));
         }

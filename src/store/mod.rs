@@ -216,6 +216,10 @@ impl Store {
         let sealed = match stored {
             Some(stored) if stored == policy => Ok(()),
             _ if mode == OpenMode::Inspect => Ok(()),
+            // A rebuild from a snapshot record folds the records after it under the snapshot's
+            // policy, as whoever folded them first did; the policy given applies once it is over
+            // (`adopt_policy`).
+            Some(_) if meta.rebuild > 0 => Ok(()),
             Some(_) => store.change_policy(policy).map(|seq| recovery.policy_changed_at = Some(seq)),
             None => store.record_policy(&policy),
         };

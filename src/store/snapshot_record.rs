@@ -152,8 +152,6 @@ impl Store {
         if !snapshot.pending.is_empty() {
             batch.insert(&key.bytes()[..], encode_outputs(&snapshot.pending));
         }
-        let written = self.db.apply_batch(batch).map_err(io("restoring a snapshot"));
-        self.poison_on(written)?;
         self.engine = engine;
         self.first_seq = seq + 1;
         self.stream_id = Some(stream_id.to_string());
@@ -161,9 +159,9 @@ impl Store {
         self.durable_stream_seq = covers;
         self.rebuild_through = rebuild_through;
         self.full_checkpoint_due = true;
-        // The checkpoint makes the restored state this directory's own, atomically with nothing
-        // else outstanding; it flushes what was written above too.
-        self.checkpoint()?;
+        // The checkpoint makes the restored state this directory's own, in the same atomic batch as
+        // the positions and tombstones above: a crash leaves the directory new, or restored.
+        self.checkpoint_with(batch)?;
         Ok(snapshot.pending.into_iter().map(|output| Pending { key, output }).collect())
     }
 

@@ -123,8 +123,11 @@ impl Serve {
                 return Ok(Vec::new());
             }
             // From the latest snapshot record, or else from the first record the stream holds.
-            if let Some((covers, snapshot)) = snapshot::latest(&self.input_stream, &self.subjects).await {
+            let started = Instant::now();
+            if let Some((covers, snapshot)) = snapshot::latest(&self.input_stream, &self.subjects).await? {
+                let read_ms = started.elapsed().as_millis() as u64;
                 if covers + 1 < first {
+                    self.history_lost = true;
                     tracing::warn!(
                         covers,
                         first,
@@ -132,19 +135,23 @@ impl Serve {
                          them"
                     );
                 }
-                tracing::info!(
-                    stream = %self.stream_id,
-                    snapshot_at = covers,
-                    workspaces = snapshot.workspaces.len(),
-                    last,
-                    "a new data directory: rebuilding it from the input stream's latest snapshot"
-                );
+                let workspaces = snapshot.workspaces.len();
                 let pending = tokio::task::block_in_place(|| {
                     self.store.restore_snapshot(snapshot, &self.stream_id, covers, last)
                 })?;
+                tracing::info!(
+                    stream = %self.stream_id,
+                    snapshot_at = covers,
+                    workspaces,
+                    last,
+                    read_ms,
+                    restored_ms = started.elapsed().as_millis() as u64 - read_ms,
+                    "a new data directory: rebuilding it from the input stream's latest snapshot"
+                );
                 return Ok(pending);
             }
             if first > 1 {
+                self.history_lost = true;
                 tracing::warn!(
                     first,
                     "the input stream's records before {first} expired (input_max_age) and it holds no snapshot: the \

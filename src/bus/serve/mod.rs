@@ -144,6 +144,8 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         tick_blocked_until: Instant::now(),
         tick_done,
         rebuild: None,
+        history_lost: false,
+        read_before: 0,
         policy: policy_in_force,
         snapshot_in_flight: false,
         last_snapshot: Instant::now(),
@@ -153,7 +155,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     // A new or lost directory on a stream with history is rebuilt from it; what the outbox holds
     // from a rebuild cut short, or a snapshot record held as pending, is checked against the
     // output stream like the rest of it.
-    serve.prepare_rebuild().await?;
+    serve.prepare_rebuild(&mut consumer).await?;
     let pending = serve.publishable(None, [recovery.pending, restored].concat())?;
     if !pending.is_empty() {
         let _ = serve.outbox.send(Released::now(pending));
@@ -166,12 +168,20 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         _ = &mut shutdown => return serve.shutdown(publisher, dlq_task, confirmed, Ok(())).await,
     }
     serve.level_consumer(&mut consumer).await?;
+    serve.schedule_snapshots().await;
     // vigil (re)started: a `resume` in the stream says so, after what it has not read yet. It
     // declares the promise of a record every `tick_every` (so a longer silence of the whole stream
     // is time nobody watched, SPEC §1), and carries the directory's id key (a new one for a new
     // directory), so output ids are unguessable and never repeat those of a lost one.
     let id_key = match serve.store.engine().id_key() {
-        Some(key) => key,
+        Some(key) if !serve.history_lost => key,
+        Some(_) => {
+            tracing::warn!(
+                "rebuilt without part of the history: a new id key, so no id from here on can repeat one issued \
+                 before (restarts in flight under the old key are no longer matched by their progress)"
+            );
+            new_id_key()?
+        }
         None => new_id_key()?,
     };
     let unwatched_after_ms =
@@ -229,6 +239,13 @@ struct Serve {
     tick_done: mpsc::UnboundedSender<Result<(), NatsError>>,
     /// A rebuild of the data directory from the stream under way (see [`rebuild`]).
     rebuild: Option<rebuild::Rebuild>,
+    /// The directory was rebuilt without part of the history (records expired with no snapshot
+    /// covering them): the restart counts it restored may be lower than they were, so its ids
+    /// could repeat earlier ones. A new id key makes every id from here on new.
+    history_lost: bool,
+    /// How far the input consumer had acknowledged when this directory was rebuilt: records up to
+    /// there were read (and dead-lettered, where they had to be) before.
+    read_before: u64,
     /// The policy configured: a directory rebuilt from a snapshot record runs under it once the
     /// rebuild is over (the snapshot's own applies to the records it is rebuilt from).
     policy: Policy,
@@ -248,7 +265,10 @@ impl Serve {
     /// Notes a record read from the stream: its stored time, and what the consumer still holds.
     fn note_record(&mut self, subject: &str, stored: At, pending: u64) {
         self.stream_clock = Some((stored, Instant::now()));
-        self.last_record = Instant::now();
+        // Snapshot records are skipped by the fold: they do not stand for a tick.
+        if !snapshot::is_snapshot_record(&self.subjects, subject) {
+            self.last_record = Instant::now();
+        }
         self.level = pending == 0;
         if self.subjects.parse_log(subject) == Some("tick") {
             self.tick_in_flight = None;

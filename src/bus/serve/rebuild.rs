@@ -60,14 +60,21 @@ impl Rebuild {
 impl Serve {
     /// Starts a rebuild if this directory is to be rebuilt from the stream: reads which outputs the
     /// output stream holds, for the outputs of the records up to the rebuild's end.
-    pub(super) async fn prepare_rebuild(&mut self) -> Result<(), BusError> {
+    pub(super) async fn prepare_rebuild(
+        &mut self,
+        consumer: &mut jetstream::consumer::PullConsumer,
+    ) -> Result<(), BusError> {
         let Some(through) = self.store.rebuild_through() else { return Ok(()) };
         let started = Instant::now();
-        let published = published_ids(&self.js, &self.subjects).await?;
-        // Now, by the stream's clock: when it stored its last record.
-        let info = self.input_stream.info().await.map_err(|e| BusError::nats("reading the input stream's info", e))?;
-        let now = stored_at(info.state.last_timestamp);
-        let expired_before = At(now.millis().saturating_sub(self.cfg.output_max_age.as_millis() as i64));
+        // The input consumer is not moved while a rebuild runs: its ack floor is what the lost
+        // directory (or whoever read the stream before) had read.
+        self.read_before = consumer
+            .info()
+            .await
+            .map_err(|e| BusError::nats("reading the input consumer's info", e))?
+            .ack_floor
+            .stream_sequence;
+        let (published, expired_before) = published_ids(&self.js, &self.subjects, self.cfg.output_max_age).await?;
         tracing::info!(
             from = self.store.stream_seq() + 1,
             through,
@@ -135,7 +142,12 @@ impl Serve {
                 let message = message.map_err(|e| BusError::nats("reading the input stream to rebuild from it", e))?;
                 let Ok(info) = message.info() else { continue };
                 let seq = info.stream_sequence;
-                if seq <= last || seq > through {
+                if seq > through {
+                    // Past the end: `through` itself was deleted or expired meanwhile.
+                    last = last.max(through);
+                    continue;
+                }
+                if seq <= last {
                     continue;
                 }
                 self.accept(&message.subject, &message.payload, seq, stored_at(info.published), &mut inputs);
@@ -171,22 +183,29 @@ impl Serve {
         Ok(())
     }
 
-    /// Whether a record at `seq` is being applied a second time by a rebuild (it was dead-lettered,
-    /// if it had to be, when it was first applied).
+    /// Whether a record at `seq` is being applied a second time by a rebuild: read before by
+    /// whoever the input consumer acknowledged it for (and dead-lettered then, if it had to be).
     pub(super) fn rebuilding(&self, seq: u64) -> bool {
-        self.rebuild.as_ref().is_some_and(|r| seq <= r.through)
+        self.rebuild.as_ref().is_some_and(|r| seq <= r.through && seq <= self.read_before)
     }
 }
 
-/// The `Nats-Msg-Id` of every output in the output stream (its headers only).
-async fn published_ids(js: &jetstream::Context, subjects: &Subjects) -> Result<HashSet<String>, BusError> {
+/// The `Nats-Msg-Id` of every output in the output stream (its headers only), and the time before
+/// which an output would no longer be there: its oldest message's, or, empty, `max_age` ago.
+async fn published_ids(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    max_age: Duration,
+) -> Result<(HashSet<String>, At), BusError> {
     let doing = || format!("reading the output stream {}", subjects.output_stream());
     let mut stream = js.get_stream(subjects.output_stream()).await.map_err(|e| BusError::nats(doing(), e))?;
     let state = stream.info().await.map_err(|e| BusError::nats(doing(), e))?.state.clone();
     let mut ids = HashSet::new();
     if state.messages == 0 {
-        return Ok(ids);
+        let now = wall_clock();
+        return Ok((ids, At(now.millis().saturating_sub(max_age.as_millis() as i64))));
     }
+    let kept_since = stored_at(state.first_timestamp);
     let consumer = stream
         .create_consumer(OrderedConfig { headers_only: true, deliver_policy: DeliverPolicy::All, ..Default::default() })
         .await
@@ -206,7 +225,7 @@ async fn published_ids(js: &jetstream::Context, subjects: &Subjects) -> Result<H
         }
         let Ok(info) = message.info() else { continue };
         if info.pending == 0 || info.stream_sequence >= state.last_sequence {
-            return Ok(ids);
+            return Ok((ids, kept_since));
         }
     }
 }

@@ -13,6 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+
+use super::ingest::stored_at;
 use super::*;
 use crate::core::hash;
 use crate::store::Snapshot;
@@ -53,22 +56,45 @@ impl Serve {
         if covers == 0 {
             return Ok(());
         }
+        // Taking it is the loop's (it holds the store); encoding and appending it are not.
         let started = Instant::now();
-        let bytes = tokio::task::block_in_place(|| self.store.snapshot())?.encode();
-        let encoded_ms = started.elapsed().as_millis() as u64;
+        let snapshot = tokio::task::block_in_place(|| self.store.snapshot())?;
+        let taken_ms = started.elapsed().as_millis() as u64;
         let max_payload = self.appends.client().server_info().max_payload.saturating_sub(4096).max(4096);
         let part_max = PART_MAX.min(max_payload);
         let (js, subjects, done) = (self.appends.clone(), self.subjects.clone(), self.snapshot_done.clone());
         self.snapshot_in_flight = true;
         tokio::spawn(async move {
-            let result = append_snapshot(&js, &subjects, covers, &bytes, part_max).await;
-            match &result {
-                Ok(parts) => tracing::info!(covers, bytes = bytes.len(), parts, encoded_ms, "snapshot appended"),
-                Err(e) => tracing::warn!(covers, error = %e, "cannot append a snapshot to the input stream"),
+            let encoded = tokio::task::spawn_blocking(move || {
+                let bytes = snapshot.encode();
+                let fnv = hash::fnv1a64(&bytes);
+                (bytes, fnv)
+            })
+            .await;
+            match encoded {
+                Ok((bytes, fnv)) => match append_snapshot(&js, &subjects, covers, &bytes, fnv, part_max).await {
+                    Ok(parts) => tracing::info!(covers, bytes = bytes.len(), parts, taken_ms, "snapshot appended"),
+                    Err(e) => tracing::warn!(covers, error = %e, "cannot append a snapshot to the input stream"),
+                },
+                Err(e) => tracing::warn!(covers, error = %e, "encoding a snapshot failed"),
             }
             let _ = done.send(());
         });
         Ok(())
+    }
+
+    /// Schedules the next snapshot `snapshot_every` after the latest one in the stream, not after
+    /// this start: a vigil restarted more often than that still leaves snapshots behind.
+    pub(super) async fn schedule_snapshots(&mut self) {
+        let subject = self.subjects.log_record("snapshot");
+        let Ok(latest) = self.input_stream.get_last_raw_message_by_subject(&subject).await else {
+            // None yet (or unreadable now): the first one is due at once.
+            self.last_snapshot = Instant::now().checked_sub(self.cfg.snapshot_every).unwrap_or_else(Instant::now);
+            return;
+        };
+        let age =
+            Duration::from_millis(wall_clock().millis().saturating_sub(stored_at(latest.time).millis()).max(0) as u64);
+        self.last_snapshot = Instant::now().checked_sub(age.min(self.cfg.snapshot_every)).unwrap_or_else(Instant::now);
     }
 }
 
@@ -77,13 +103,14 @@ async fn append_snapshot(
     subjects: &Subjects,
     covers: u64,
     bytes: &[u8],
+    fnv: u64,
     part_max: usize,
 ) -> Result<usize, NatsError> {
     let mut parts = Vec::new();
     for part in bytes.chunks(part_max) {
         parts.push(append_raw(js, subjects.log_record("snap"), part.to_vec()).await?);
     }
-    let described = Described { v: 1, covers, parts, bytes: bytes.len() as u64, fnv: hash::fnv1a64(bytes) };
+    let described = Described { v: 1, covers, parts, bytes: bytes.len() as u64, fnv };
     let n = described.parts.len();
     let payload = rmp_serde::to_vec_named(&described).expect("a snapshot description always encodes");
     append_raw(js, subjects.log_record("snapshot"), payload).await?;
@@ -102,25 +129,51 @@ async fn append_raw(js: &jetstream::Context, subject: String, payload: Vec<u8>) 
     }
 }
 
-/// The latest complete snapshot in the input stream and the position it stands at, if there is
-/// one that reads back whole. One that does not (a part expired or damaged) is said so, and `None`.
-pub(super) async fn latest(stream: &jetstream::stream::Stream, subjects: &Subjects) -> Option<(u64, Snapshot)> {
+/// The latest complete snapshot in the input stream that reads back whole, and the position it
+/// stands at: the descriptions are tried newest first, and one whose parts are gone or damaged is
+/// said so and passed over for the one before. `None` when the stream holds no usable snapshot.
+/// A failure to read the stream is an error, not "no snapshot": rebuilding without one would
+/// throw away the history it holds.
+pub(super) async fn latest(
+    stream: &jetstream::stream::Stream,
+    subjects: &Subjects,
+) -> Result<Option<(u64, Snapshot)>, BusError> {
+    let doing = "looking for a snapshot record in the input stream";
     let subject = subjects.log_record("snapshot");
-    let record = match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(m) => m,
-        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => return None,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot look for a snapshot in the input stream");
-            return None;
-        }
+    let last = match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => m.sequence,
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(BusError::nats(doing, e)),
     };
-    match read(stream, subjects, &record.payload).await {
-        Ok(found) => Some(found),
-        Err(why) => {
-            tracing::warn!(record = record.sequence, "the input stream's latest snapshot is unusable: {why}");
-            None
+    let consumer = stream
+        .create_consumer(OrderedConfig { filter_subject: subject, ..Default::default() })
+        .await
+        .map_err(|e| BusError::nats(doing, e))?;
+    let mut messages = consumer.messages().await.map_err(|e| BusError::nats(doing, e))?;
+    let mut descriptions = Vec::new();
+    loop {
+        let message = match tokio::time::timeout(PART_TIMEOUT, messages.next()).await {
+            Ok(Some(m)) => m.map_err(|e| BusError::nats(doing, e))?,
+            Ok(None) | Err(_) => {
+                return Err(BusError::Stalled {
+                    what: "the input stream's snapshot records".into(),
+                    waited: PART_TIMEOUT,
+                });
+            }
+        };
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(last);
+        descriptions.push((seq, message.payload.clone()));
+        if seq >= last {
+            break;
         }
     }
+    for (seq, description) in descriptions.iter().rev() {
+        match read(stream, subjects, description).await {
+            Ok(found) => return Ok(Some(found)),
+            Err(why) => tracing::warn!(record = seq, "a snapshot in the input stream is unusable: {why}"),
+        }
+    }
+    Ok(None)
 }
 
 async fn read(
