@@ -16,6 +16,7 @@ mod fault;
 pub mod intake;
 mod publisher;
 mod queries;
+pub mod sequencer;
 pub mod serve;
 
 pub use serve::run;

@@ -30,21 +30,25 @@ impl Serve {
                 continue;
             };
             self.note_record(&message.subject, stored, pending);
-            if seq <= last_seq {
-                // Redelivered after a lost acknowledgement or a crash: already applied. (Acked by
-                // the batch's acknowledgement only if nothing newer is in the batch.)
-                metrics::counter!("vigil_redelivered_total").increment(1);
-                if last_message.is_none() {
-                    last_message = Some(message);
+            match sequencer::delivery(seq, last_seq) {
+                sequencer::Delivery::Redelivered => {
+                    // Redelivered after a lost acknowledgement or a crash: already applied. (Acked
+                    // by the batch's acknowledgement only if nothing newer is in the batch.)
+                    metrics::counter!("vigil_redelivered_total").increment(1);
+                    if last_message.is_none() {
+                        last_message = Some(message);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if seq > last_seq + 1 {
-                // Messages the consumer delivered elsewhere (to an instance that crashed before
-                // committing them, or to a pull request lost with the connection) come back only
-                // after the ack wait, out of order, and would be acknowledged by this batch's ack.
-                // The stream sequence is the truth: read them from the stream, in order.
-                self.fill_gap(last_seq + 1..seq, &mut inputs).await?;
+                sequencer::Delivery::Next => {}
+                sequencer::Delivery::AfterGap { from, to } => {
+                    // Messages the consumer delivered elsewhere (to an instance that crashed before
+                    // committing them, or to a pull request lost with the connection) come back
+                    // only after the ack wait, out of order, and would be acknowledged by this
+                    // batch's ack. The stream sequence is the truth: read them from the stream,
+                    // in order.
+                    self.fill_gap(from..to + 1, &mut inputs).await?;
+                }
             }
             // The time the stream stored it is the input's time, however late vigil reads it.
             self.accept(&message.subject, &message.payload, seq, stored, &mut inputs);

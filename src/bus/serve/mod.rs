@@ -31,6 +31,7 @@ use crate::bus::fault::wall_clock;
 use crate::bus::headers::HeaderText;
 use crate::bus::intake::Intake;
 use crate::bus::publisher::Released;
+use crate::bus::sequencer::{self, Ticks};
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, NatsError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
@@ -47,12 +48,6 @@ mod snapshot;
 
 pub use shutdown::{SHUTDOWN_LIMIT, watchdog};
 
-/// Deadlines within this many milliseconds of each other fire in one tick.
-const TICK_GRANULARITY_MS: i64 = 10;
-
-/// A tick not read back within this long is taken as lost, and another may be appended.
-const TICK_LOST_AFTER: Duration = Duration::from_secs(5);
-
 /// How long an append of vigil's own record waits for the stream's confirmation.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -68,6 +63,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
 
     let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
     let policy_in_force = policy.clone();
+    let cfg_tick_every = cfg.tick_every;
     let data_dir = cfg.data_dir.clone();
     let (mut store, recovery) =
         tokio::task::spawn_blocking(move || Store::open(&data_dir, policy, store_config, OpenMode::CreateIfMissing))
@@ -137,11 +133,8 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         last_checkpoint: Instant::now(),
         js,
         appends,
-        stream_clock: None,
-        level: false,
-        tick_in_flight: None,
-        last_record: Instant::now(),
-        tick_blocked_until: Instant::now(),
+        ticks: Ticks::new(cfg_tick_every, Duration::ZERO),
+        origin: Instant::now(),
         tick_done,
         rebuild: None,
         history_lost: false,
@@ -223,18 +216,10 @@ struct Serve {
     js: jetstream::Context,
     /// The context vigil's own records (ticks, resumes, snapshots) are appended through.
     appends: jetstream::Context,
-    /// The stream's clock: the stored time of the latest record read, and when it was read. Live
-    /// ticks are timed by it and this host's monotonic clock, never by its wall clock.
-    stream_clock: Option<(At, Instant)>,
-    /// The latest record read left nothing pending: vigil has read all the stream holds.
-    level: bool,
-    /// A tick appended and not read back yet, and when it was appended.
-    tick_in_flight: Option<Instant>,
-    /// When the latest record was read: a tick is appended after `tick_every` without one.
-    last_record: Instant,
-    /// No tick is appended before this: the last append failed (NATS is down), and the loop must
-    /// not spin on it.
-    tick_blocked_until: Instant,
+    /// When ticks are appended, and the stream's clock (see [`sequencer`]), in monotonic time since
+    /// `origin`.
+    ticks: Ticks,
+    origin: Instant,
     /// Where a tick append reports a failure (see [`Serve::append_tick`]).
     tick_done: mpsc::UnboundedSender<Result<(), NatsError>>,
     /// A rebuild of the data directory from the stream under way (see [`rebuild`]).
@@ -257,22 +242,25 @@ struct Serve {
 }
 
 impl Serve {
-    /// Now, by the stream's clock (see [`Serve::stream_clock`]); `None` before the first record.
+    /// Monotonic time since the loop began, as [`Ticks`] reads it.
+    fn mono(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Now, by the stream's clock; `None` before the first record.
     fn stream_now(&self) -> Option<At> {
-        self.stream_clock.map(|(stored, read)| stored.plus(read.elapsed()))
+        self.ticks.stream_now(self.mono())
     }
 
     /// Notes a record read from the stream: its stored time, and what the consumer still holds.
     fn note_record(&mut self, subject: &str, stored: At, pending: u64) {
-        self.stream_clock = Some((stored, Instant::now()));
-        // Snapshot records are skipped by the fold: they do not stand for a tick.
-        if !snapshot::is_snapshot_record(&self.subjects, subject) {
-            self.last_record = Instant::now();
-        }
-        self.level = pending == 0;
-        if self.subjects.parse_log(subject) == Some("tick") {
-            self.tick_in_flight = None;
-        }
+        let kind = match self.subjects.parse_log(subject) {
+            Some("tick") => sequencer::Kind::Tick,
+            Some("snap" | "snapshot") => sequencer::Kind::Snapshot,
+            _ => sequencer::Kind::Other,
+        };
+        let now = self.mono();
+        self.ticks.note_record(kind, stored, pending, now);
     }
 
     async fn run_loop(
@@ -356,32 +344,13 @@ impl Serve {
         }
     }
 
-    /// When the loop must wake up on its own: the engine's next deadline (by the stream's clock),
-    /// `tick_every` after the latest record, or a checkpoint.
+    /// When the loop must wake up on its own: to look at ticks again (see [`Ticks::wake`]), or for a
+    /// checkpoint.
     fn next_wake(&mut self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        let checkpoint = now + self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
-        let quiet = now + self.cfg.tick_every.saturating_sub(self.last_record.elapsed());
-        let deadline = match (self.store.next_deadline(), self.stream_now()) {
-            // Deadlines close together share one tick.
-            (Some(d), Some(stream_now)) => {
-                let wait = d.millis().saturating_sub(stream_now.millis()).max(TICK_GRANULARITY_MS) as u64;
-                Some(now + Duration::from_millis(wait))
-            }
-            _ => None,
-        };
-        // A tick in flight fires what is due when it comes back: wait for it (or its loss). Behind
-        // the stream no tick is appended at all (the records on their way move time on): look
-        // again in `tick_every`, or when a batch comes, rather than spin.
-        let mut blocked = self.tick_blocked_until;
-        if let Some(sent) = self.tick_in_flight {
-            blocked = blocked.max(sent + TICK_LOST_AFTER);
-        }
-        if !self.level {
-            blocked = blocked.max(Instant::now() + self.cfg.tick_every);
-        }
-        let blocked = tokio::time::Instant::from_std(blocked);
-        deadline.map_or(quiet, |d| d.min(quiet)).max(blocked).min(checkpoint)
+        let checkpoint = Instant::now() + self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+        let deadline = self.store.next_deadline();
+        let ticks = self.origin + self.ticks.wake(deadline, self.mono());
+        tokio::time::Instant::from_std(ticks.min(checkpoint))
     }
 
     /// A deadline may be due, or the stream quiet for `tick_every`: append a tick (it fires what
@@ -389,14 +358,8 @@ impl Serve {
     /// before it). Only once vigil has read all the stream holds, and one at a time. Also
     /// checkpoints, and drops log segments past retention, on schedule.
     async fn on_clock(&mut self) -> Result<(), BusError> {
-        let due = match (self.store.next_deadline(), self.stream_now()) {
-            (Some(d), Some(now)) => d <= now,
-            _ => false,
-        };
-        let quiet = self.last_record.elapsed() >= self.cfg.tick_every;
-        let tick_lost = self.tick_in_flight.is_some_and(|t| t.elapsed() >= TICK_LOST_AFTER);
-        let blocked = Instant::now() < self.tick_blocked_until;
-        if self.level && (due || quiet) && (self.tick_in_flight.is_none() || tick_lost) && !blocked {
+        let deadline = self.store.next_deadline();
+        if self.ticks.tick_due(deadline, self.mono()) {
             self.append_tick();
         }
         if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
@@ -424,7 +387,8 @@ impl Serve {
     fn append_tick(&mut self) {
         let tick = Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick };
         let (js, subject, done) = (self.appends.clone(), self.subjects.log_record("tick"), self.tick_done.clone());
-        self.tick_in_flight = Some(Instant::now());
+        let now = self.mono();
+        self.ticks.tick_sent(now);
         tokio::spawn(async move {
             let _ = done.send(append(&js, subject, &tick).await);
         });
@@ -434,8 +398,8 @@ impl Serve {
     /// no deadline fires: an outage is not a quiet stream.
     fn tick_appended(&mut self, result: Result<(), NatsError>) {
         if let Err(e) = result {
-            self.tick_in_flight = None;
-            self.tick_blocked_until = Instant::now() + self.cfg.tick_every;
+            let now = self.mono();
+            self.ticks.tick_failed(now);
             tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
         }
     }
