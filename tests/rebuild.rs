@@ -45,13 +45,43 @@ fn user_restart(id: &str) -> vigil::core::event::Input {
     }))
 }
 
-/// How many times each output id is on the output stream.
-fn counted(outputs: &[Output]) -> BTreeMap<String, usize> {
+/// The output ids the output stream holds more than once.
+fn repeated(outputs: &[Output]) -> Vec<(String, usize)> {
     let mut n = BTreeMap::new();
     for o in outputs {
         *n.entry(o.id.clone()).or_insert(0) += 1;
     }
-    n
+    n.into_iter().filter(|(_, n)| *n > 1).collect()
+}
+
+/// The restart commands among `outputs`, their ids without the tag, sorted.
+fn restart_ids(outputs: &[Output]) -> Vec<&str> {
+    let mut ids: Vec<&str> =
+        outputs.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
+    ids.sort();
+    ids
+}
+
+/// A nats-server, a client of it, and a directory for data directories and vigil's configuration.
+struct World {
+    server: NatsServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    producer: Client,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl World {
+    async fn new() -> World {
+        let server = NatsServer::start();
+        let client = nats(&server.url()).await;
+        let js = jetstream::new(client.clone());
+        let producer = Client::with(client.clone(), "vigil");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("vigil.toml");
+        World { server, client, js, producer, dir, config }
+    }
 }
 
 /// Three workspaces alive and a fourth found dead, decided by a vigil on `dir/a` that dies the
@@ -83,12 +113,7 @@ async fn decided_then_lost(server: &NatsServer, dir: &std::path::Path, config: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_data_directory_is_rebuilt_from_the_stream_and_no_output_is_lost_or_repeated() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let producer = Client::with(client.clone(), "vigil");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("vigil.toml");
+    let World { server, client, js, producer, dir, config } = World::new().await;
 
     // Given a vigil that died the moment it had decided a restart, before publishing it, and
     // whose data directory is then lost,
@@ -108,13 +133,11 @@ async fn a_lost_data_directory_is_rebuilt_from_the_stream_and_no_output_is_lost_
     wait_processed(&js, "vigil").await;
     let log = second.stop();
     let after = outputs(&js, "vigil").await;
-    let mut restarts: Vec<&str> =
-        after.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
-    restarts.sort();
+    let restarts = restart_ids(&after);
     assert_eq!(restarts, ["ws-a:1", "ws-d:1", "ws-d:2"], "log:\n{log}");
     // nothing the lost directory published is published again, nothing it decided is lost,
-    let repeated: Vec<_> = counted(&after).into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
+    let twice = repeated(&after);
+    assert!(twice.is_empty(), "published twice: {twice:?}\nlog:\n{log}");
     for o in &before {
         assert!(after.iter().any(|a| a.id == o.id), "{} lost", o.id);
     }
@@ -133,11 +156,7 @@ async fn a_lost_data_directory_is_rebuilt_from_the_stream_and_no_output_is_lost_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_cut_short_by_a_crash_is_taken_up_and_still_repeats_nothing() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("vigil.toml");
+    let World { server, client, js, dir, config, .. } = World::new().await;
     let before = decided_then_lost(&server, dir.path(), &config).await;
 
     // Given a rebuild that dies as soon as its first group is durable, before publishing anything,
@@ -155,23 +174,17 @@ async fn a_rebuild_cut_short_by_a_crash_is_taken_up_and_still_repeats_nothing() 
 
     // then the restart goes out once, and nothing published before goes out again.
     let after = outputs(&js, "vigil").await;
-    let restarts: Vec<&str> =
-        after.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
+    let restarts = restart_ids(&after);
     assert_eq!(restarts, ["ws-d:1"], "log:\n{log}");
-    let repeated: Vec<_> = counted(&after).into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
+    let twice = repeated(&after);
+    assert!(twice.is_empty(), "published twice: {twice:?}\nlog:\n{log}");
     let new: Vec<&Output> = after.iter().filter(|o| !before.iter().any(|b| b.id == o.id)).collect();
     assert!(new.iter().all(|o| o.workspace.as_ref().is_some_and(|w| w.as_str() == "ws-d")), "{new:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_streams_early_records_gone_a_new_directory_is_rebuilt_from_the_latest_snapshot() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let producer = Client::with(client.clone(), "vigil");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("vigil.toml");
+    let World { server, client, js, producer, dir, config } = World::new().await;
 
     // Given a vigil that has seen three workspaces and restarted one of them,
     let first = start(&server.url(), &dir.path().join("a"), &config, &[]);
@@ -213,24 +226,18 @@ async fn with_the_streams_early_records_gone_a_new_directory_is_rebuilt_from_the
     wait_processed(&js, "vigil").await;
     let log = second.stop();
     let after = outputs(&js, "vigil").await;
-    let restarts: Vec<&str> =
-        after.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
+    let restarts = restart_ids(&after);
     assert_eq!(restarts, ["ws-a:1", "ws-a:2"], "log:\n{log}");
     // and nothing is published twice.
-    let repeated: Vec<_> = counted(&after).into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(repeated.is_empty(), "published twice: {repeated:?}\nlog:\n{log}");
+    let twice = repeated(&after);
+    assert!(twice.is_empty(), "published twice: {twice:?}\nlog:\n{log}");
     assert!(after.len() > before.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuilt_without_part_of_the_history_the_next_restart_is_not_taken_for_an_old_one() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let producer = Client::with(client.clone(), "vigil");
-    let dir = tempfile::tempdir().unwrap();
+    let World { server, js, producer, dir, config, .. } = World::new().await;
     // No snapshot records here (the first would come in an hour).
-    let config = dir.path().join("vigil.toml");
     std::fs::write(&config, "snapshot_every = \"1h\"\n").unwrap();
     let args = ["--config", config.to_str().unwrap()];
 
