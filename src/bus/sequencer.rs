@@ -1,16 +1,19 @@
 //! The serve loop's sequencing decisions as a pure unit: which delivered record to apply, skip or
-//! read the gap before, when a tick may be appended, and when the loop must wake up — decided from
-//! what it is told (stream records with their positions, stored times and what the consumer still
-//! holds, tick append outcomes, and readings of a monotonic clock), never from a clock or a socket
-//! of its own. The loop performs what it says; the property tests below hold it to its promises
+//! read the gap before, when a tick may be appended, when the loop must wake up, and which outputs a
+//! rebuild may publish — decided from what it is told (stream records with their positions, stored
+//! times and what the consumer still holds, tick append outcomes, readings of a monotonic clock,
+//! what the output stream holds), never from a clock or a socket of its own. The loop performs what it says; the property tests below hold it to its promises
 //! over random schedules of redelivery, loss, pauses and failed appends.
 //!
 //! Monotonic time is a [`Duration`] since an origin the caller picks (the serve loop: when it
 //! started), so a test can drive it as it likes.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::bus::headers::HeaderText;
 use crate::core::At;
+use crate::store::{OutboxKey, Pending};
 
 /// Deadlines within this many milliseconds of each other fire in one tick.
 pub const TICK_GRANULARITY_MS: i64 = 10;
@@ -141,6 +144,48 @@ impl Ticks {
     }
 }
 
+/// What a rebuild knows of the output stream: the `Nats-Msg-Id` of every output it holds, and the
+/// time before which it keeps none (its oldest message's).
+#[derive(Debug, Default)]
+pub struct Published {
+    pub ids: HashSet<String>,
+    pub kept_since: At,
+}
+
+/// Outputs a rebuild decided again, sorted: those to publish now, and the outbox groups left with
+/// nothing to wait for (to clear at once).
+#[derive(Debug, Default, PartialEq)]
+pub struct Sorted {
+    pub publish: Vec<Pending>,
+    pub settled: Vec<OutboxKey>,
+    /// How many were in the output stream already, and how many are older than it keeps.
+    pub already: u64,
+    pub expired: u64,
+}
+
+/// Sorts the outputs a rebuild decided again: one the output stream holds was published before;
+/// one older than anything it keeps was published and has expired, or is too old to act on now;
+/// the rest go out, in order.
+pub fn sort_rebuilt(published: &Published, outputs: Vec<Pending>) -> Sorted {
+    let mut sorted = Sorted::default();
+    let mut groups: Vec<OutboxKey> = outputs.iter().map(|p| p.key).collect();
+    for p in outputs {
+        if published.ids.contains(HeaderText::escape(&p.output.id).as_str()) {
+            sorted.already += 1;
+        } else if p.output.at < published.kept_since {
+            sorted.expired += 1;
+        } else {
+            sorted.publish.push(p);
+        }
+    }
+    let waiting: HashSet<OutboxKey> = sorted.publish.iter().map(|p| p.key).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups.retain(|k| !waiting.contains(k));
+    sorted.settled = groups;
+    sorted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +306,48 @@ mod tests {
                         prop_assert!(wake <= last_record + tick_every, "woken later than the quiet time");
                     }
                 }
+            }
+        }
+    }
+
+    fn output(id: String, at: i64) -> crate::core::event::Output {
+        use crate::core::event::{OutputBody, Reason, WorkspaceId};
+        let body = OutputBody::ProbeRequest { probe_id: format!("{id}:p"), reason: Reason::HeartbeatTimeout };
+        crate::core::event::Output { id, workspace: Some(WorkspaceId::parse("ws-a").unwrap()), at: At(at), body }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        /// Given a rebuild's outputs in outbox groups, some in the output stream and some older
+        /// than it keeps, then exactly those neither published nor expired go out, in order; a
+        /// group is cleared at once exactly when none of its outputs goes out; and every output is
+        /// counted once.
+        #[test]
+        fn a_rebuild_publishes_what_the_output_stream_lacks_and_clears_only_settled_groups(
+            outputs in proptest::collection::vec((0u64..6, any::<bool>(), any::<bool>()), 0..40),
+        ) {
+            let kept_since = 1_000;
+            let mut published = Published { kept_since: At(kept_since), ..Published::default() };
+            let pending: Vec<Pending> = outputs
+                .iter()
+                .enumerate()
+                .map(|(n, &(group, held, old))| {
+                    let id = format!("{group}.{n}");
+                    if held {
+                        published.ids.insert(id.clone());
+                    }
+                    Pending { key: OutboxKey { seq: group }, output: output(id, if old { kept_since - 1 } else { kept_since }) }
+                })
+                .collect();
+            let sorted = sort_rebuilt(&published, pending.clone());
+            let expected: Vec<&Pending> =
+                pending.iter().filter(|p| !published.ids.contains(&p.output.id) && p.output.at.millis() >= kept_since).collect();
+            prop_assert_eq!(sorted.publish.iter().collect::<Vec<_>>(), expected);
+            prop_assert_eq!(sorted.already + sorted.expired + sorted.publish.len() as u64, pending.len() as u64);
+            for group in pending.iter().map(|p| p.key).collect::<std::collections::BTreeSet<_>>() {
+                let goes_out = sorted.publish.iter().any(|p| p.key == group);
+                prop_assert_eq!(sorted.settled.contains(&group), !goes_out, "group {:?}", group);
             }
         }
     }

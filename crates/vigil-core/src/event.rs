@@ -413,7 +413,7 @@ impl InputKind {
 /// An output event: a decision vigil made, when, about which workspace, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
-    /// Unique and deterministic: the restart id for `restart`, else `<log seq>.<n>`. Also the
+    /// Unique and deterministic: the restart id for `restart`, else `<stream seq>.<n>` (SPEC §2.1). Also the
     /// `Nats-Msg-Id`, so a re-publish after a crash is de-duplicated.
     pub id: String,
     /// `None` only for fleet-level alerts.

@@ -18,6 +18,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 
 use super::ingest::stored_at;
 use super::*;
+use crate::bus::sequencer::Published;
 use crate::store::Pending;
 
 /// How long a rebuild waits for the next records from the stream before it gives up (vigil then
@@ -28,33 +29,12 @@ const STALL_LIMIT: Duration = Duration::from_secs(60);
 pub(super) struct Rebuild {
     /// The input stream position it must reach.
     pub(super) through: u64,
-    /// The `Nats-Msg-Id` of every output the output stream holds.
-    published: HashSet<String>,
-    /// Outputs older than this the output stream no longer keeps: published long ago, or never —
-    /// either way too old to act on now.
-    expired_before: At,
+    /// What the output stream holds.
+    published: Published,
     /// Outputs found in the output stream, expired, and published now.
     skipped: u64,
     expired: u64,
     republished: u64,
-}
-
-impl Rebuild {
-    /// Of `outputs` (caused by records up to `through`), those to publish now.
-    fn unpublished(&mut self, outputs: Vec<Pending>) -> Vec<Pending> {
-        let mut kept = Vec::new();
-        for p in outputs {
-            if self.published.contains(HeaderText::escape(&p.output.id).as_str()) {
-                self.skipped += 1;
-            } else if p.output.at < self.expired_before {
-                self.expired += 1;
-            } else {
-                self.republished += 1;
-                kept.push(p);
-            }
-        }
-        kept
-    }
 }
 
 impl Serve {
@@ -74,15 +54,15 @@ impl Serve {
             .map_err(|e| BusError::nats("reading the input consumer's info", e))?
             .ack_floor
             .stream_sequence;
-        let (published, expired_before) = published_ids(&self.js, &self.subjects, self.cfg.output_max_age).await?;
+        let published = published_ids(&self.js, &self.subjects, self.cfg.output_max_age).await?;
         tracing::info!(
             from = self.store.stream_seq() + 1,
             through,
-            published = published.len(),
+            published = published.ids.len(),
             took_ms = started.elapsed().as_millis() as u64,
             "rebuilding the data directory from the input stream"
         );
-        self.rebuild = Some(Rebuild { through, published, expired_before, skipped: 0, expired: 0, republished: 0 });
+        self.rebuild = Some(Rebuild { through, published, skipped: 0, expired: 0, republished: 0 });
         Ok(())
     }
 
@@ -98,16 +78,13 @@ impl Serve {
         let Some(r) = self.rebuild.as_mut().filter(|r| stream_seq.is_none_or(|s| s <= r.through)) else {
             return Ok(outputs);
         };
-        let mut groups: Vec<OutboxKey> = outputs.iter().map(|p| p.key).collect();
-        let kept = r.unpublished(outputs);
-        let waiting: HashSet<OutboxKey> = kept.iter().map(|p| p.key).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        groups.retain(|k| !waiting.contains(k));
-        if !groups.is_empty() {
-            tokio::task::block_in_place(|| self.store.ack(&groups))?;
+        let sorted = sequencer::sort_rebuilt(&r.published, outputs);
+        (r.skipped, r.expired, r.republished) =
+            (r.skipped + sorted.already, r.expired + sorted.expired, r.republished + sorted.publish.len() as u64);
+        if !sorted.settled.is_empty() {
+            tokio::task::block_in_place(|| self.store.ack(&sorted.settled))?;
         }
-        Ok(kept)
+        Ok(sorted.publish)
     }
 
     /// Applies the input stream's records up to the rebuild's end, in order and in groups.
@@ -192,18 +169,14 @@ impl Serve {
 
 /// The `Nats-Msg-Id` of every output in the output stream (its headers only), and the time before
 /// which an output would no longer be there: its oldest message's, or, empty, `max_age` ago.
-async fn published_ids(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-    max_age: Duration,
-) -> Result<(HashSet<String>, At), BusError> {
+async fn published_ids(js: &jetstream::Context, subjects: &Subjects, max_age: Duration) -> Result<Published, BusError> {
     let doing = || format!("reading the output stream {}", subjects.output_stream());
     let mut stream = js.get_stream(subjects.output_stream()).await.map_err(|e| BusError::nats(doing(), e))?;
     let state = stream.info().await.map_err(|e| BusError::nats(doing(), e))?.state.clone();
     let mut ids = HashSet::new();
     if state.messages == 0 {
         let now = wall_clock();
-        return Ok((ids, At(now.millis().saturating_sub(max_age.as_millis() as i64))));
+        return Ok(Published { ids, kept_since: At(now.millis().saturating_sub(max_age.as_millis() as i64)) });
     }
     let kept_since = stored_at(state.first_timestamp);
     let consumer = stream
@@ -225,7 +198,7 @@ async fn published_ids(
         }
         let Ok(info) = message.info() else { continue };
         if info.pending == 0 || info.stream_sequence >= state.last_sequence {
-            return Ok((ids, kept_since));
+            return Ok(Published { ids, kept_since });
         }
     }
 }
