@@ -30,6 +30,9 @@ pub const META_STREAM_ID: &[u8] = b"mstreamid";
 /// BE; absent or at most `META_STREAM` once it has): until then its outputs are checked against
 /// the output stream before any is published.
 pub const META_REBUILD: &[u8] = b"mrebuild";
+/// Meta: set (u64 BE, 1) while a directory rebuilt without part of the history has not yet put a
+/// new id key into the stream.
+pub const META_HISTORY_LOST: &[u8] = b"mhistorylost";
 /// Meta: the fleet record of the last checkpoint (MessagePack; its `seq` is the position it covers).
 pub const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 /// Meta: the first log sequence still stored, after compaction (u64 BE).

@@ -142,6 +142,8 @@ pub struct Store {
     stream_id: Option<String>,
     /// The input stream position a rebuild from the stream must reach (see [`Store::rebuild_through`]).
     rebuild_through: u64,
+    /// See [`Store::history_lost`].
+    history_lost: bool,
     writer: writer::Writer,
     /// Groups handed to the writer, oldest first, and groups it reported durable, not yet taken.
     in_flight: VecDeque<Committed>,
@@ -202,6 +204,7 @@ impl Store {
             durable_stream_seq: meta.stream,
             stream_id: meta.stream_id,
             rebuild_through: meta.rebuild,
+            history_lost: meta.history_lost,
             writer,
             in_flight: VecDeque::new(),
             durable: VecDeque::new(),
@@ -306,6 +309,25 @@ impl Store {
     /// by whoever folded them first: only those the output stream does not hold may be published.
     pub fn rebuild_through(&self) -> Option<u64> {
         (self.rebuild_through > 0).then_some(self.rebuild_through)
+    }
+
+    /// Whether this directory was rebuilt without part of the history (records expired that no
+    /// snapshot covered) and has not yet put a new id key into the stream: its restart counts may
+    /// be lower than they were, so ids under the old key could repeat.
+    pub fn history_lost(&self) -> bool {
+        self.history_lost
+    }
+
+    /// Records [`Store::history_lost`], durably (it must survive a rebuild cut short).
+    pub fn set_history_lost(&mut self, lost: bool) -> Result<(), StoreError> {
+        let written = self
+            .db
+            .insert(keys::META_HISTORY_LOST, &keys::u64_value(u64::from(lost))[..])
+            .and_then(|_| self.db.flush())
+            .map_err(io("recording that history was lost"));
+        self.poison_on(written.map(|_| ()))?;
+        self.history_lost = lost;
+        Ok(())
     }
 
     /// Records that the rebuild is over: every group it applied is durable, and the outbox holds

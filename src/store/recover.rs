@@ -11,6 +11,7 @@ pub(super) struct Meta {
     pub(super) stream: u64,
     pub(super) stream_id: Option<String>,
     pub(super) rebuild: u64,
+    pub(super) history_lost: bool,
     pub(super) first: u64,
     pub(super) chunks: u32,
     pub(super) checkpoint: FleetRecord,
@@ -43,6 +44,7 @@ pub(super) fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
             .map_err(io("reading meta"))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()),
         rebuild: number(keys::META_REBUILD, 0)?,
+        history_lost: number(keys::META_HISTORY_LOST, 0)? != 0,
         first: number(keys::META_FIRST, 1)?,
         chunks: u32::try_from(number(keys::META_CHUNKS, 0)?).unwrap_or(u32::MAX),
         checkpoint,

@@ -131,7 +131,7 @@ impl Serve {
             if let Some((covers, snapshot)) = snapshot::latest(&self.input_stream, &self.subjects).await? {
                 let read_ms = started.elapsed().as_millis() as u64;
                 if covers + 1 < first {
-                    self.history_lost = true;
+                    tokio::task::block_in_place(|| self.store.set_history_lost(true))?;
                     tracing::warn!(
                         covers,
                         first,
@@ -155,7 +155,7 @@ impl Serve {
                 return Ok(pending);
             }
             if first > 1 {
-                self.history_lost = true;
+                tokio::task::block_in_place(|| self.store.set_history_lost(true))?;
                 tracing::warn!(
                     first,
                     "the input stream's records before {first} expired (input_max_age) and it holds no snapshot: the \

@@ -137,7 +137,6 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         origin: Instant::now(),
         tick_done,
         rebuild: None,
-        history_lost: false,
         read_before: 0,
         policy: policy_in_force,
         snapshot_in_flight: false,
@@ -166,8 +165,11 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     // declares the promise of a record every `tick_every` (so a longer silence of the whole stream
     // is time nobody watched, SPEC §1), and carries the directory's id key (a new one for a new
     // directory), so output ids are unguessable and never repeat those of a lost one.
+    // Rebuilt without part of the history, the restored restart counts may be lower than they
+    // were, so ids under the old key could repeat: a new key makes every id from here on new.
+    let history_lost = serve.store.history_lost();
     let id_key = match serve.store.engine().id_key() {
-        Some(key) if !serve.history_lost => key,
+        Some(key) if !history_lost => key,
         Some(_) => {
             tracing::warn!(
                 "rebuilt without part of the history: a new id key, so no id from here on can repeat one issued \
@@ -181,6 +183,9 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         u32::try_from(serve.cfg.unwatched_after.as_millis()).unwrap_or(u32::MAX).clamp(1000, 3_600_000);
     let resume = Resume { id_key: Some(id_key), unwatched_after_ms: Some(unwatched_after_ms) };
     serve.append_resume(resume).await?;
+    if history_lost {
+        tokio::task::block_in_place(|| serve.store.set_history_lost(false))?;
+    }
     tracing::info!(prefix = serve.subjects.prefix(), "serving");
 
     let result = serve
@@ -224,10 +229,6 @@ struct Serve {
     tick_done: mpsc::UnboundedSender<Result<(), NatsError>>,
     /// A rebuild of the data directory from the stream under way (see [`rebuild`]).
     rebuild: Option<rebuild::Rebuild>,
-    /// The directory was rebuilt without part of the history (records expired with no snapshot
-    /// covering them): the restart counts it restored may be lower than they were, so its ids
-    /// could repeat earlier ones. A new id key makes every id from here on new.
-    history_lost: bool,
     /// How far the input consumer had acknowledged when this directory was rebuilt: records up to
     /// there were read (and dead-lettered, where they had to be) before.
     read_before: u64,
