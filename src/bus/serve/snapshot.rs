@@ -185,7 +185,13 @@ async fn read(
     if described.v != 1 {
         return Err(format!("version {} of the description", described.v));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(described.bytes).unwrap_or(0).min(1 << 30));
+    // Reserved by what the parts can hold, not by what the description claims: a forged one must
+    // not make vigil allocate a gigabyte up front.
+    let most = described.parts.len().saturating_mul(PART_MAX);
+    if usize::try_from(described.bytes).map_or(true, |n| n > most) {
+        return Err(format!("its description claims {} bytes in {} parts", described.bytes, described.parts.len()));
+    }
+    let mut bytes = Vec::with_capacity((described.bytes as usize).min(64 << 20));
     let part_subject = subjects.log_record("snap");
     for seq in &described.parts {
         let part = stream.get_raw_message(*seq).await.map_err(|e| format!("part {seq}: {e}"))?;
