@@ -1,10 +1,11 @@
 //! Answers to `<prefix>.query.state.<workspace>` and `<prefix>.query.fleet`, as JSON: what a proxy
 //! needs to answer a 503 with `Retry-After`, and what an operator needs at a glance.
 //!
-//! Answers come from the live engine, which may be one group commit ahead of the disk (the group
-//! being flushed): a state can be shown a few milliseconds before it is durable, and a crash in
-//! between loses it until the inputs are redelivered. The fleet query's `input_stream_seq` is the durable
-//! position, so "everything up to N is applied" holds when it says N.
+//! Answers come from the live engine, which may be a group commit ahead of the local copy (the
+//! group being flushed): a state can be shown a few milliseconds before the copy holds it, and a
+//! crash in between re-reads those records from the input stream. The fleet query's
+//! `input_stream_seq` is the copy's durable position, so "everything up to N is applied" holds when
+//! it says N.
 
 use async_nats::service::{Request, error::Error as ServiceError};
 use bytes::Bytes;

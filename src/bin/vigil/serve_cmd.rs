@@ -97,8 +97,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C), which starts a clean shutdown, bounded by a
 /// watchdog from that moment. A signal that arrives once the service no longer listens for one —
 /// a second signal, or one during the shutdown after an error — stops the process at once with
-/// status 2: vigil acknowledges nothing before it is durable, so all a stop at any moment costs
-/// is the final checkpoint.
+/// status 2: vigil acknowledges nothing before it is durable in the input stream and applied, so
+/// all a stop at any moment costs is the final checkpoint (and a re-read of the copy's tail).
 fn shutdown_on_signal() -> impl std::future::Future<Output = ()> {
     let (first, listening) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
