@@ -272,3 +272,39 @@ async fn rebuilt_without_part_of_the_history_the_next_restart_is_not_taken_for_a
     assert_eq!(restarts.len(), 2, "{restarts:?}\nlog:\n{log}");
     assert_ne!(restarts[0], restarts[1]);
 }
+
+/// A MessagePack map whose one unknown field nests `depth` arrays deep.
+fn deeply_nested(depth: usize) -> Vec<u8> {
+    let mut bytes = vec![0x81, 0xa1, b'x'];
+    bytes.extend(std::iter::repeat_n(0x91, depth));
+    bytes.push(0xc0);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_snapshot_records_are_passed_over_not_obeyed_or_crashed_on() {
+    let World { server, client, js, producer, dir, config } = World::new().await;
+    std::fs::write(&config, "snapshot_every = \"1h\"\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    // Given a stream with a real heartbeat in it (vigil declared the streams),
+    Vigil::start(&server.url(), &dir.path().join("a"), &args, &[]).stop();
+    producer.publish(&heartbeat("ws-a")).await.unwrap();
+    // and, where permissions are lax, a forged snapshot whose part nests 100 000 arrays deep (with
+    // a description that checks out), then a forged description that nests as deep itself,
+    let part = deeply_nested(100_000);
+    let part_seq = js.publish("vigil.log.snap", part.clone().into()).await.unwrap().await.unwrap().sequence;
+    let described = serde_json::json!({
+        "v": 1, "covers": part_seq, "parts": [part_seq], "bytes": part.len(), "fnv": vigil::core::hash::fnv1a64(&part),
+    });
+    let described = rmp_serde::to_vec_named(&described).unwrap();
+    js.publish("vigil.log.snapshot", described.into()).await.unwrap().await.unwrap();
+    js.publish("vigil.log.snapshot", deeply_nested(100_000).into()).await.unwrap().await.unwrap();
+
+    // when a vigil starts on a new directory, then it passes over both, says so, rebuilds from the
+    // stream's first record and serves.
+    let vigil = Vigil::start(&server.url(), &dir.path().join("b"), &args, &[]);
+    let log = vigil.log();
+    assert_eq!(log.matches("is unusable").count(), 2, "{log}");
+    assert_eq!(state_of(&client, "vigil", "ws-a").await.as_deref(), Some("alive"), "{log}");
+    vigil.stop();
+}

@@ -19,6 +19,10 @@ use crate::core::snapshot::{FleetRecord, WorkspaceRecord};
 
 use super::*;
 
+/// How deep a snapshot's values may nest: its records nest a dozen levels; a forged one nesting
+/// deeper is refused before it can exhaust a stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// What a snapshot is, in full.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -66,6 +70,7 @@ impl Snapshot {
         // A reader over a slice advances it: what is left after both values must be nothing.
         let mut rest = bytes;
         let mut de = rmp_serde::Deserializer::new(&mut rest);
+        de.set_max_depth(MAX_DEPTH);
         let head = Head::deserialize(&mut de)?;
         if head.format > FORMAT {
             return Err(SnapshotError::Format(head.format));

@@ -181,7 +181,9 @@ async fn read(
     subjects: &Subjects,
     description: &[u8],
 ) -> Result<(u64, Snapshot), String> {
-    let described: Described = rmp_serde::from_slice(description).map_err(|e| format!("its description: {e}"))?;
+    let mut de = rmp_serde::Deserializer::from_read_ref(description);
+    de.set_max_depth(crate::core::wire::MAX_DEPTH);
+    let described = Described::deserialize(&mut de).map_err(|e| format!("its description: {e}"))?;
     if described.v != 1 {
         return Err(format!("version {} of the description", described.v));
     }
