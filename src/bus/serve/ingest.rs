@@ -108,30 +108,56 @@ impl Serve {
         &mut self,
         consumer: &mut jetstream::consumer::PullConsumer,
     ) -> Result<Vec<Pending>, BusError> {
-        if self.store.stream_id() == Some(self.stream_id.as_str()) {
-            return Ok(Vec::new());
-        }
-        let remembered = self.store.stream_id().map(str::to_string);
-        if remembered.is_none() && self.store.engine().seq() == 0 {
-            let state = self
-                .input_stream
-                .info()
-                .await
-                .map_err(|e| BusError::nats("reading the input stream's info", e))?
-                .state
-                .clone();
-            let (first, last) = (state.first_sequence.max(1), state.last_sequence);
-            if last < first {
+        let state = self
+            .input_stream
+            .info()
+            .await
+            .map_err(|e| BusError::nats("reading the input stream's info", e))?
+            .state
+            .clone();
+        let directory = start::Directory { stream_id: self.store.stream_id(), applied: self.store.engine().seq() };
+        let held = start::Held { stream_id: &self.stream_id, first: state.first_sequence, last: state.last_sequence };
+        match start::opening(directory, held) {
+            start::Opening::Resume { .. } => Ok(Vec::new()),
+            start::Opening::Empty { after } => {
                 tracing::info!(stream = %self.stream_id, "a new data directory on an empty input stream");
-                tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, first - 1, last))?;
-                return Ok(Vec::new());
+                tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, after, 0))?;
+                Ok(Vec::new())
             }
-            // From the latest snapshot record, or else from the first record the stream holds.
-            let started = Instant::now();
-            if let Some((covers, snapshot)) = snapshot::latest(&self.input_stream, &self.subjects).await? {
-                let read_ms = started.elapsed().as_millis() as u64;
-                if covers + 1 < first {
-                    tokio::task::block_in_place(|| self.store.set_history_lost(true))?;
+            start::Opening::Rebuild { first, last } => self.start_rebuild(first, last).await,
+            start::Opening::Foreign => {
+                let acked = consumer
+                    .info()
+                    .await
+                    .map_err(|e| BusError::nats("reading the input consumer's info", e))?
+                    .ack_floor
+                    .stream_sequence;
+                tracing::warn!(
+                    stream = %self.stream_id,
+                    remembered = ?self.store.stream_id(),
+                    position = acked,
+                    "the input stream is not the one this data directory counted in; starting after the consumer's \
+                     acknowledged position"
+                );
+                tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked, 0))?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Sets a new directory up to be rebuilt from the stream's `first..=last`: from the latest
+    /// snapshot record, or else from the first record the stream holds.
+    async fn start_rebuild(&mut self, first: u64, last: u64) -> Result<Vec<Pending>, BusError> {
+        let started = Instant::now();
+        let latest = snapshot::latest(&self.input_stream, &self.subjects, first).await?;
+        let read_ms = started.elapsed().as_millis() as u64;
+        let plan = start::rebuild_from(first, latest);
+        if plan.history_lost {
+            tokio::task::block_in_place(|| self.store.set_history_lost(true))?;
+        }
+        match plan.from {
+            start::RebuildFrom::Snapshot { covers, snapshot } => {
+                if plan.history_lost {
                     tracing::warn!(
                         covers,
                         first,
@@ -152,35 +178,21 @@ impl Serve {
                     restored_ms = started.elapsed().as_millis() as u64 - read_ms,
                     "a new data directory: rebuilding it from the input stream's latest snapshot"
                 );
-                return Ok(pending);
+                Ok(pending)
             }
-            if first > 1 {
-                tokio::task::block_in_place(|| self.store.set_history_lost(true))?;
-                tracing::warn!(
-                    first,
-                    "the input stream's records before {first} expired (input_max_age) and it holds no snapshot: the \
-                     directory is rebuilt from there, without the history they carried"
-                );
+            start::RebuildFrom::First { after } => {
+                if plan.history_lost {
+                    tracing::warn!(
+                        first,
+                        "the input stream's records before {first} expired (input_max_age) and it holds no snapshot: \
+                         the directory is rebuilt from there, without the history they carried"
+                    );
+                }
+                tracing::info!(stream = %self.stream_id, first, last, "a new data directory: rebuilding it from the input stream");
+                tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, after, last))?;
+                Ok(Vec::new())
             }
-            tracing::info!(stream = %self.stream_id, first, last, "a new data directory: rebuilding it from the input stream");
-            tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, first - 1, last))?;
-            return Ok(Vec::new());
         }
-        let acked = consumer
-            .info()
-            .await
-            .map_err(|e| BusError::nats("reading the input consumer's info", e))?
-            .ack_floor
-            .stream_sequence;
-        tracing::warn!(
-            stream = %self.stream_id,
-            ?remembered,
-            position = acked,
-            "the input stream is not the one this data directory counted in; starting after the consumer's \
-             acknowledged position"
-        );
-        tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked, 0))?;
-        Ok(Vec::new())
     }
 
     /// Brings the input consumer level with the data directory: its next delivery is the input

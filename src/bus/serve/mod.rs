@@ -31,7 +31,7 @@ use crate::bus::fault::wall_clock;
 use crate::bus::headers::HeaderText;
 use crate::bus::intake::Intake;
 use crate::bus::publisher::Released;
-use crate::bus::sequencer::{self, Ticks};
+use crate::bus::sequencer::{self, Ticks, start};
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, NatsError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
@@ -168,9 +168,9 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     // Rebuilt without part of the history, the restored restart counts may be lower than they
     // were, so ids under the old key could repeat: a new key makes every id from here on new.
     let history_lost = serve.store.history_lost();
-    let id_key = match serve.store.engine().id_key() {
-        Some(key) if !history_lost => key,
-        Some(_) => {
+    let id_key = match start::kept_id_key(serve.store.engine().id_key(), history_lost) {
+        Some(key) => key,
+        None if history_lost => {
             tracing::warn!(
                 "rebuilt without part of the history: a new id key, so no id from here on can repeat one issued \
                  before (restarts in flight under the old key are no longer matched by their progress)"

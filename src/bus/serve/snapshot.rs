@@ -17,6 +17,7 @@ use async_nats::jetstream::consumer::pull::OrderedConfig;
 
 use super::ingest::stored_at;
 use super::*;
+use crate::bus::sequencer::start;
 use crate::core::hash;
 use crate::store::Snapshot;
 
@@ -129,14 +130,16 @@ async fn append_raw(js: &jetstream::Context, subject: String, payload: Vec<u8>) 
     }
 }
 
-/// The latest complete snapshot in the input stream that reads back whole, and the position it
-/// stands at: the descriptions are tried newest first, and one whose parts are gone or damaged is
-/// said so and passed over for the one before. `None` when the stream holds no usable snapshot.
+/// The best complete snapshot in the input stream that reads back whole, and the position it
+/// stands at: the descriptions are tried in [`start::preferred_snapshots`]'s order (on a stream
+/// whose first record is `first`), and one whose parts are gone or damaged is said so and passed
+/// over for the next. `None` when the stream holds no usable snapshot.
 /// A failure to read the stream is an error, not "no snapshot": rebuilding without one would
 /// throw away the history it holds.
 pub(super) async fn latest(
     stream: &jetstream::stream::Stream,
     subjects: &Subjects,
+    first: u64,
 ) -> Result<Option<(u64, Snapshot)>, BusError> {
     let doing = "looking for a snapshot record in the input stream";
     let subject = subjects.log_record("snapshot");
@@ -167,8 +170,17 @@ pub(super) async fn latest(
             break;
         }
     }
-    for (seq, description) in descriptions.iter().rev() {
-        match read(stream, subjects, description).await {
+    // Retention removes records by age, not by what covers them: a snapshot taken after a crash
+    // can cover less than one before it, and its tail be gone first.
+    let mut usable = Vec::new();
+    for (seq, description) in descriptions {
+        match describe(&description) {
+            Ok(described) => usable.push((described.covers, seq, described)),
+            Err(why) => tracing::warn!(record = seq, "a snapshot in the input stream is unusable: {why}"),
+        }
+    }
+    for (_, seq, described) in start::preferred_snapshots(first, usable) {
+        match read(stream, subjects, &described).await {
             Ok(found) => return Ok(Some(found)),
             Err(why) => tracing::warn!(record = seq, "a snapshot in the input stream is unusable: {why}"),
         }
@@ -176,11 +188,8 @@ pub(super) async fn latest(
     Ok(None)
 }
 
-async fn read(
-    stream: &jetstream::stream::Stream,
-    subjects: &Subjects,
-    description: &[u8],
-) -> Result<(u64, Snapshot), String> {
+/// Decodes a snapshot description, refusing one that could not be true.
+fn describe(description: &[u8]) -> Result<Described, String> {
     let mut de = rmp_serde::Deserializer::from_read_ref(description);
     de.set_max_depth(crate::core::wire::MAX_DEPTH);
     let described = Described::deserialize(&mut de).map_err(|e| format!("its description: {e}"))?;
@@ -193,6 +202,14 @@ async fn read(
     if usize::try_from(described.bytes).map_or(true, |n| n > most) {
         return Err(format!("its description claims {} bytes in {} parts", described.bytes, described.parts.len()));
     }
+    Ok(described)
+}
+
+async fn read(
+    stream: &jetstream::stream::Stream,
+    subjects: &Subjects,
+    described: &Described,
+) -> Result<(u64, Snapshot), String> {
     let mut bytes = Vec::with_capacity((described.bytes as usize).min(64 << 20));
     let part_subject = subjects.log_record("snap");
     for seq in &described.parts {

@@ -8,6 +8,10 @@
 //! Monotonic time is a [`Duration`] since an origin the caller picks (the serve loop: when it
 //! started), so a test can drive it as it likes.
 
+#[cfg(test)]
+mod model;
+pub mod start;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
