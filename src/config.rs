@@ -89,6 +89,9 @@ pub struct ServeConfig {
     /// at least twice this, so that the stream always holds a complete snapshot.
     #[serde(with = "humantime_serde")]
     pub snapshot_every: Duration,
+    /// How many NATS servers hold a copy of each of vigil's streams (JetStream replicas: 1, 3 or
+    /// 5). With 3 on a 3-node cluster, losing any one server loses nothing and stops nothing.
+    pub stream_replicas: usize,
     /// Where Prometheus metrics are served (`/metrics`); `None` to serve none.
     pub metrics_addr: Option<SocketAddr>,
     /// `human` or `json`.
@@ -135,6 +138,7 @@ impl Default for ServeConfig {
             tick_every: Duration::from_secs(1),
             unwatched_after: Duration::from_secs(5),
             snapshot_every: Duration::from_secs(600),
+            stream_replicas: 1,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             log_format: LogFormat::Human,
         }
@@ -205,6 +209,11 @@ impl ServeConfig {
                  hold a complete snapshot to rebuild a data directory from)",
             );
         }
+        if ![1, 3, 5].contains(&self.stream_replicas) {
+            return bad(
+                "stream_replicas must be 1, 3 or 5 (a JetStream stream keeps an odd number of copies, at most 5)",
+            );
+        }
         Ok(())
     }
 }
@@ -247,6 +256,9 @@ mod tests {
         assert!(with(|c| c.tick_every = Duration::from_secs(5)).is_err());
         assert!(with(|c| c.tick_every = Duration::from_millis(10)).is_err());
         assert!(with(|c| c.unwatched_after = Duration::from_secs(2 * 3600)).is_err());
+        assert!(with(|c| c.stream_replicas = 2).is_err());
+        assert!(with(|c| c.stream_replicas = 0).is_err());
+        assert!(with(|c| c.stream_replicas = 3).is_ok());
         assert!(with(|c| c.prefix = "acme.vigil".into()).is_ok());
     }
 }

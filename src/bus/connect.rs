@@ -46,8 +46,15 @@ pub async fn connect(cfg: &ServeConfig, name: &str) -> Result<async_nats::Client
     if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
-    let urls = cfg.nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect::<Vec<_>>().join(",");
-    opts.connect(urls.as_str()).await.map_err(|source| BusError::Connect { url: cfg.nats_url.clone(), source })
+    // Each URL of a cluster parsed on its own: async-nats takes a list, not a comma-separated one.
+    let mut urls = Vec::new();
+    for url in cfg.nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let addr = url
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|source| BusError::Connect { url: url.to_string(), source: source.into() })?;
+        urls.push(addr);
+    }
+    opts.connect(urls).await.map_err(|source| BusError::Connect { url: cfg.nats_url.clone(), source })
 }
 
 /// Creates or updates the input, output and DLQ streams, and the durable input consumer.
@@ -78,6 +85,7 @@ pub async fn declare(
             duplicate_window,
             max_bytes,
             discard: stream::DiscardPolicy::Old,
+            num_replicas: cfg.stream_replicas,
             ..Default::default()
         };
         js.create_or_update_stream(config)

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bus;
+pub mod cluster;
 pub mod msgpack;
 pub mod nats;
 pub mod rng;

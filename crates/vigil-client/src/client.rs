@@ -53,9 +53,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (no auth) with the default prefix `vigil`.
+    /// Connects to `url` (no auth; a cluster's URLs comma-separated) with the default prefix
+    /// `vigil`.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        let nats = async_nats::connect(url).await.map_err(|source| ClientError::Connect { url: url.into(), source })?;
+        let failed = |source| ClientError::Connect { url: url.into(), source };
+        let mut addrs = Vec::new();
+        for one in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            addrs.push(one.parse::<async_nats::ServerAddr>().map_err(|e| failed(e.into()))?);
+        }
+        let nats = async_nats::connect(addrs).await.map_err(failed)?;
         Ok(Client::with(nats, "vigil"))
     }
 

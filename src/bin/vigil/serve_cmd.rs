@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// (`quota_exceeded`) [default: 1000000]
     #[arg(long, env = "VIGIL_MAX_WORKSPACES")]
     max_workspaces: Option<usize>,
+    /// How many NATS servers keep a copy of each of vigil's streams: 1, 3 or 5 [default: 1]
+    #[arg(long, env = "VIGIL_STREAM_REPLICAS")]
+    stream_replicas: Option<usize>,
     /// Serve Prometheus metrics here, or `off` [default: 127.0.0.1:9464]
     #[arg(long, env = "VIGIL_METRICS_ADDR", value_name = "ADDR|off")]
     metrics_addr: Option<String>,
@@ -64,6 +67,9 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     if let Some(n) = args.max_workspaces {
         cfg.max_workspaces = n;
+    }
+    if let Some(n) = args.stream_replicas {
+        cfg.stream_replicas = n;
     }
     match args.metrics_addr.as_deref() {
         None => {}
