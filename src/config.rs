@@ -92,6 +92,14 @@ pub struct ServeConfig {
     /// How many NATS servers hold a copy of each of vigil's streams (JetStream replicas: 1, 3 or
     /// 5). With 3 on a 3-node cluster, losing any one server loses nothing and stops nothing.
     pub stream_replicas: usize,
+    /// This instance's name, for people: in the lease it holds, the epoch records it appends and
+    /// its logs. Several instances on one stream take turns: one owns the log, the others wait as
+    /// standbys.
+    pub instance: String,
+    /// How long the lease of the instance owning the log lasts without a renewal: a standby takes
+    /// over this long after the owner stopped renewing it (a crash, a pause, a lost network).
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     /// Where Prometheus metrics are served (`/metrics`); `None` to serve none.
     pub metrics_addr: Option<SocketAddr>,
     /// `human` or `json`.
@@ -139,6 +147,8 @@ impl Default for ServeConfig {
             unwatched_after: Duration::from_secs(5),
             snapshot_every: Duration::from_secs(600),
             stream_replicas: 1,
+            instance: default_instance(),
+            lease: Duration::from_secs(15),
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             log_format: LogFormat::Human,
         }
@@ -209,6 +219,15 @@ impl ServeConfig {
                  hold a complete snapshot to rebuild a data directory from)",
             );
         }
+        if self.instance.is_empty() || self.instance.len() > 128 || self.instance.chars().any(char::is_control) {
+            return bad("instance must be a name of 1 to 128 printable characters");
+        }
+        if self.lease < Duration::from_secs(2)
+            || self.lease > Duration::from_secs(600)
+            || self.lease < self.tick_every * 4
+        {
+            return bad("lease must be between 2s and 10m, and at least four times tick_every");
+        }
         if ![1, 3, 5].contains(&self.stream_replicas) {
             return bad(
                 "stream_replicas must be 1, 3 or 5 (a JetStream stream keeps an odd number of copies, at most 5)",
@@ -216,6 +235,16 @@ impl ServeConfig {
         }
         Ok(())
     }
+}
+
+/// The host's name (`HOSTNAME`, else `/etc/hostname`), else `vigil`.
+fn default_instance() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vigil".into())
 }
 
 #[cfg(test)]
@@ -257,6 +286,8 @@ mod tests {
         assert!(with(|c| c.tick_every = Duration::from_millis(10)).is_err());
         assert!(with(|c| c.unwatched_after = Duration::from_secs(2 * 3600)).is_err());
         assert!(with(|c| c.stream_replicas = 2).is_err());
+        assert!(with(|c| c.lease = Duration::from_secs(1)).is_err());
+        assert!(with(|c| c.instance = String::new()).is_err());
         assert!(with(|c| c.stream_replicas = 0).is_err());
         assert!(with(|c| c.stream_replicas = 3).is_ok());
         assert!(with(|c| c.prefix = "acme.vigil".into()).is_ok());

@@ -232,7 +232,7 @@ async fn each_role_can_do_its_job_and_nothing_else() {
     let inputs = all.iter().filter(|m| m.subject.starts_with("vigil.in.")).count();
     assert_eq!(inputs, 6);
     let others: Vec<&str> = all.iter().map(|m| m.subject.as_str()).filter(|s| !s.starts_with("vigil.in.")).collect();
-    assert!(others.iter().all(|s| *s == "vigil.log.tick" || *s == "vigil.log.resume"), "{others:?}");
+    assert!(others.iter().all(|s| ["vigil.log.tick", "vigil.log.resume", "vigil.log.epoch"].contains(s)), "{others:?}");
     let log = vigil.stop();
     assert!(!log.to_lowercase().contains("permissions violation"), "vigil lacks a permission:\n{log}");
     let outputs = support::bus::outputs(&operator_js, "vigil").await;

@@ -14,6 +14,7 @@ pub mod connect;
 pub mod dlq;
 mod fault;
 pub mod intake;
+pub mod ownership;
 mod publisher;
 mod queries;
 pub mod sequencer;
@@ -70,8 +71,12 @@ pub enum BusError {
         #[source]
         source: tokio::task::JoinError,
     },
-    #[error("no random source for the id key")]
+    #[error("no random source")]
     Random(#[source] getrandom::Error),
+    /// This instance no longer owns the log (its lease lapsed, or another's epoch fenced it): it
+    /// stops acting and waits as a standby.
+    #[error("stepped down: {0}")]
+    SteppedDown(&'static str),
 }
 
 impl BusError {

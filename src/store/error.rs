@@ -16,6 +16,8 @@ use super::segment::SegmentError;
 pub enum StoreError {
     #[error("no vigil data directory at {0}")]
     Missing(PathBuf),
+    #[error("no random source for the data directory's token")]
+    Random(#[source] getrandom::Error),
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
     #[error("{0} holds data written by another program, not a vigil data directory")]

@@ -33,6 +33,11 @@ pub const META_REBUILD: &[u8] = b"mrebuild";
 /// Meta: set (u64 BE, 1) while a directory rebuilt without part of the history has not yet put a
 /// new id key into the stream.
 pub const META_HISTORY_LOST: &[u8] = b"mhistorylost";
+/// Meta: the stream position of the epoch record this directory's instance last owned the log
+/// under (u64 BE; absent: never).
+pub const META_EPOCH: &[u8] = b"mepoch";
+/// Meta: this directory's token (16 hex digits), drawn once: the lease it holds names it.
+pub const META_TOKEN: &[u8] = b"mtoken";
 /// Meta: the fleet record of the last checkpoint (MessagePack; its `seq` is the position it covers).
 pub const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 /// Meta: the first log sequence still stored, after compaction (u64 BE).

@@ -144,6 +144,8 @@ pub struct Store {
     rebuild_through: u64,
     /// See [`Store::history_lost`].
     history_lost: bool,
+    /// See [`Store::epoch`].
+    epoch: u64,
     writer: writer::Writer,
     /// Groups handed to the writer, oldest first, and groups it reported durable, not yet taken.
     in_flight: VecDeque<Committed>,
@@ -205,6 +207,7 @@ impl Store {
             stream_id: meta.stream_id,
             rebuild_through: meta.rebuild,
             history_lost: meta.history_lost,
+            epoch: meta.epoch,
             writer,
             in_flight: VecDeque::new(),
             durable: VecDeque::new(),
@@ -327,6 +330,51 @@ impl Store {
             .map_err(io("recording that history was lost"));
         self.poison_on(written.map(|_| ()))?;
         self.history_lost = lost;
+        Ok(())
+    }
+
+    /// This directory's token, drawn (from the operating system's random source) and stored the
+    /// first time it is asked for: the lease of the instance serving from it names it.
+    pub fn owner_token(&mut self) -> Result<String, StoreError> {
+        if let Some(v) = self.db.get(keys::META_TOKEN).map_err(io("reading the directory's token"))? {
+            return Ok(String::from_utf8_lossy(&v).into_owned());
+        }
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(StoreError::Random)?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let written = self
+            .db
+            .insert(keys::META_TOKEN, token.as_bytes())
+            .and_then(|_| self.db.flush())
+            .map_err(io("recording the directory's token"));
+        self.poison_on(written.map(|_| ()))?;
+        Ok(token)
+    }
+
+    /// The stream position of the epoch record this directory's instance last owned the log
+    /// under (0: never): records after the directory's position were applied by nobody else if
+    /// that epoch is still the last one before this instance's new one.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Records that this directory's instance owns the log from epoch record `epoch` on, and —
+    /// when others owned it meanwhile (`others_through`: the last position they may have acted
+    /// on) — that the records up to there are to be caught up like a rebuild: their outputs were
+    /// decided by whoever owned them, so only those the output stream lacks go out. One durable
+    /// write.
+    pub fn take_over(&mut self, epoch: u64, others_through: Option<u64>) -> Result<(), StoreError> {
+        self.wait_all()?;
+        let through = others_through
+            .filter(|&t| t > self.stream_seq)
+            .map_or(self.rebuild_through, |t| t.max(self.rebuild_through));
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::META_EPOCH, &keys::u64_value(epoch)[..]);
+        batch.insert(keys::META_REBUILD, &keys::u64_value(through)[..]);
+        let written = self.db.apply_batch(batch).and_then(|_| self.db.flush()).map_err(io("recording the epoch"));
+        self.poison_on(written)?;
+        self.epoch = epoch;
+        self.rebuild_through = through;
         Ok(())
     }
 

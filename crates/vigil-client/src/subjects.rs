@@ -52,6 +52,11 @@ impl Subjects {
         self.stream_name("DLQ")
     }
 
+    /// The KV bucket of leases: which instance owns the log.
+    pub fn lease_bucket(&self) -> String {
+        self.stream_name("LEASES")
+    }
+
     /// Everything producers publish: `<prefix>.in.>`.
     pub fn inputs(&self) -> String {
         format!("{}.in.>", self.prefix)

@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// (`quota_exceeded`) [default: 1000000]
     #[arg(long, env = "VIGIL_MAX_WORKSPACES")]
     max_workspaces: Option<usize>,
+    /// This instance's name (in its lease, epoch records and logs) [default: the host name]
+    #[arg(long, env = "VIGIL_INSTANCE")]
+    instance: Option<String>,
+    /// How long the owning instance's lease lasts unrenewed, e.g. `15s` [default: 15s]
+    #[arg(long, env = "VIGIL_LEASE", value_parser = humantime_serde::re::humantime::parse_duration)]
+    lease: Option<std::time::Duration>,
     /// How many NATS servers keep a copy of each of vigil's streams: 1, 3 or 5 [default: 1]
     #[arg(long, env = "VIGIL_STREAM_REPLICAS")]
     stream_replicas: Option<usize>,
@@ -67,6 +73,12 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     if let Some(n) = args.max_workspaces {
         cfg.max_workspaces = n;
+    }
+    if let Some(name) = &args.instance {
+        cfg.instance.clone_from(name);
+    }
+    if let Some(lease) = args.lease {
+        cfg.lease = lease;
     }
     if let Some(n) = args.stream_replicas {
         cfg.stream_replicas = n;

@@ -73,8 +73,9 @@ impl Serve {
 
     /// Decodes one input into `inputs`, or dead-letters it.
     pub(super) fn accept(&mut self, subject: &str, payload: &bytes::Bytes, seq: u64, now: At, inputs: &mut Vec<Input>) {
-        // vigil's snapshot records are in the log for a successor, not for the fold.
-        if snapshot::is_snapshot_record(&self.subjects, subject) {
+        // vigil's snapshot and epoch records are in the log for a successor and for the fence,
+        // not for the fold.
+        if snapshot::is_snapshot_record(&self.subjects, subject) || self.subjects.parse_log(subject) == Some("epoch") {
             return;
         }
         let engine = self.store.engine();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::service::ServiceExt;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
 use crate::bus::admission::Admission;
@@ -30,10 +30,11 @@ use crate::bus::dlq::{DeadLetter, Dlq};
 use crate::bus::fault::wall_clock;
 use crate::bus::headers::HeaderText;
 use crate::bus::intake::Intake;
+use crate::bus::ownership::{self, AppendError, Fence, Holder, Lease, LeaseView};
 use crate::bus::publisher::Released;
 use crate::bus::sequencer::{self, Ticks, start};
 use crate::bus::subjects::Subjects;
-use crate::bus::{BusError, NatsError, connect, dlq, fault, publisher, queries};
+use crate::bus::{BusError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
 use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName};
 use crate::core::ids::IdKey;
@@ -45,160 +46,33 @@ mod ingest;
 mod rebuild;
 mod shutdown;
 mod snapshot;
+mod term;
 
 pub use shutdown::{SHUTDOWN_LIMIT, watchdog};
 
 /// How long an append of vigil's own record waits for the stream's confirmation.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs the service until `shutdown` completes or a fatal error occurs.
+/// Runs the service until `shutdown` completes or a fatal error occurs: waits as a standby while
+/// another instance owns the log, serves while this one does (see [`ownership`]), and goes back to
+/// waiting if it loses the log.
 pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
     let subjects = Subjects::new(&cfg.prefix);
     let client = connect::connect(&cfg, "vigil").await?;
     let js = jetstream::new(client.clone());
-    // vigil's own records go through a context of their own: a tick must never wait for a
-    // publish permit behind a burst of outputs.
-    let appends = jetstream::new(client.clone());
-    let mut consumer = connect::declare(&js, &subjects, &cfg).await?;
-
-    let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
-    let policy_in_force = policy.clone();
-    let cfg_tick_every = cfg.tick_every;
-    let data_dir = cfg.data_dir.clone();
-    let (mut store, recovery) =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, policy, store_config, OpenMode::CreateIfMissing))
-            .await
-            .map_err(|source| BusError::Panicked { what: "opening the store", source })??;
-    // The store's writer thread wakes the loop when a group is durable.
-    let durable = Arc::new(Notify::new());
-    let wake = durable.clone();
-    store.set_wake(Box::new(move || wake.notify_one()))?;
-    for repair in &recovery.repairs {
-        tracing::warn!(data_dir = %cfg.data_dir.display(), "{repair}");
-    }
-    if let Some(seq) = recovery.policy_changed_at {
-        tracing::warn!(
-            from_seq = seq,
-            "the policy differs from the one this data directory ran under: the log was recovered under the old \
-             one and checkpointed; the new one applies from here on"
-        );
-    }
-    tracing::info!(
-        data_dir = %cfg.data_dir.display(),
-        workspaces = store.engine().len(),
-        log_seq = store.engine().seq(),
-        checkpoint = recovery.checkpoint_seq,
-        replayed = recovery.replayed,
-        unconfirmed = recovery.pending.len(),
-        "store recovered"
-    );
-
-    // Unbounded: the outputs are durable in the outbox anyway, and the loop must never block on
-    // a publisher stuck behind a NATS outage (it would stop answering queries and SIGTERM).
-    let (outbox, outbox_rx) = mpsc::unbounded_channel::<Released>();
-    let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
-    let publisher = tokio::spawn(publisher::run(js.clone(), subjects.clone(), outbox_rx, confirmed_tx));
-
-    let service = client
-        .service_builder()
-        .description("vigil: liveness and restart decisions for agent workspaces")
-        .start("vigil", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(BusError::Service)?;
-    let group = service.group(subjects.query_group());
-    let state_endpoint = group.endpoint("state.*").await.map_err(BusError::Service)?;
-    let fleet_endpoint = group.endpoint("fleet").await.map_err(BusError::Service)?;
-
-    let mut input_stream = js
-        .get_stream(subjects.input_stream())
-        .await
-        .map_err(|e| BusError::Declare { what: format!("stream {}", subjects.input_stream()), source: e.into() })?;
-    let created = input_stream.info().await.map_err(|e| BusError::nats("reading the input stream's info", e))?.created;
-    let stream_id = format!("{}@{}", subjects.input_stream(), created.unix_timestamp_nanos());
-    let (dlq, dlq_task) =
-        Dlq::start(dlq::Target { js: js.clone(), subject: subjects.dlq(), stream_id: stream_id.clone() });
-    let (tick_done, mut tick_results) = mpsc::unbounded_channel();
-    let (snapshot_done, mut snapshots_done) = mpsc::unbounded_channel();
-    let mut serve = Serve {
-        intake: Intake::new(subjects.clone(), cfg.max_payload),
-        dlq,
-        admission: Admission::new(cfg.max_workspaces),
-        cfg,
-        subjects,
-        input_stream,
-        stream_id,
-        store,
-        outbox,
-        durable,
-        last_checkpoint: Instant::now(),
-        js,
-        appends,
-        ticks: Ticks::new(cfg_tick_every, Duration::ZERO),
-        origin: Instant::now(),
-        tick_done,
-        rebuild: None,
-        read_before: 0,
-        policy: policy_in_force,
-        snapshot_in_flight: false,
-        last_snapshot: Instant::now(),
-        snapshot_done,
-    };
-    let restored = serve.adopt_input_stream(&mut consumer).await?;
-    // A new or lost directory on a stream with history is rebuilt from it; what the outbox holds
-    // from a rebuild cut short, or a snapshot record held as pending, is checked against the
-    // output stream like the rest of it.
-    serve.prepare_rebuild(&mut consumer).await?;
-    let pending = serve.publishable(None, [recovery.pending, restored].concat())?;
-    if !pending.is_empty() {
-        let _ = serve.outbox.send(Released::now(pending));
-    }
-    // A long rebuild still stops on a signal: what it applied is durable, and the next start takes
-    // it up where it stopped.
-    tokio::pin!(shutdown);
-    tokio::select! {
-        rebuilt = serve.run_rebuild() => rebuilt?,
-        _ = &mut shutdown => return serve.shutdown(publisher, dlq_task, confirmed, Ok(())).await,
-    }
-    serve.level_consumer(&mut consumer).await?;
-    serve.schedule_snapshots().await;
-    // vigil (re)started: a `resume` in the stream says so, after what it has not read yet. It
-    // declares the promise of a record every `tick_every` (so a longer silence of the whole stream
-    // is time nobody watched, SPEC §1), and carries the directory's id key (a new one for a new
-    // directory), so output ids are unguessable and never repeat those of a lost one.
-    // Rebuilt without part of the history, the restored restart counts may be lower than they
-    // were, so ids under the old key could repeat: a new key makes every id from here on new.
-    let history_lost = serve.store.history_lost();
-    let id_key = match start::kept_id_key(serve.store.engine().id_key(), history_lost) {
-        Some(key) => key,
-        None if history_lost => {
-            tracing::warn!(
-                "rebuilt without part of the history: a new id key, so no id from here on can repeat one issued \
-                 before (restarts in flight under the old key are no longer matched by their progress)"
-            );
-            new_id_key()?
+    connect::declare(&js, &subjects, &cfg).await?;
+    let leases = ownership::declare_bucket(&js, &subjects.lease_bucket(), cfg.lease, cfg.stream_replicas).await?;
+    let shutdown = shutdown.shared();
+    metrics::gauge!("vigil_owner").set(0.0);
+    loop {
+        match term::serve(&cfg, &policy, &client, &leases, shutdown.clone()).await {
+            Err(BusError::SteppedDown(why)) => {
+                metrics::counter!("vigil_stepped_down_total").increment(1);
+                tracing::warn!(why, "stepped down: waiting as a standby");
+            }
+            other => return other,
         }
-        None => new_id_key()?,
-    };
-    let unwatched_after_ms =
-        u32::try_from(serve.cfg.unwatched_after.as_millis()).unwrap_or(u32::MAX).clamp(1000, 3_600_000);
-    let resume = Resume { id_key: Some(id_key), unwatched_after_ms: Some(unwatched_after_ms) };
-    serve.append_resume(resume).await?;
-    if history_lost {
-        tokio::task::block_in_place(|| serve.store.set_history_lost(false))?;
     }
-    tracing::info!(prefix = serve.subjects.prefix(), "serving");
-
-    let result = serve
-        .run_loop(
-            &consumer,
-            state_endpoint,
-            fleet_endpoint,
-            &mut confirmed,
-            (&mut tick_results, &mut snapshots_done),
-            shutdown,
-        )
-        .await;
-    serve.shutdown(publisher, dlq_task, confirmed, result).await
 }
 
 struct Serve {
@@ -226,7 +100,7 @@ struct Serve {
     ticks: Ticks,
     origin: Instant,
     /// Where a tick append reports a failure (see [`Serve::append_tick`]).
-    tick_done: mpsc::UnboundedSender<Result<(), NatsError>>,
+    tick_done: mpsc::UnboundedSender<Result<(), AppendError>>,
     /// A rebuild of the data directory from the stream under way (see [`rebuild`]).
     rebuild: Option<rebuild::Rebuild>,
     /// How far the input consumer had acknowledged when this directory was rebuilt: records up to
@@ -240,6 +114,10 @@ struct Serve {
     snapshot_in_flight: bool,
     last_snapshot: Instant,
     snapshot_done: mpsc::UnboundedSender<()>,
+    /// Whether this instance still owns the log, and the epoch its appends are fenced by (set
+    /// once its epoch record is in the stream).
+    lease: LeaseView,
+    fence: Option<Fence>,
 }
 
 impl Serve {
@@ -271,20 +149,27 @@ impl Serve {
         mut fleet_endpoint: async_nats::service::endpoint::Endpoint,
         confirmed: &mut mpsc::UnboundedReceiver<Vec<OutboxKey>>,
         (tick_results, snapshots_done): (
-            &mut mpsc::UnboundedReceiver<Result<(), NatsError>>,
+            &mut mpsc::UnboundedReceiver<Result<(), AppendError>>,
             &mut mpsc::UnboundedReceiver<()>,
         ),
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), BusError> {
         tokio::pin!(shutdown);
         let mut messages = self.pull(consumer).await;
+        let lease = self.lease.clone();
         loop {
+            // Checked before anything else, each time round: after a pause (SIGSTOP, a stall) the
+            // lease may have lapsed while inputs and deadlines wait.
+            if !lease.valid() {
+                return Err(BusError::SteppedDown("the lease lapsed"));
+            }
             let wake = self.next_wake();
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
+                _ = lease.lost() => return Err(BusError::SteppedDown("the lease lapsed")),
                 _ = self.durable.notified() => self.collect().await?,
-                Some(result) = tick_results.recv() => self.tick_appended(result),
+                Some(result) = tick_results.recv() => self.tick_appended(result)?,
                 Some(()) = snapshots_done.recv() => self.snapshot_in_flight = false,
                 Some(keys) = confirmed.recv() => {
                     tokio::task::block_in_place(|| self.store.ack(&keys))?;
@@ -386,43 +271,81 @@ impl Serve {
     /// (up to [`APPEND_TIMEOUT`] when NATS is down) must not hold up inputs, queries or a signal.
     /// The outcome comes back through `tick_done` ([`Serve::tick_appended`]).
     fn append_tick(&mut self) {
+        let Some(fence) = self.fence.clone() else { return };
         let tick = Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick };
         let (js, subject, done) = (self.appends.clone(), self.subjects.log_record("tick"), self.tick_done.clone());
         let now = self.mono();
         self.ticks.tick_sent(now);
         tokio::spawn(async move {
-            let _ = done.send(append(&js, subject, &tick).await);
+            let _ = done.send(append(&js, subject, &tick, &fence).await);
         });
     }
 
     /// A tick append failed (NATS is down): only logged, and retried after `tick_every` — no tick,
-    /// no deadline fires: an outage is not a quiet stream.
-    fn tick_appended(&mut self, result: Result<(), NatsError>) {
-        if let Err(e) = result {
-            let now = self.mono();
-            self.ticks.tick_failed(now);
-            tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
+    /// no deadline fires: an outage is not a quiet stream. A tick refused by the fence: another instance owns the log now.
+    fn tick_appended(&mut self, result: Result<(), AppendError>) -> Result<(), BusError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(AppendError::Fenced) => {
+                metrics::counter!("vigil_fenced_appends_total").increment(1);
+                Err(BusError::SteppedDown("a tick was refused: another instance's epoch is in the stream"))
+            }
+            Err(AppendError::Nats(e)) => {
+                let now = self.mono();
+                self.ticks.tick_failed(now);
+                tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
+                Ok(())
+            }
         }
     }
 
     /// Appends `resume` to the input stream, retrying for a while: without it vigil cannot start.
     async fn append_resume(&mut self, resume: Resume) -> Result<(), BusError> {
+        let fence = self.fence.clone().ok_or(BusError::SteppedDown("no epoch taken"))?;
         let input =
             Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Resume(resume) };
         let mut attempt = 0;
         loop {
-            match append(&self.appends, self.subjects.log_record("resume"), &input).await {
+            match append(&self.appends, self.subjects.log_record("resume"), &input, &fence).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 30 => {
+                Err(AppendError::Fenced) => {
+                    return Err(BusError::SteppedDown(
+                        "the resume was refused: another instance's epoch is in the stream",
+                    ));
+                }
+                Err(AppendError::Nats(e)) if attempt < 30 => {
                     attempt += 1;
                     tracing::warn!(error = %e, "cannot append a resume to the input stream; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(e) => {
+                Err(AppendError::Nats(e)) => {
                     return Err(BusError::Nats { doing: "appending a resume to the input stream".into(), source: e });
                 }
             }
         }
+    }
+
+    /// Appends this instance's epoch record (see [`ownership`]) and records it in the directory.
+    /// If others owned the log since this directory's last epoch, what they appended is caught up
+    /// like a rebuild: only outputs the output stream lacks go out.
+    async fn take_epoch(&mut self, holder: &Holder) -> Result<(), BusError> {
+        let subject = self.subjects.log_record("epoch");
+        let epoch = ownership::take_epoch(&self.appends, &self.input_stream, &subject, holder).await?;
+        let others = epoch.previous != 0 && epoch.previous != self.store.epoch();
+        let others_through = others.then(|| epoch.fence.seq - 1);
+        if others {
+            metrics::counter!("vigil_takeovers_total").increment(1);
+            tracing::info!(
+                epoch = epoch.fence.seq,
+                previous = epoch.previous,
+                from = self.store.stream_seq() + 1,
+                "taking over from another instance: what it appended is caught up like a rebuild"
+            );
+        }
+        tokio::task::block_in_place(|| self.store.take_over(epoch.fence.seq, others_through))?;
+        metrics::gauge!("vigil_epoch").set(epoch.fence.seq as f64);
+        self.fence = Some(epoch.fence);
+        Ok(())
     }
 
     /// Applies one group and hands it to the store's writer thread, and its outputs to the
@@ -487,17 +410,20 @@ impl Serve {
     }
 }
 
-/// Appends one of vigil's own records on `subject` (`<prefix>.log.<kind>`) and waits for the
-/// stream to confirm it.
-async fn append(js: &jetstream::Context, subject: String, input: &Input) -> Result<(), NatsError> {
+/// Appends one of vigil's own records on `subject` (`<prefix>.log.<kind>`), fenced by this
+/// instance's epoch, and waits for the stream to confirm it.
+async fn append(js: &jetstream::Context, subject: String, input: &Input, fence: &Fence) -> Result<(), AppendError> {
     let payload = wire::encode_msgpack(input);
     let publish = async {
-        let ack = js.publish(subject, payload.into()).await?;
-        ack.await.map(|_| ())
+        let ack = js
+            .send_publish(subject, ownership::fenced(payload.into(), fence))
+            .await
+            .map_err(ownership::append_error)?;
+        ack.await.map(|_| ()).map_err(ownership::append_error)
     };
     match tokio::time::timeout(APPEND_TIMEOUT, publish).await {
-        Ok(result) => result.map_err(NatsError::from),
-        Err(elapsed) => Err(NatsError::from(elapsed)),
+        Ok(result) => result,
+        Err(elapsed) => Err(AppendError::Nats(elapsed.into())),
     }
 }
 

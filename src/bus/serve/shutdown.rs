@@ -16,17 +16,38 @@ pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
 impl Serve {
     /// Stops: lets the publisher confirm what it can, clears that from the outbox, checkpoints.
     pub(super) async fn shutdown(
+        self,
+        publisher: tokio::task::JoinHandle<()>,
+        dlq_task: tokio::task::JoinHandle<()>,
+        confirmed: mpsc::UnboundedReceiver<Vec<OutboxKey>>,
+        result: Result<(), BusError>,
+    ) -> Result<(), BusError> {
+        let limit = fault::shutdown_limit(SHUTDOWN_LIMIT);
+        if let Err(BusError::SteppedDown(why)) = &result {
+            // Not a shutdown: the process goes on as a standby, so no watchdog may end it later;
+            // the stop is bounded here instead, and one that overruns is fatal.
+            tracing::info!(why, "stepping down: stopping the loop");
+            return match tokio::time::timeout(limit, self.stop(publisher, dlq_task, confirmed, result)).await {
+                Ok(stopped) => stopped,
+                Err(_) => Err(BusError::Stalled { what: "stepping down".into(), waited: limit }),
+            };
+        }
+        tracing::info!("shutting down");
+        if let Err(e) = &result {
+            tracing::error!(error = %crate::report::Chain(e), "stopping after an error");
+        }
+        watchdog(limit);
+        self.stop(publisher, dlq_task, confirmed, result).await
+    }
+
+    /// What a stop does, once its bound is set.
+    async fn stop(
         mut self,
         publisher: tokio::task::JoinHandle<()>,
         dlq_task: tokio::task::JoinHandle<()>,
         mut confirmed: mpsc::UnboundedReceiver<Vec<OutboxKey>>,
         result: Result<(), BusError>,
     ) -> Result<(), BusError> {
-        tracing::info!("shutting down");
-        if let Err(e) = &result {
-            tracing::error!(error = %crate::report::Chain(e), "stopping after an error");
-        }
-        watchdog(fault::shutdown_limit(SHUTDOWN_LIMIT));
         fault::stall_shutdown().await;
         // Groups still in flight: once durable, their messages are acknowledged and their outputs
         // go to the publisher like any others.

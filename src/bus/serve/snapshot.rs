@@ -52,6 +52,7 @@ impl Serve {
         if self.snapshot_in_flight || self.rebuild.is_some() || self.last_snapshot.elapsed() < self.cfg.snapshot_every {
             return Ok(());
         }
+        let Some(fence) = self.fence.clone() else { return Ok(()) };
         self.last_snapshot = Instant::now();
         let covers = self.store.stream_seq();
         if covers == 0 {
@@ -73,10 +74,16 @@ impl Serve {
             })
             .await;
             match encoded {
-                Ok((bytes, fnv)) => match append_snapshot(&js, &subjects, covers, &bytes, fnv, part_max).await {
-                    Ok(parts) => tracing::info!(covers, bytes = bytes.len(), parts, taken_ms, "snapshot appended"),
-                    Err(e) => tracing::warn!(covers, error = %e, "cannot append a snapshot to the input stream"),
-                },
+                Ok((bytes, fnv)) => {
+                    match append_snapshot(&js, &subjects, &fence, covers, &bytes, fnv, part_max).await {
+                        Ok(parts) => tracing::info!(covers, bytes = bytes.len(), parts, taken_ms, "snapshot appended"),
+                        Err(AppendError::Fenced) => {
+                            metrics::counter!("vigil_fenced_appends_total").increment(1);
+                            tracing::warn!(covers, "a snapshot was refused: another instance's epoch is in the stream");
+                        }
+                        Err(e) => tracing::warn!(covers, error = %e, "cannot append a snapshot to the input stream"),
+                    }
+                }
                 Err(e) => tracing::warn!(covers, error = %e, "encoding a snapshot failed"),
             }
             let _ = done.send(());
@@ -102,31 +109,40 @@ impl Serve {
 async fn append_snapshot(
     js: &jetstream::Context,
     subjects: &Subjects,
+    fence: &Fence,
     covers: u64,
     bytes: &[u8],
     fnv: u64,
     part_max: usize,
-) -> Result<usize, NatsError> {
+) -> Result<usize, AppendError> {
     let mut parts = Vec::new();
     for part in bytes.chunks(part_max) {
-        parts.push(append_raw(js, subjects.log_record("snap"), part.to_vec()).await?);
+        parts.push(append_raw(js, subjects.log_record("snap"), fence, part.to_vec()).await?);
     }
     let described = Described { v: 1, covers, parts, bytes: bytes.len() as u64, fnv };
     let n = described.parts.len();
     let payload = rmp_serde::to_vec_named(&described).expect("a snapshot description always encodes");
-    append_raw(js, subjects.log_record("snapshot"), payload).await?;
+    append_raw(js, subjects.log_record("snapshot"), fence, payload).await?;
     Ok(n)
 }
 
-/// Appends one record and returns its stream position.
-async fn append_raw(js: &jetstream::Context, subject: String, payload: Vec<u8>) -> Result<u64, NatsError> {
+/// Appends one record, fenced by this instance's epoch, and returns its stream position.
+async fn append_raw(
+    js: &jetstream::Context,
+    subject: String,
+    fence: &Fence,
+    payload: Vec<u8>,
+) -> Result<u64, AppendError> {
     let publish = async {
-        let ack = js.publish(subject, payload.into()).await?;
-        ack.await.map(|a| a.sequence)
+        let ack = js
+            .send_publish(subject, ownership::fenced(payload.into(), fence))
+            .await
+            .map_err(ownership::append_error)?;
+        ack.await.map(|a| a.sequence).map_err(ownership::append_error)
     };
     match tokio::time::timeout(PART_TIMEOUT, publish).await {
-        Ok(result) => result.map_err(NatsError::from),
-        Err(elapsed) => Err(NatsError::from(elapsed)),
+        Ok(result) => result,
+        Err(elapsed) => Err(AppendError::Nats(elapsed.into())),
     }
 }
 

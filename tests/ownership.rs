@@ -1,0 +1,180 @@
+//! One owner of the log at a time (SPEC §4 "ownership"), with real parts: a nats-server, vigil
+//! children killed with SIGKILL or paused with SIGSTOP. Each story starts two vigils on one stream
+//! — by mistake, or as owner and standby — and checks that exactly one decides: every restart
+//! command goes out once, none is dropped when the owner dies, and an owner that wakes up after
+//! another took over is refused by the server and waits as a standby.
+//!
+//! Leases last 4 s here (`--lease 4s`; 15 s by default).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use support::bus::{nats, not_found, outputs, untagged, wait_processed};
+use support::nats::{NatsServer, Vigil};
+use vigil::bus::ownership::{self, AppendError, Holder};
+use vigil::client::Client;
+use vigil::core::event::{Output, OutputBody};
+
+/// Restarts out of the way of the breaker and the cap: these stories are about who decides.
+const POLICY: &str = "breaker_min = 10000\nmax_restarts_in_flight = 1000\n";
+
+fn start(url: &str, dir: &std::path::Path, name: &str) -> Vigil {
+    start_with(url, dir, name, &[])
+}
+
+fn start_with(url: &str, dir: &std::path::Path, name: &str, env: &[(&str, &str)]) -> Vigil {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let args = ["--policy", policy.to_str().unwrap(), "--instance", name, "--lease", "4s"];
+    Vigil::spawn(url, &dir.join(name), &args, env)
+}
+
+/// Kills `n` workspaces from `first` on: a definitive not-found probe of each.
+async fn kill_workspaces(producer: &Client, first: usize, n: usize) {
+    for i in first..first + n {
+        producer.publish(&not_found(&format!("ws-{i:02}"))).await.unwrap();
+    }
+}
+
+/// How many restart commands each workspace got.
+fn restarts(outputs: &[Output]) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for o in outputs {
+        if let OutputBody::Restart { restart_id, .. } = &o.body {
+            *seen.entry(untagged(restart_id).to_string()).or_default() += 1;
+        }
+    }
+    seen
+}
+
+/// Outputs that say the same thing twice under different ids (two deciders would).
+fn said_twice(outputs: &[Output]) -> Vec<String> {
+    let mut seen = BTreeMap::new();
+    for o in outputs {
+        let mut body = format!("{:?} {:?}", o.workspace, o.body);
+        if let OutputBody::Restart { .. } = o.body {
+            body = format!("{:?} restart", o.workspace);
+        }
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    seen.into_iter().filter(|(_, n)| *n > 1).map(|(b, n)| format!("{n}x {b}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_vigils_on_one_stream_one_decides_and_the_other_takes_over_when_it_dies() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Given two vigils started on the same stream,
+    let a = start(&server.url(), dir.path(), "a");
+    a.wait_for("serving", Duration::from_secs(30));
+    let b = start(&server.url(), dir.path(), "b");
+    b.wait_for("standby: another instance owns the log", Duration::from_secs(30));
+    // when ten workspaces die, the owner dies, and ten more die,
+    kill_workspaces(&producer, 0, 10).await;
+    wait_processed(&js, "vigil").await;
+    a.kill();
+    kill_workspaces(&producer, 10, 10).await;
+    b.wait_for("serving", Duration::from_secs(30));
+    wait_processed(&js, "vigil").await;
+    let log = b.stop();
+
+    // then the standby took over, and each workspace was restarted exactly once,
+    assert!(log.contains("taking over from another instance"), "{log}");
+    let published = outputs(&js, "vigil").await;
+    let expected: BTreeMap<String, usize> = (0..20).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
+    assert_eq!(restarts(&published), expected, "log of b:\n{log}");
+    // and nothing was said twice.
+    let twice = said_twice(&published);
+    assert!(twice.is_empty(), "said twice: {twice:#?}\nlog of b:\n{log}");
+}
+
+fn signal(vigil: &Vigil, sig: &str) {
+    assert!(Command::new("kill").args([sig, &vigil.pid().to_string()]).status().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_past_its_lease_steps_down_and_waits_as_a_standby() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let dir = tempfile::tempdir().unwrap();
+    // (A shutdown's watchdog of 2 s: stepping down is no shutdown, and must not arm it.)
+    let mut a = start_with(&server.url(), dir.path(), "a", &[("VIGIL_TEST_SHUTDOWN_LIMIT_MS", "2000")]);
+    a.wait_for("serving", Duration::from_secs(30));
+    let b = start(&server.url(), dir.path(), "b");
+    b.wait_for("standby", Duration::from_secs(30));
+    kill_workspaces(&producer, 0, 5).await;
+    wait_processed(&js, "vigil").await;
+
+    // Given the owner paused for twice its lease, while workspaces die,
+    signal(&a, "-STOP");
+    let paused = Instant::now();
+    kill_workspaces(&producer, 5, 5).await;
+    b.wait_for("serving", Duration::from_secs(30));
+    assert!(paused.elapsed() >= Duration::from_secs(3), "b took over before a's lease could lapse");
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(paused.elapsed())).await;
+    // when it resumes, and more die,
+    signal(&a, "-CONT");
+    a.wait_for("stepped down", Duration::from_secs(10));
+    kill_workspaces(&producer, 10, 5).await;
+    wait_processed(&js, "vigil").await;
+    // (a is a standby again: it says who owns the log.)
+    let standby = Instant::now();
+    while a.log().matches("standby: another instance owns the log").count() < 1 {
+        assert!(standby.elapsed() < Duration::from_secs(10), "a never went back to waiting:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.is_running(), "the standby exited after stepping down:\n{}", a.log());
+    let log_b = b.stop();
+    let log_a = a.stop();
+
+    // then every death was restarted exactly once, and nothing said twice.
+    let published = outputs(&js, "vigil").await;
+    let expected: BTreeMap<String, usize> = (0..15).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
+    assert_eq!(restarts(&published), expected, "log of a:\n{log_a}\nlog of b:\n{log_b}");
+    let twice = said_twice(&published);
+    assert!(twice.is_empty(), "said twice: {twice:#?}\nlog of a:\n{log_a}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_a_successors_epoch_is_in_the_stream_the_server_refuses_the_old_owners_appends() {
+    let server = NatsServer::start();
+    let js = jetstream::new(nats(&server.url()).await);
+    let config = stream::Config { name: "T".into(), subjects: vec!["t.>".into()], ..Default::default() };
+    let stream = js.create_stream(config).await.unwrap();
+    let holder = |name: &str| Holder { instance: name.into(), token: format!("{name}-token") };
+
+    // Given an owner's epoch, then a successor's,
+    let old = ownership::take_epoch(&js, &stream, "t.epoch", &holder("a")).await.unwrap();
+    let append = |fence: ownership::Fence| {
+        let js = js.clone();
+        async move {
+            let ack = js.send_publish("t.tick", ownership::fenced("tick".into(), &fence)).await;
+            match ack {
+                Ok(ack) => ack.await.map(|_| ()).map_err(ownership::append_error),
+                Err(e) => Err(ownership::append_error(e)),
+            }
+        }
+    };
+    append(old.fence.clone()).await.expect("the owner appends under its epoch");
+    let new = ownership::take_epoch(&js, &stream, "t.epoch", &holder("b")).await.unwrap();
+    assert_eq!(new.previous, old.fence.seq);
+
+    // when each appends a record under its own epoch,
+    let refused = append(old.fence.clone()).await;
+    let accepted = append(new.fence.clone()).await;
+
+    // then the old owner's is refused and the successor's stored.
+    assert!(matches!(refused, Err(AppendError::Fenced)), "{refused:?}");
+    assert!(accepted.is_ok(), "{accepted:?}");
+}
