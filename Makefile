@@ -10,7 +10,7 @@ TOOLS := $(CURDIR)/.tools
 NATS_SERVER := $(TOOLS)/nats/bin/nats-server
 REPLAYS := $(sort $(wildcard replays/*/events.jsonl))
 
-.PHONY: all build test check-core run replays bench soak replay bless nats-server nextest lint fmt clean
+.PHONY: all build test check-core run run-cluster replays bench soak replay bless nats-server nextest lint fmt clean
 
 all: build
 
@@ -34,6 +34,11 @@ check-core:
 # $VIGIL_NATS_URL (default nats://127.0.0.1:4222). Ctrl-C stops both.
 run: build nats-server
 	./scripts/run.sh
+
+# A local 3-node NATS cluster and three vigils on it (one owns the log, two wait as standbys),
+# every stream kept on all three nodes; stores and logs under .data/cluster. Ctrl-C stops all.
+run-cluster: build nats-server
+	./scripts/run-cluster.sh
 
 # Replay every incident in replays/ and print its transcript.
 replays: build
@@ -65,6 +70,7 @@ bench: nats-server
 	$(CARGO) bench --bench store
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench nats
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench rebuild
+	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench takeover
 	$(CARGO) run --release --example memory
 
 lint:

@@ -59,6 +59,9 @@ struct Validity {
     /// By the monotonic clock: past it, the lease may have expired on the server.
     until: Instant,
     lost: bool,
+    /// When the loop acting under the lease last said it is alive ([`LeaseView::touch`]): a loop
+    /// stuck longer than a renewal counts for lets the lease lapse, so a standby takes over.
+    touched: Instant,
 }
 
 /// A lease held: valid while it is renewed in time. Dropping it stops renewing (the lease then
@@ -67,37 +70,50 @@ pub struct Lease {
     kv: kv::Store,
     validity: Arc<Mutex<Validity>>,
     revision: Arc<Mutex<u64>>,
-    renewing: tokio::task::JoinHandle<()>,
+    renewing: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The lease time less this share of it is how long a renewal counts for: the server counts the
 /// lease from when it stored the renewal, later than vigil sent it.
 const MARGIN_DIVISOR: u32 = 5;
 
+/// Whether a lease entry's value names `holder`'s directory (the instance name may change).
+fn is_ours(value: &[u8], holder: &Holder) -> bool {
+    serde_json::from_slice::<Holder>(value).is_ok_and(|h| h.token == holder.token)
+}
+
 impl Lease {
     /// Takes the lease, waiting as a standby while another instance holds it (saying who, once).
-    /// Returns `None` if `stop` completes first.
+    /// The lease lasts what the bucket's `max_age` says (the last instance to start set it), not
+    /// necessarily `configured`. Returns `None` if `stop` completes first.
     pub async fn acquire(
         kv: &kv::Store,
         holder: &Holder,
-        ttl: Duration,
+        configured: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Option<Lease>, BusError> {
         let value = Bytes::from(serde_json::to_vec(holder).expect("a holder always encodes"));
         tokio::pin!(stop);
         let mut said = None;
         loop {
+            let ttl = match kv.status().await {
+                Ok(status) if status.max_age() > Duration::ZERO => status.max_age(),
+                _ => configured,
+            };
+            if ttl != configured {
+                tracing::warn!(bucket_max_age = ?ttl, ?configured, "the lease bucket's max_age is not this instance's lease");
+            }
             let sent = Instant::now();
             match kv.create(LEASE_KEY, value.clone()).await {
-                Ok(revision) => return Ok(Some(Lease::held(kv.clone(), value, revision, sent, ttl))),
+                Ok(revision) => return Ok(Some(Lease::held(kv.clone(), holder, revision, sent, ttl))),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match kv.entry(LEASE_KEY).await {
                     // Ours: held by this directory before a crash or a restart. Taken back
                     // against its revision, so a standby that took it meanwhile wins.
-                    Ok(Some(entry)) if entry.value == value => {
+                    Ok(Some(entry)) if is_ours(&entry.value, holder) => {
                         let sent = Instant::now();
                         if let Ok(revision) = kv.update(LEASE_KEY, value.clone(), entry.revision).await {
                             tracing::info!("took back this directory's own lease");
-                            return Ok(Some(Lease::held(kv.clone(), value, revision, sent, ttl)));
+                            return Ok(Some(Lease::held(kv.clone(), holder, revision, sent, ttl)));
                         }
                     }
                     Ok(entry) => {
@@ -120,12 +136,14 @@ impl Lease {
         }
     }
 
-    fn held(kv: kv::Store, value: Bytes, revision: u64, sent: Instant, ttl: Duration) -> Lease {
+    fn held(kv: kv::Store, holder: &Holder, revision: u64, sent: Instant, ttl: Duration) -> Lease {
         let counts_for = ttl - ttl / MARGIN_DIVISOR;
-        let validity = Arc::new(Mutex::new(Validity { until: sent + counts_for, lost: false }));
+        let validity =
+            Arc::new(Mutex::new(Validity { until: sent + counts_for, lost: false, touched: Instant::now() }));
         let revision = Arc::new(Mutex::new(revision));
-        let renewing = tokio::spawn(renew(kv.clone(), value, revision.clone(), validity.clone(), ttl, counts_for));
-        Lease { kv, validity, revision, renewing }
+        let renewal = Renewal { kv: kv.clone(), holder: holder.clone(), ttl, counts_for };
+        let renewing = tokio::spawn(renewal.run(revision.clone(), validity.clone()));
+        Lease { kv, validity, revision, renewing: Some(renewing) }
     }
 
     /// A view of whether the lease holds, for the loop that acts under it.
@@ -133,15 +151,16 @@ impl Lease {
         LeaseView(self.validity.clone())
     }
 
-    fn valid(&self) -> bool {
-        self.view().valid()
-    }
-
     /// Gives the lease up, so a standby takes over at once (only if it is still ours).
-    pub async fn release(self) {
-        self.renewing.abort();
+    pub async fn release(mut self) {
+        // The renewal stopped first, and waited for: one still in flight would move the revision
+        // on, and the delete below would miss it.
+        if let Some(renewing) = self.renewing.take() {
+            renewing.abort();
+            let _ = renewing.await;
+        }
         let revision = *self.revision.lock().unwrap_or_else(|e| e.into_inner());
-        if self.valid()
+        if self.view().valid()
             && let Err(e) = self.kv.delete_expect_revision(LEASE_KEY, Some(revision)).await
         {
             tracing::warn!(error = %e, "cannot give the lease up; it expires by itself");
@@ -166,48 +185,75 @@ impl LeaseView {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Says the loop acting under the lease is alive: the lease is renewed only while it is.
+    pub fn touch(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).touched = Instant::now();
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.renewing.abort();
+        if let Some(renewing) = &self.renewing {
+            renewing.abort();
+        }
     }
 }
 
-/// Renews every quarter of the lease; marks it lost when another holds it (a revision that is not
-/// ours) or when no renewal succeeded in time.
-async fn renew(
+/// What renewing a lease needs.
+struct Renewal {
     kv: kv::Store,
-    value: Bytes,
-    revision: Arc<Mutex<u64>>,
-    validity: Arc<Mutex<Validity>>,
+    holder: Holder,
     ttl: Duration,
     counts_for: Duration,
-) {
-    loop {
-        tokio::time::sleep(ttl / 4).await;
-        let sent = Instant::now();
-        let current = *revision.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = tokio::time::timeout(ttl / 4, kv.update(LEASE_KEY, value.clone(), current)).await;
-        let mut v = validity.lock().unwrap_or_else(|e| e.into_inner());
-        match outcome {
-            // Renewed against our own revision: nobody else can have held it meanwhile.
-            Ok(Ok(next)) => {
-                *revision.lock().unwrap_or_else(|e| e.into_inner()) = next;
-                v.until = sent + counts_for;
+}
+
+impl Renewal {
+    /// Renews every quarter of the lease, while the loop acting under it is alive; marks it lost
+    /// when another holds it or when no renewal succeeded in time.
+    async fn run(self, revision: Arc<Mutex<u64>>, validity: Arc<Mutex<Validity>>) {
+        let value = Bytes::from(serde_json::to_vec(&self.holder).expect("a holder always encodes"));
+        loop {
+            tokio::time::sleep(self.ttl / 4).await;
+            let stuck = validity.lock().unwrap_or_else(|e| e.into_inner()).touched.elapsed() > self.counts_for;
+            if stuck {
+                tracing::warn!("the loop has not moved for most of the lease: letting the lease lapse");
+            } else {
+                let sent = Instant::now();
+                let current = *revision.lock().unwrap_or_else(|e| e.into_inner());
+                // Bounded by the lease, not a quarter of it: an update that lands after a shorter
+                // timeout would move the revision on behind our back.
+                let outcome =
+                    tokio::time::timeout(self.counts_for, self.kv.update(LEASE_KEY, value.clone(), current)).await;
+                match outcome {
+                    // Renewed against our own revision: nobody else can have held it meanwhile.
+                    Ok(Ok(next)) => {
+                        *revision.lock().unwrap_or_else(|e| e.into_inner()) = next;
+                        validity.lock().unwrap_or_else(|e| e.into_inner()).until = sent + self.counts_for;
+                    }
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        // Perhaps an earlier renewal of ours landed late: the entry says.
+                        match self.kv.entry(LEASE_KEY).await {
+                            Ok(Some(entry)) if is_ours(&entry.value, &self.holder) => {
+                                *revision.lock().unwrap_or_else(|e| e.into_inner()) = entry.revision;
+                            }
+                            _ => {
+                                tracing::warn!("the lease was taken by another instance");
+                                validity.lock().unwrap_or_else(|e| e.into_inner()).lost = true;
+                                return;
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the lease; retrying"),
+                    Err(_) => tracing::warn!("renewing the lease timed out; retrying"),
+                }
             }
-            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                tracing::warn!("the lease was taken by another instance");
+            let mut v = validity.lock().unwrap_or_else(|e| e.into_inner());
+            if Instant::now() >= v.until {
+                tracing::warn!("the lease could not be renewed in time");
                 v.lost = true;
                 return;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the lease; retrying"),
-            Err(_) => tracing::warn!("renewing the lease timed out; retrying"),
-        }
-        if Instant::now() >= v.until {
-            tracing::warn!("the lease could not be renewed in time");
-            v.lost = true;
-            return;
         }
     }
 }
@@ -286,6 +332,32 @@ pub async fn take_epoch(
         }
         Err(e) => Err(BusError::nats(doing, e)),
     }
+}
+
+/// The last epoch record on `subject`: its position and the directory token it names (`None`:
+/// there is none — never taken, or expired with the stream's `max_age`).
+pub async fn last_epoch(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+) -> Result<Option<(u64, Option<String>)>, BusError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some((m.sequence, serde_json::from_slice::<EpochRecord>(&m.payload).ok().map(|r| r.token)))),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(BusError::nats("reading the last epoch record", e)),
+    }
+}
+
+/// Appends a fresh epoch record for the epoch `fence` holds, fenced by it: so the fence never
+/// ages out of the stream with its `max_age` while its owner lives. Refused if another instance's
+/// epoch came after it.
+pub async fn renew_epoch(js: &jetstream::Context, fence: &Fence, holder: &Holder) -> Result<Fence, AppendError> {
+    let body = EpochRecord { v: 1, instance: holder.instance.clone(), token: holder.token.clone() };
+    let payload = serde_json::to_vec(&body).expect("an epoch record always encodes");
+    let publish =
+        jetstream::message::PublishMessage::build().payload(payload.into()).expected_last_subject_sequence(fence.seq);
+    let ack = js.send_publish(fence.subject.clone(), publish).await.map_err(append_error)?;
+    let ack = ack.await.map_err(append_error)?;
+    Ok(Fence { subject: fence.subject.clone(), seq: ack.sequence })
 }
 
 /// Why an append of vigil's own record failed.

@@ -222,6 +222,7 @@ impl Serve {
     /// Applies, in order and in groups, the inputs between the last committed one and `through`.
     pub(super) async fn catch_up(&mut self, through: u64) -> Result<(), BusError> {
         while self.store.stream_seq() < through {
+            self.lease.touch();
             let from = self.store.stream_seq() + 1;
             let to = through.min(from + self.cfg.batch_max as u64 - 1);
             let mut inputs = Vec::new();

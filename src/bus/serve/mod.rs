@@ -42,6 +42,7 @@ use crate::core::wire;
 use crate::core::{At, Policy};
 use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
 
+mod epoch;
 mod ingest;
 mod rebuild;
 mod shutdown;
@@ -49,6 +50,9 @@ mod snapshot;
 mod term;
 
 pub use shutdown::{SHUTDOWN_LIMIT, watchdog};
+
+/// How many times (a second apart) declaring the streams is retried at start.
+const DECLARE_ATTEMPTS: u32 = 30;
 
 /// How long an append of vigil's own record waits for the stream's confirmation.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,8 +64,24 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let subjects = Subjects::new(&cfg.prefix);
     let client = connect::connect(&cfg, "vigil").await?;
     let js = jetstream::new(client.clone());
-    connect::declare(&js, &subjects, &cfg).await?;
-    let leases = ownership::declare_bucket(&js, &subjects.lease_bucket(), cfg.lease, cfg.stream_replicas).await?;
+    // A cluster that has just started (or lost a node) answers JetStream requests only once its
+    // streams have leaders: declaring is retried for a while before vigil gives up.
+    let mut attempt = 0;
+    let leases = loop {
+        let declared = match connect::declare(&js, &subjects, &cfg).await {
+            Ok(_) => ownership::declare_bucket(&js, &subjects.lease_bucket(), cfg.lease, cfg.stream_replicas).await,
+            Err(e) => Err(e),
+        };
+        match declared {
+            Ok(leases) => break leases,
+            Err(e) if attempt < DECLARE_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!(error = %crate::report::Chain(&e), "cannot declare vigil's streams yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let shutdown = shutdown.shared();
     metrics::gauge!("vigil_owner").set(0.0);
     loop {
@@ -69,6 +89,14 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
             Err(BusError::SteppedDown(why)) => {
                 metrics::counter!("vigil_stepped_down_total").increment(1);
                 tracing::warn!(why, "stepped down: waiting as a standby");
+            }
+            // NATS trouble is when takeovers happen: an owner that cannot reach the stream gives
+            // the log up and waits as a standby, rather than leave the fleet to a lease's lapse
+            // and a restart by its supervisor. (The store's errors stay fatal.)
+            Err(e @ (BusError::Nats { .. } | BusError::Stalled { .. })) => {
+                metrics::counter!("vigil_stepped_down_total").increment(1);
+                tracing::warn!(error = %crate::report::Chain(&e), "stepped down after a NATS failure: waiting as a standby");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             other => return other,
         }
@@ -118,6 +146,10 @@ struct Serve {
     /// once its epoch record is in the stream).
     lease: LeaseView,
     fence: Option<Fence>,
+    /// Who this instance is, and when its epoch record was last appended (it is renewed before
+    /// the stream's `max_age` could take it away).
+    holder: Holder,
+    epoch_at: Instant,
 }
 
 impl Serve {
@@ -163,13 +195,14 @@ impl Serve {
             if !lease.valid() {
                 return Err(BusError::SteppedDown("the lease lapsed"));
             }
+            lease.touch();
             let wake = self.next_wake();
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
                 _ = lease.lost() => return Err(BusError::SteppedDown("the lease lapsed")),
                 _ = self.durable.notified() => self.collect().await?,
-                Some(result) = tick_results.recv() => self.tick_appended(result)?,
+                Some(result) = tick_results.recv() => self.tick_appended(result).await?,
                 Some(()) = snapshots_done.recv() => self.snapshot_in_flight = false,
                 Some(keys) = confirmed.recv() => {
                     tokio::task::block_in_place(|| self.store.ack(&keys))?;
@@ -262,6 +295,7 @@ impl Serve {
             self.last_checkpoint = Instant::now();
         }
         self.snapshot_if_due()?;
+        self.renew_epoch_if_due().await?;
         // A checkpoint waits for the groups in flight; release them now rather than at the next
         // wake-up.
         self.collect().await
@@ -283,12 +317,17 @@ impl Serve {
 
     /// A tick append failed (NATS is down): only logged, and retried after `tick_every` — no tick,
     /// no deadline fires: an outage is not a quiet stream. A tick refused by the fence: another instance owns the log now.
-    fn tick_appended(&mut self, result: Result<(), AppendError>) -> Result<(), BusError> {
+    async fn tick_appended(&mut self, result: Result<(), AppendError>) -> Result<(), BusError> {
         match result {
             Ok(()) => Ok(()),
             Err(AppendError::Fenced) => {
+                // Another instance's epoch — or this one's own, renewed while the tick was on its
+                // way, or expired: the stream says which.
                 metrics::counter!("vigil_fenced_appends_total").increment(1);
-                Err(BusError::SteppedDown("a tick was refused: another instance's epoch is in the stream"))
+                self.recheck_fence().await?;
+                let now = self.mono();
+                self.ticks.tick_failed(now);
+                Ok(())
             }
             Err(AppendError::Nats(e)) => {
                 let now = self.mono();
@@ -301,11 +340,11 @@ impl Serve {
 
     /// Appends `resume` to the input stream, retrying for a while: without it vigil cannot start.
     async fn append_resume(&mut self, resume: Resume) -> Result<(), BusError> {
-        let fence = self.fence.clone().ok_or(BusError::SteppedDown("no epoch taken"))?;
         let input =
             Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Resume(resume) };
         let mut attempt = 0;
         loop {
+            let fence = self.fence.clone().ok_or(BusError::SteppedDown("no epoch taken"))?;
             match append(&self.appends, self.subjects.log_record("resume"), &input, &fence).await {
                 Ok(()) => return Ok(()),
                 Err(AppendError::Fenced) => {
@@ -323,29 +362,6 @@ impl Serve {
                 }
             }
         }
-    }
-
-    /// Appends this instance's epoch record (see [`ownership`]) and records it in the directory.
-    /// If others owned the log since this directory's last epoch, what they appended is caught up
-    /// like a rebuild: only outputs the output stream lacks go out.
-    async fn take_epoch(&mut self, holder: &Holder) -> Result<(), BusError> {
-        let subject = self.subjects.log_record("epoch");
-        let epoch = ownership::take_epoch(&self.appends, &self.input_stream, &subject, holder).await?;
-        let others = epoch.previous != 0 && epoch.previous != self.store.epoch();
-        let others_through = others.then(|| epoch.fence.seq - 1);
-        if others {
-            metrics::counter!("vigil_takeovers_total").increment(1);
-            tracing::info!(
-                epoch = epoch.fence.seq,
-                previous = epoch.previous,
-                from = self.store.stream_seq() + 1,
-                "taking over from another instance: what it appended is caught up like a rebuild"
-            );
-        }
-        tokio::task::block_in_place(|| self.store.take_over(epoch.fence.seq, others_through))?;
-        metrics::gauge!("vigil_epoch").set(epoch.fence.seq as f64);
-        self.fence = Some(epoch.fence);
-        Ok(())
     }
 
     /// Applies one group and hands it to the store's writer thread, and its outputs to the

@@ -106,6 +106,7 @@ impl Serve {
             .map_err(|e| BusError::nats("reading the input stream to rebuild from it", e))?
             .ready_chunks(self.cfg.batch_max);
         while self.store.stream_seq() < through {
+            self.lease.touch();
             let batch = match tokio::time::timeout(STALL_LIMIT, messages.next()).await {
                 Ok(Some(batch)) => batch,
                 Ok(None) | Err(_) => {

@@ -51,8 +51,12 @@ impl Serve {
         fault::stall_shutdown().await;
         // Groups still in flight: once durable, their messages are acknowledged and their outputs
         // go to the publisher like any others.
+        // A write that failed wins over stepping down: the process must not go on as a standby
+        // on a store it cannot write.
+        let stepping_down = matches!(result, Err(BusError::SteppedDown(_)));
         let result = match self.wait_durable().await {
             Ok(()) => result,
+            Err(e) if stepping_down => Err(e),
             Err(e) => result.and(Err(e)),
         };
         let Serve { mut store, outbox, dlq, .. } = self;
@@ -70,6 +74,9 @@ impl Serve {
             tokio::task::block_in_place(|| store.ack(&keys))?;
         }
         let closed = tokio::task::block_in_place(|| store.close());
+        if stepping_down && let Err(e) = closed {
+            return Err(e.into());
+        }
         result?;
         closed?;
         tracing::info!("stopped");

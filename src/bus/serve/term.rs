@@ -135,11 +135,13 @@ async fn owned(
         snapshot_done,
         lease,
         fence: None,
+        holder: holder.clone(),
+        epoch_at: Instant::now(),
     };
     let restored = serve.adopt_input_stream(&mut consumer).await?;
     // This instance's epoch in the stream: from here on the server refuses the appends of any
     // instance that owned the log before.
-    serve.take_epoch(holder).await?;
+    serve.take_epoch(true).await?;
     // A new or lost directory on a stream with history is rebuilt from it; what the outbox holds
     // from a rebuild cut short, or a snapshot record held as pending, is checked against the
     // output stream like the rest of it.

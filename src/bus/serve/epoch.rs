@@ -1,0 +1,70 @@
+//! This owner's epoch in the stream (SPEC §4 "ownership"): taken when it takes the lease,
+//! renewed before the stream's `max_age` could expire it (an expired epoch record would leave
+//! the fence pointing at nothing, and every append refused), and looked at again when an append
+//! is refused — the refusal may be this owner's own renewal overtaking an append in flight, or
+//! the record expired, and only another instance's epoch means stepping down.
+
+use super::*;
+
+impl Serve {
+    /// Appends this instance's epoch record (see [`ownership`]) and records it in the directory.
+    /// With `catch_up`, if others owned the log since this directory's last epoch, what they
+    /// appended is caught up like a rebuild: only outputs the output stream lacks go out. (With no
+    /// epoch record in the stream at all — none ever, or every one expired because nobody owned
+    /// the log for most of `input_max_age` — there is nobody to catch up on.)
+    pub(super) async fn take_epoch(&mut self, catch_up: bool) -> Result<(), BusError> {
+        let subject = self.subjects.log_record("epoch");
+        let epoch = ownership::take_epoch(&self.appends, &self.input_stream, &subject, &self.holder).await?;
+        let others = catch_up && epoch.previous != 0 && epoch.previous != self.store.epoch();
+        let others_through = others.then(|| epoch.fence.seq - 1);
+        if others && self.store.stream_seq() + 1 < epoch.fence.seq {
+            metrics::counter!("vigil_takeovers_total").increment(1);
+            tracing::info!(
+                epoch = epoch.fence.seq,
+                previous = epoch.previous,
+                from = self.store.stream_seq() + 1,
+                "taking over from another instance: what it appended is caught up like a rebuild"
+            );
+        }
+        self.adopt_fence(epoch.fence, others_through)
+    }
+
+    /// Appends a fresh epoch record once a quarter of `input_max_age` has gone by since the last.
+    pub(super) async fn renew_epoch_if_due(&mut self) -> Result<(), BusError> {
+        let Some(fence) = self.fence.clone() else { return Ok(()) };
+        if self.epoch_at.elapsed() < self.cfg.input_max_age / 4 {
+            return Ok(());
+        }
+        match ownership::renew_epoch(&self.appends, &fence, &self.holder).await {
+            Ok(renewed) => self.adopt_fence(renewed, None),
+            Err(AppendError::Fenced) => self.recheck_fence().await,
+            Err(AppendError::Nats(e)) => {
+                tracing::warn!(error = %e, "cannot renew the epoch record; retrying");
+                Ok(())
+            }
+        }
+    }
+
+    /// An append was refused by the fence: goes on under this instance's own latest epoch, takes
+    /// the epoch afresh if the stream no longer holds one, and steps down only if the last epoch
+    /// is another instance's.
+    pub(super) async fn recheck_fence(&mut self) -> Result<(), BusError> {
+        let subject = self.subjects.log_record("epoch");
+        match ownership::last_epoch(&self.input_stream, &subject).await? {
+            Some((seq, Some(token))) if token == self.holder.token => self.adopt_fence(Fence { subject, seq }, None),
+            None => {
+                tracing::warn!("the epoch record is gone from the stream (input_max_age): taking it afresh");
+                self.take_epoch(false).await
+            }
+            Some(_) => Err(BusError::SteppedDown("another instance's epoch is in the stream")),
+        }
+    }
+
+    fn adopt_fence(&mut self, fence: Fence, others_through: Option<u64>) -> Result<(), BusError> {
+        tokio::task::block_in_place(|| self.store.take_over(fence.seq, others_through))?;
+        metrics::gauge!("vigil_epoch").set(fence.seq as f64);
+        self.fence = Some(fence);
+        self.epoch_at = Instant::now();
+        Ok(())
+    }
+}
