@@ -178,3 +178,28 @@ async fn once_a_successors_epoch_is_in_the_stream_the_server_refuses_the_old_own
     assert!(matches!(refused, Err(AppendError::Fenced)), "{refused:?}");
     assert!(accepted.is_ok(), "{accepted:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_outliving_its_streams_max_age_keeps_its_epoch_and_the_log() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Given an input stream that keeps records for 2 s only (so the owner's first epoch record
+    // expires long before the owner stops),
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, "input_max_age = \"2s\"\ninput_duplicate_window = \"1s\"\nsnapshot_every = \"1s\"\n")
+        .unwrap();
+    let args = ["--config", config.to_str().unwrap(), "--instance", "a", "--lease", "4s"];
+    let a = Vigil::start(&server.url(), &dir.path().join("a"), &args, &[]);
+    // when it owns the log for three times that, appending its ticks and snapshots,
+    let producer = Client::with(client.clone(), "vigil");
+    producer.publish(&support::bus::heartbeat("ws-a")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = a.stop();
+
+    // then it renewed its epoch in time: nothing of its own refused, never stepping down.
+    assert!(log.contains("snapshot appended"), "{log}");
+    assert!(!log.contains("stepped down"), "{log}");
+    assert!(!log.contains("refused"), "{log}");
+    assert!(!log.contains("epoch record is gone"), "the epoch was left to expire:\n{log}");
+}

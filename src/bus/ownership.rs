@@ -41,7 +41,7 @@ pub const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-S
 const LEASE_KEY: &str = "p.0";
 
 /// How often a standby tries to take the lease.
-const TRY_EVERY: Duration = Duration::from_millis(500);
+const TRY_EVERY: Duration = Duration::from_millis(250);
 
 /// Who holds a lease: the instance's name (for people) and its data directory's token (for
 /// safety: drawn once per directory, and only the one process that holds the directory — sled

@@ -29,10 +29,12 @@ impl Serve {
         self.adopt_fence(epoch.fence, others_through)
     }
 
-    /// Appends a fresh epoch record once a quarter of `input_max_age` has gone by since the last.
+    /// Appends a fresh epoch record once a quarter of `input_max_age` has gone by since the last (and
+    /// no snapshot is being appended).
     pub(super) async fn renew_epoch_if_due(&mut self) -> Result<(), BusError> {
         let Some(fence) = self.fence.clone() else { return Ok(()) };
-        if self.epoch_at.elapsed() < self.cfg.input_max_age / 4 {
+        // Not under a snapshot on its way: its parts carry the current epoch.
+        if self.snapshot_in_flight || self.epoch_at.elapsed() < self.cfg.input_max_age / 4 {
             return Ok(());
         }
         match ownership::renew_epoch(&self.appends, &fence, &self.holder).await {

@@ -145,6 +145,7 @@ struct Serve {
     /// Whether this instance still owns the log, and the epoch its appends are fenced by (set
     /// once its epoch record is in the stream).
     lease: LeaseView,
+    held: term::Held,
     fence: Option<Fence>,
     /// Who this instance is, and when its epoch record was last appended (it is renewed before
     /// the stream's `max_age` could take it away).
@@ -294,8 +295,9 @@ impl Serve {
             })?;
             self.last_checkpoint = Instant::now();
         }
-        self.snapshot_if_due()?;
+        // The epoch first: a snapshot taken now goes out under the renewed one.
         self.renew_epoch_if_due().await?;
+        self.snapshot_if_due()?;
         // A checkpoint waits for the groups in flight; release them now rather than at the next
         // wake-up.
         self.collect().await

@@ -37,6 +37,10 @@ impl Serve {
             tracing::error!(error = %crate::report::Chain(e), "stopping after an error");
         }
         watchdog(limit);
+        // The loop appends nothing more: a standby may take over now, while this one drains its
+        // publisher (outputs it publishes from here on are the successor's too, under the same
+        // ids) and checkpoints its own copy.
+        self.held.release().await;
         self.stop(publisher, dlq_task, confirmed, result).await
     }
 

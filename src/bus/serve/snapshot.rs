@@ -79,7 +79,7 @@ impl Serve {
                         Ok(parts) => tracing::info!(covers, bytes = bytes.len(), parts, taken_ms, "snapshot appended"),
                         Err(AppendError::Fenced) => {
                             metrics::counter!("vigil_fenced_appends_total").increment(1);
-                            tracing::warn!(covers, "a snapshot was refused: another instance's epoch is in the stream");
+                            tracing::warn!(covers, "a snapshot was refused by the fence: the epoch moved on");
                         }
                         Err(e) => tracing::warn!(covers, error = %e, "cannot append a snapshot to the input stream"),
                     }

@@ -39,11 +39,26 @@ pub(super) async fn serve(
         .start("vigil", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(BusError::Service)?;
-    let served = owned(cfg, policy, client, (store, recovery), &holder, lease.view(), &service, shutdown).await;
+    let view = lease.view();
+    let held = Held(Arc::new(tokio::sync::Mutex::new(Some(lease))));
+    let served = owned(cfg, policy, client, (store, recovery), &holder, (view, held.clone()), &service, shutdown).await;
     let _ = service.stop().await;
     metrics::gauge!("vigil_owner").set(0.0);
-    lease.release().await;
+    held.release().await;
     served
+}
+
+/// The lease while it is held, for whoever gives it up first: a stopping owner gives it up as soon
+/// as it appends nothing more, before its drain and checkpoint, so a standby takes over at once.
+#[derive(Clone)]
+pub(super) struct Held(Arc<tokio::sync::Mutex<Option<Lease>>>);
+
+impl Held {
+    pub(super) async fn release(&self) {
+        if let Some(lease) = self.0.lock().await.take() {
+            lease.release().await;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -53,7 +68,7 @@ async fn owned(
     client: &async_nats::Client,
     (mut store, recovery): (Store, crate::store::Recovery),
     holder: &Holder,
-    lease: LeaseView,
+    (lease, held): (LeaseView, Held),
     service: &async_nats::service::Service,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BusError> {
@@ -134,6 +149,7 @@ async fn owned(
         last_snapshot: Instant::now(),
         snapshot_done,
         lease,
+        held,
         fence: None,
         holder: holder.clone(),
         epoch_at: Instant::now(),
