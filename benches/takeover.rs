@@ -89,6 +89,28 @@ async fn first_output(seen: &Seen, round: &str, from: Instant) -> Duration {
     }
 }
 
+/// When a standby (any but `owner`) took the lease, and when it then served, after `from`.
+async fn successor_phases(vigils: &[Option<Vigil>], owner: usize, from: Instant) -> (Duration, Duration) {
+    let count = |i: usize, what: &str| vigils[i].as_ref().map_or(0, |v| v.log().matches(what).count());
+    let before: Vec<(usize, usize)> = (0..vigils.len()).map(|i| (count(i, "took the lease"), count(i, "serving"))).collect();
+    let mut lease = None;
+    loop {
+        for i in (0..vigils.len()).filter(|&i| i != owner) {
+            if lease.is_none() && count(i, "took the lease") > before[i].0 {
+                lease = Some((i, from.elapsed()));
+            }
+            if let Some((j, at)) = lease
+                && j == i
+                && count(i, "serving") > before[i].1
+            {
+                return (at, from.elapsed());
+            }
+        }
+        assert!(from.elapsed() < Duration::from_secs(180), "no standby took over");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn summary(what: &str, mut took: Vec<Duration>) {
     took.sort();
     let secs: Vec<String> = took.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect();
@@ -183,6 +205,7 @@ fn main() {
                 victim.kill();
                 None
             };
+            let (lease_at, serving_at) = successor_phases(&vigils, owner, from).await;
             let took = first_output(&seen, &tag, from).await;
             producing.abort();
             if planned {
@@ -190,7 +213,14 @@ fn main() {
             } else {
                 kills.push(took);
             }
-            println!("{} {}: {:.2} s", if planned { "handover" } else { "kill -9" }, k + 1, took.as_secs_f64());
+            println!(
+                "{} {}: {:.2} s (lease taken after {:.2} s, serving after {:.2} s)",
+                if planned { "handover" } else { "kill -9" },
+                k + 1,
+                took.as_secs_f64(),
+                lease_at.as_secs_f64(),
+                serving_at.as_secs_f64()
+            );
             // The new owner; the old one back as a standby.
             let next = (0..3)
                 .find(|&i| {
