@@ -7,6 +7,8 @@
 #[path = "../tests/support/nats.rs"]
 #[allow(dead_code)]
 mod nats;
+#[path = "support/publish.rs"]
+mod publish;
 
 use std::time::{Duration, Instant};
 
@@ -37,20 +39,9 @@ fn heartbeat(n: usize) -> (String, Vec<u8>) {
     (format!("vigil.in.heartbeat.{ws}"), payload)
 }
 
-/// Publishes heartbeats `range` to the input stream, a window at a time, each confirmed by the
-/// stream (a burst of a million plain publishes outruns what the server buffers for a stream).
+/// Publishes heartbeats `range` to the input stream, each confirmed by the stream.
 async fn publish(js: &jetstream::Context, range: std::ops::Range<usize>) {
-    let all: Vec<usize> = range.collect();
-    for window in all.chunks(1000) {
-        let mut acks = Vec::with_capacity(window.len());
-        for &i in window {
-            let (subject, payload) = heartbeat(i);
-            acks.push(js.publish(subject, payload.into()).await.unwrap());
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
-    }
+    publish::publish_acked(js, range.map(heartbeat)).await;
 }
 
 /// The log without terminal colour codes.

@@ -12,6 +12,8 @@ mod cluster;
 #[path = "../tests/support/nats.rs"]
 #[allow(dead_code)]
 mod nats;
+#[path = "support/publish.rs"]
+mod publish;
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -54,19 +56,9 @@ fn not_found(ws: &str) -> Vec<u8> {
     }))
 }
 
-/// The fleet, a window of acknowledged publishes at a time.
+/// The fleet, each heartbeat confirmed by the stream.
 async fn publish_fleet(js: &jetstream::Context) {
-    let all: Vec<usize> = (0..WORKSPACES).collect();
-    for window in all.chunks(1000) {
-        let mut acks = Vec::with_capacity(window.len());
-        for &i in window {
-            let (subject, payload) = heartbeat(i);
-            acks.push(js.publish(subject, payload.into()).await.unwrap());
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
-    }
+    publish::publish_acked(js, (0..WORKSPACES).map(heartbeat)).await;
 }
 
 /// When the first output about a workspace of `round` reached the output stream's subscribers.
@@ -92,7 +84,8 @@ async fn first_output(seen: &Seen, round: &str, from: Instant) -> Duration {
 /// When a standby (any but `owner`) took the lease, and when it then served, after `from`.
 async fn successor_phases(vigils: &[Option<Vigil>], owner: usize, from: Instant) -> (Duration, Duration) {
     let count = |i: usize, what: &str| vigils[i].as_ref().map_or(0, |v| v.log().matches(what).count());
-    let before: Vec<(usize, usize)> = (0..vigils.len()).map(|i| (count(i, "took the lease"), count(i, "serving"))).collect();
+    let before: Vec<(usize, usize)> =
+        (0..vigils.len()).map(|i| (count(i, "took the lease"), count(i, "serving"))).collect();
     let mut lease = None;
     loop {
         for i in (0..vigils.len()).filter(|&i| i != owner) {

@@ -11,23 +11,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use support::bus::{export, input, outputs, state_of, wait_processed, ws};
+use support::bus::{accusations, beat, export, outputs, state_of, wait_processed};
 use support::cluster::NatsCluster;
 use support::nats::Vigil;
 use vigil::client::Client;
-use vigil::core::event::{Heartbeat, InputKind, Output, OutputBody, StateName};
+use vigil::core::event::{InputKind, Output, OutputBody};
 use vigil::core::wire::{self, Stamping};
 
 const WORKSPACES: [&str; 4] = ["ws-a", "ws-b", "ws-c", "ws-d"];
-
-fn beat(id: &str) -> vigil::core::event::Input {
-    input(InputKind::Heartbeat(Heartbeat {
-        workspace: ws(id),
-        interval_s: Some(1),
-        incarnation: Some("boot-1".into()),
-        active_tasks: None,
-    }))
-}
 
 /// Heartbeats every workspace once a second for `secs` seconds; returns when the stream confirmed
 /// each (one it did not is lost, as an agent's would be).
@@ -45,18 +36,6 @@ fn heartbeats(client: async_nats::Client, secs: u64) -> tokio::task::JoinHandle<
         }
         stored
     })
-}
-
-fn accusations(outputs: &[Output]) -> Vec<String> {
-    outputs
-        .iter()
-        .filter(|o| match &o.body {
-            OutputBody::StateChanged { to, .. } => !matches!(to, Some(StateName::Alive)),
-            OutputBody::ProbeRequest { .. } | OutputBody::Restart { .. } => true,
-            _ => false,
-        })
-        .map(|o| format!("{} {:?} {:?}", o.at, o.workspace, o.body))
-        .collect()
 }
 
 /// A client of the whole cluster, which reconnects to another node when its own goes.

@@ -18,10 +18,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use support::bus::{input, nats, outputs, state_of, wait_processed, ws};
+use support::bus::{accusations, beat, nats, outputs, state_of, wait_processed};
 use support::nats::{NatsServer, Vigil};
 use vigil::client::Client;
-use vigil::core::event::{Heartbeat, InputKind, Output, OutputBody, StateName};
+use vigil::core::event::{OutputBody, StateName};
 
 const TTL: Duration = Duration::from_secs(8);
 const WORKSPACES: [&str; 3] = ["ws-a", "ws-b", "ws-c"];
@@ -31,15 +31,6 @@ fn start(url: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Vigil {
     let file = dir.join("policy.toml");
     std::fs::write(&file, "ttl_min = \"8s\"\nttl_factor = 1\n").unwrap();
     Vigil::start(url, &dir.join("store"), &["--policy", file.to_str().unwrap()], env)
-}
-
-fn beat(id: &str) -> vigil::core::event::Input {
-    input(InputKind::Heartbeat(Heartbeat {
-        workspace: ws(id),
-        interval_s: Some(1),
-        incarnation: Some("boot-1".into()),
-        active_tasks: None,
-    }))
 }
 
 /// Heartbeats every workspace once a second for `secs` seconds, as agents do: a heartbeat that
@@ -54,20 +45,6 @@ fn heartbeats(client: async_nats::Client, secs: u64) -> tokio::task::JoinHandle<
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
-}
-
-/// Every output that would have cost a healthy workspace something: a suspicion, a probe request,
-/// a restart, a death.
-fn accusations(outputs: &[Output]) -> Vec<String> {
-    outputs
-        .iter()
-        .filter(|o| match &o.body {
-            OutputBody::StateChanged { to, .. } => !matches!(to, Some(StateName::Alive)),
-            OutputBody::ProbeRequest { .. } | OutputBody::Restart { .. } => true,
-            _ => false,
-        })
-        .map(|o| format!("{} {:?} {:?}", o.at, o.workspace, o.body))
-        .collect()
 }
 
 /// Waits until vigil has applied a heartbeat of every workspace (bounded: 30 s).

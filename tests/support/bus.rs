@@ -134,3 +134,28 @@ pub fn untagged(id: &str) -> &str {
     assert!(tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()), "{id} has no tag");
     plain
 }
+
+/// A heartbeat declaring a 1-second cadence, from a running agent (`boot-1`).
+pub fn beat(id: &str) -> Input {
+    input(InputKind::Heartbeat(vigil::core::event::Heartbeat {
+        workspace: ws(id),
+        interval_s: Some(1),
+        incarnation: Some("boot-1".into()),
+        active_tasks: None,
+    }))
+}
+
+/// Every output that would have cost a healthy workspace something: a suspicion, a probe request,
+/// a restart, a death.
+pub fn accusations(outputs: &[Output]) -> Vec<String> {
+    use vigil::core::event::{OutputBody, StateName};
+    outputs
+        .iter()
+        .filter(|o| match &o.body {
+            OutputBody::StateChanged { to, .. } => !matches!(to, Some(StateName::Alive)),
+            OutputBody::ProbeRequest { .. } | OutputBody::Restart { .. } => true,
+            _ => false,
+        })
+        .map(|o| format!("{} {:?} {:?}", o.at, o.workspace, o.body))
+        .collect()
+}
