@@ -97,6 +97,14 @@ impl Subjects {
         format!("{}.in.{kind}.{workspace}", self.prefix)
     }
 
+    /// The partition of `partitions` that `workspace` belongs to: what nats-server's subject
+    /// mapping `{{partition(P,2)}}` gives for `<prefix>.in.<type>.<workspace>` — the FNV-1a (32-bit)
+    /// of the workspace id's bytes, modulo P (`tests/partitions.rs` holds it to the server's for
+    /// 10 000 ids). `partitions` must be at least 1.
+    pub fn partition(workspace: &WorkspaceId, partitions: u32) -> u32 {
+        vigil_core::hash::fnv1a32(workspace.as_str().as_bytes()) % partitions.max(1)
+    }
+
     /// The subject an output is published on.
     pub fn output(&self, out: &Output) -> String {
         match &out.workspace {
