@@ -77,6 +77,24 @@ async fn two_vigils_on_one_stream_one_decides_and_the_other_takes_over_when_it_d
     a.wait_for("serving", Duration::from_secs(30));
     let b = start(&server.url(), dir.path(), "b");
     b.wait_for("standby: another instance owns the log", Duration::from_secs(30));
+    // (the owner says so, with its standby),
+    wait_processed(&js, "vigil").await;
+    let started = Instant::now();
+    let partitions = loop {
+        let reply = client.request("vigil.query.partitions", "".into()).await.unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        if answer["partitions"][0]["standbys"] == serde_json::json!(["b"])
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let p = &partitions["partitions"][0];
+    assert_eq!((p["partition"].as_u64(), p["owner"].as_str()), (Some(0), Some("a")), "{partitions}");
+    assert_eq!(p["standbys"], serde_json::json!(["b"]), "{partitions}");
+    assert!(p["epoch"].as_u64().unwrap() > 0 && p["log_seq"].as_u64().unwrap() > 0, "{partitions}");
+    assert!(p["lag"].as_u64().unwrap() <= 2, "{partitions}");
     // when ten workspaces die, the owner dies, and ten more die,
     kill_workspaces(&producer, 0, 10).await;
     wait_processed(&js, "vigil").await;

@@ -258,7 +258,7 @@ impl Renewal {
     }
 }
 
-/// Creates or updates the lease bucket: history 1, `max_age` the lease time.
+/// Creates or updates a bucket of leases or of members: history 1, `max_age` the lease time.
 pub async fn declare_bucket(
     js: &jetstream::Context,
     bucket: &str,
@@ -267,7 +267,7 @@ pub async fn declare_bucket(
 ) -> Result<kv::Store, BusError> {
     let config = kv::Config {
         bucket: bucket.to_string(),
-        description: "vigil's leases: who owns the log".into(),
+        description: "vigil's leases and members: who owns the log, who is up".into(),
         history: 1,
         max_age: ttl,
         num_replicas: replicas,
@@ -277,10 +277,46 @@ pub async fn declare_bucket(
     match js.create_key_value(config.clone()).await {
         Ok(store) => Ok(store),
         Err(created) => js.update_key_value(config).await.map_err(|updated| BusError::Declare {
-            what: format!("the lease bucket {bucket}"),
+            what: format!("the bucket {bucket}"),
             source: format!("{created}; updating it: {updated}").into(),
         }),
     }
+}
+
+/// Says, every quarter of `ttl`, that this instance is up (owner or standby): its key in the
+/// members bucket (whose `max_age` is the lease) is its directory's token, its value the holder.
+/// Runs until aborted.
+pub async fn announce(members: kv::Store, holder: Holder, ttl: Duration) {
+    let value = Bytes::from(serde_json::to_vec(&holder).expect("a holder always encodes"));
+    loop {
+        if let Err(e) = members.put(holder.token.as_str(), value.clone()).await {
+            tracing::warn!(error = %e, "cannot say this instance is up in the members bucket");
+        }
+        tokio::time::sleep(ttl / 4).await;
+    }
+}
+
+/// The instances up now (their members keys not expired), sorted by name.
+pub async fn members(members: &kv::Store) -> Result<Vec<Holder>, BusError> {
+    use futures::TryStreamExt;
+    let doing = "reading the members bucket";
+    let keys: Vec<String> = members
+        .keys()
+        .await
+        .map_err(|e| BusError::nats(doing, e))?
+        .try_collect()
+        .await
+        .map_err(|e| BusError::nats(doing, e))?;
+    let mut up = Vec::new();
+    for key in keys {
+        if let Ok(Some(value)) = members.get(key.as_str()).await
+            && let Ok(holder) = serde_json::from_slice::<Holder>(&value)
+        {
+            up.push(holder);
+        }
+    }
+    up.sort_by(|a, b| a.instance.cmp(&b.instance));
+    Ok(up)
 }
 
 /// The epoch an owner acts under: the stream position of its epoch record.

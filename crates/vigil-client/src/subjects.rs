@@ -57,6 +57,11 @@ impl Subjects {
         self.stream_name("LEASES")
     }
 
+    /// The KV bucket of members: which instances are up (owner and standbys).
+    pub fn members_bucket(&self) -> String {
+        self.stream_name("MEMBERS")
+    }
+
     /// Everything producers publish: `<prefix>.in.>`.
     pub fn inputs(&self) -> String {
         format!("{}.in.>", self.prefix)

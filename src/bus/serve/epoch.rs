@@ -2,7 +2,8 @@
 //! renewed before the stream's `max_age` could expire it (an expired epoch record would leave
 //! the fence pointing at nothing, and every append refused), and looked at again when an append
 //! is refused — the refusal may be this owner's own renewal overtaking an append in flight, or
-//! the record expired, and only another instance's epoch means stepping down.
+//! the record expired, and only another instance's epoch means stepping down. And the partitions
+//! query, which reports the epoch, the owner and its standbys.
 
 use super::*;
 
@@ -68,5 +69,36 @@ impl Serve {
         self.fence = Some(fence);
         self.epoch_at = Instant::now();
         Ok(())
+    }
+
+    /// The answer to `<prefix>.query.partitions`: one partition today, owned by this instance,
+    /// the instances up besides it as standbys, how far it has applied the log and how far behind
+    /// the stream's end that is.
+    pub(super) async fn partitions(&mut self) -> Result<bytes::Bytes, async_nats::service::error::Error> {
+        let failed = |e: BusError| async_nats::service::error::Error {
+            status: crate::bus::headers::HeaderText::escape(&crate::report::Chain(&e).to_string()).to_string(),
+            code: 503,
+        };
+        let standbys: Vec<String> = ownership::members(&self.members)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .filter(|h| h.token != self.holder.token)
+            .map(|h| h.instance)
+            .collect();
+        let last = match self.input_stream.info().await {
+            Ok(info) => info.state.last_sequence,
+            Err(e) => return Err(failed(BusError::nats("reading the input stream's info", e))),
+        };
+        let log_seq = self.store.stream_seq();
+        let answer = serde_json::json!({"partitions": [{
+            "partition": 0,
+            "owner": self.holder.instance,
+            "epoch": self.fence.as_ref().map_or(0, |f| f.seq),
+            "standbys": standbys,
+            "log_seq": log_seq,
+            "lag": last.saturating_sub(log_seq),
+        }]});
+        Ok(serde_json::to_vec(&answer).expect("json always encodes").into())
     }
 }

@@ -69,7 +69,18 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let mut attempt = 0;
     let leases = loop {
         let declared = match connect::declare(&js, &subjects, &cfg).await {
-            Ok(_) => ownership::declare_bucket(&js, &subjects.lease_bucket(), cfg.lease, cfg.stream_replicas).await,
+            Ok(_) => {
+                let buckets = async {
+                    let leases =
+                        ownership::declare_bucket(&js, &subjects.lease_bucket(), cfg.lease, cfg.stream_replicas)
+                            .await?;
+                    let members =
+                        ownership::declare_bucket(&js, &subjects.members_bucket(), cfg.lease, cfg.stream_replicas)
+                            .await?;
+                    Ok::<_, BusError>((leases, members))
+                };
+                buckets.await
+            }
             Err(e) => Err(e),
         };
         match declared {
@@ -85,7 +96,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     let shutdown = shutdown.shared();
     metrics::gauge!("vigil_owner").set(0.0);
     loop {
-        match term::serve(&cfg, &policy, &client, &leases, shutdown.clone()).await {
+        match term::serve(&cfg, &policy, &client, (&leases.0, &leases.1), shutdown.clone()).await {
             Err(BusError::SteppedDown(why)) => {
                 metrics::counter!("vigil_stepped_down_total").increment(1);
                 tracing::warn!(why, "stepped down: waiting as a standby");
@@ -151,6 +162,8 @@ struct Serve {
     /// the stream's `max_age` could take it away).
     holder: Holder,
     epoch_at: Instant,
+    /// The members bucket: who else is up (for the partitions query).
+    members: async_nats::jetstream::kv::Store,
 }
 
 impl Serve {
@@ -178,8 +191,7 @@ impl Serve {
     async fn run_loop(
         &mut self,
         consumer: &jetstream::consumer::PullConsumer,
-        mut state_endpoint: async_nats::service::endpoint::Endpoint,
-        mut fleet_endpoint: async_nats::service::endpoint::Endpoint,
+        endpoints: Endpoints,
         confirmed: &mut mpsc::UnboundedReceiver<Vec<OutboxKey>>,
         (tick_results, snapshots_done): (
             &mut mpsc::UnboundedReceiver<Result<(), AppendError>>,
@@ -188,6 +200,8 @@ impl Serve {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), BusError> {
         tokio::pin!(shutdown);
+        let Endpoints { state: mut state_endpoint, fleet: mut fleet_endpoint, partitions: mut partitions_endpoint } =
+            endpoints;
         let mut messages = self.pull(consumer).await;
         let lease = self.lease.clone();
         loop {
@@ -225,6 +239,12 @@ impl Serve {
                     let answer = queries::fleet(self.store.engine(), self.store.durable_stream_seq());
                     if let Err(e) = request.respond(answer).await {
                         tracing::warn!(error = %e, "answering a fleet query failed");
+                    }
+                }
+                Some(request) = partitions_endpoint.next() => {
+                    let answer = self.partitions().await;
+                    if let Err(e) = request.respond(answer).await {
+                        tracing::warn!(error = %e, "answering a partitions query failed");
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => self.on_clock().await?,
@@ -450,6 +470,13 @@ fn new_id_key() -> Result<IdKey, BusError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(BusError::Random)?;
     Ok(IdKey::from_bytes(bytes))
+}
+
+/// The query endpoints the loop answers.
+struct Endpoints {
+    state: async_nats::service::endpoint::Endpoint,
+    fleet: async_nats::service::endpoint::Endpoint,
+    partitions: async_nats::service::endpoint::Endpoint,
 }
 
 /// Input messages in batches of whatever is ready.

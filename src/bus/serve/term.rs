@@ -12,7 +12,7 @@ pub(super) async fn serve(
     cfg: &ServeConfig,
     policy: &Policy,
     client: &async_nats::Client,
-    leases: &async_nats::jetstream::kv::Store,
+    (leases, members): (&async_nats::jetstream::kv::Store, &async_nats::jetstream::kv::Store),
     shutdown: impl Future<Output = ()> + Clone,
 ) -> Result<(), BusError> {
     let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
@@ -25,6 +25,7 @@ pub(super) async fn serve(
     // locks it) can be the holder it names, so a restarted vigil takes its own lease back at once.
     let token = tokio::task::block_in_place(|| store.owner_token())?;
     let holder = Holder { instance: cfg.instance.clone(), token };
+    let announcing = Announcing(tokio::spawn(ownership::announce(members.clone(), holder.clone(), cfg.lease)));
     let Some(lease) = Lease::acquire(leases, &holder, cfg.lease, shutdown.clone()).await? else {
         tracing::info!("stopped while waiting as a standby");
         tokio::task::block_in_place(|| store.close())?;
@@ -41,11 +42,23 @@ pub(super) async fn serve(
         .map_err(BusError::Service)?;
     let view = lease.view();
     let held = Held(Arc::new(tokio::sync::Mutex::new(Some(lease))));
-    let served = owned(cfg, policy, client, (store, recovery), &holder, (view, held.clone()), &service, shutdown).await;
+    let served =
+        owned(cfg, policy, client, (store, recovery), (&holder, members), (view, held.clone()), &service, shutdown)
+            .await;
     let _ = service.stop().await;
     metrics::gauge!("vigil_owner").set(0.0);
     held.release().await;
+    drop(announcing);
     served
+}
+
+/// The task saying this instance is up, stopped with the term.
+struct Announcing(tokio::task::JoinHandle<()>);
+
+impl Drop for Announcing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The lease while it is held, for whoever gives it up first: a stopping owner gives it up as soon
@@ -67,7 +80,7 @@ async fn owned(
     policy: &Policy,
     client: &async_nats::Client,
     (mut store, recovery): (Store, crate::store::Recovery),
-    holder: &Holder,
+    (holder, members): (&Holder, &async_nats::jetstream::kv::Store),
     (lease, held): (LeaseView, Held),
     service: &async_nats::service::Service,
     shutdown: impl Future<Output = ()>,
@@ -114,6 +127,7 @@ async fn owned(
     let group = service.group(subjects.query_group());
     let state_endpoint = group.endpoint("state.*").await.map_err(BusError::Service)?;
     let fleet_endpoint = group.endpoint("fleet").await.map_err(BusError::Service)?;
+    let partitions_endpoint = group.endpoint("partitions").await.map_err(BusError::Service)?;
 
     let mut input_stream = js
         .get_stream(subjects.input_stream())
@@ -153,6 +167,7 @@ async fn owned(
         fence: None,
         holder: holder.clone(),
         epoch_at: Instant::now(),
+        members: members.clone(),
     };
     let restored = serve.adopt_input_stream(&mut consumer).await?;
     // This instance's epoch in the stream: from here on the server refuses the appends of any
@@ -210,8 +225,7 @@ async fn owned(
     let result = serve
         .run_loop(
             &consumer,
-            state_endpoint,
-            fleet_endpoint,
+            Endpoints { state: state_endpoint, fleet: fleet_endpoint, partitions: partitions_endpoint },
             &mut confirmed,
             (&mut tick_results, &mut snapshots_done),
             shutdown,
