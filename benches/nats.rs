@@ -13,11 +13,21 @@
 //!    `state_changed` output; the time from publishing the heartbeat to receiving its output, p50
 //!    and p99. Target: p99 < 10 ms.
 //!
+//! 4. **Ingest on a 3-node cluster with R3 streams** (`VIGIL_BENCH_ONLY=r3` runs only this): the
+//!    ceiling and vigil as in 1 and 2, each on a fresh 3-node nats-server cluster on this machine
+//!    with every stream kept on all three nodes, the heartbeats published with acknowledgements a
+//!    window at a time on both sides (plain publishes overrun a replicated stream). Target: ≥ 0.7.
+//!
 //! Both servers run on this machine, sharing its 2 cores with the publisher and the consumer.
 
+#[path = "../tests/support/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
 #[path = "../tests/support/nats.rs"]
 #[allow(dead_code)]
 mod nats;
+#[path = "support/publish.rs"]
+mod publish;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,6 +39,8 @@ use vigil::core::event::{Heartbeat, Input, InputKind, WorkspaceId};
 use vigil::core::wire;
 
 const EVENTS: usize = 300_000;
+/// Heartbeats of the R3 ingest run (after the fleet's 100 000).
+const R3_EVENTS: usize = 200_000;
 const WORKSPACES: usize = 100_000;
 /// How long a measurement may see no progress before it fails instead of hanging.
 const STALL: Duration = Duration::from_secs(60);
@@ -338,6 +350,83 @@ fn fsync_cost() -> (Duration, Duration) {
     (samples[100], samples[198])
 }
 
+/// Connects to every node of `cluster`.
+async fn cluster_client(cluster: &cluster::NatsCluster) -> async_nats::Client {
+    let urls: Vec<async_nats::ServerAddr> = cluster.urls().split(',').map(|u| u.parse().unwrap()).collect();
+    async_nats::ConnectOptions::new().retry_on_initial_connect().connect(urls).await.unwrap()
+}
+
+/// The raw R3 ceiling: the payloads published (acknowledged, a window at a time) to a replicated
+/// stream, consumed and acknowledged by a durable pull consumer.
+async fn ceiling_r3(payloads: &[Vec<u8>]) -> f64 {
+    let cluster = cluster::NatsCluster::start(3);
+    let client = cluster_client(&cluster).await;
+    let js = jetstream::new(client.clone());
+    cluster.wait_ready(&js).await;
+    let stream = js
+        .create_stream(stream::Config {
+            name: "BENCH_IN".into(),
+            subjects: vec!["bench.in.>".into()],
+            storage: stream::StorageType::File,
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: consumer::AckPolicy::All,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let n = payloads.len();
+    let started = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.unwrap().ready_chunks(1000);
+        let mut seen = 0;
+        while seen < n {
+            let Ok(Some(batch)) = tokio::time::timeout(STALL, messages.next()).await else {
+                panic!("the R3 ceiling's consumer received nothing for {STALL:?} after {seen} of {n} messages");
+            };
+            seen += batch.len();
+            batch.last().unwrap().as_ref().unwrap().ack().await.unwrap();
+        }
+    });
+    let messages =
+        payloads.iter().enumerate().map(|(i, p)| (format!("bench.in.heartbeat.ws-{:07}", i % WORKSPACES), p.clone()));
+    publish::publish_acked(&js, messages).await;
+    consume.await.unwrap();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// vigil on R3 streams: the fleet first, then the payloads, published the same way as the ceiling's.
+async fn through_vigil_r3(payloads: &[Vec<u8>]) -> f64 {
+    let cluster = cluster::NatsCluster::start(3);
+    let client = cluster_client(&cluster).await;
+    let js = jetstream::new(client.clone());
+    cluster.wait_ready(&js).await;
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&cluster.urls(), data.path(), &["--stream-replicas", "3"], &[]);
+    let messages = |range: std::ops::Range<usize>| {
+        payloads[range.clone()]
+            .iter()
+            .zip(range)
+            .map(|(p, i)| (format!("vigil.in.heartbeat.ws-{:07}", i % WORKSPACES), p.clone()))
+            .collect::<Vec<_>>()
+    };
+    publish::publish_acked(&js, messages(0..WORKSPACES)).await;
+    wait_acked(&js, &vigil).await;
+    let started = Instant::now();
+    publish::publish_acked(&js, messages(0..payloads.len())).await;
+    wait_acked(&js, &vigil).await;
+    let rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
+    vigil.stop();
+    rate
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -346,6 +435,19 @@ fn main() {
     runtime.block_on(async {
         // `VIGIL_BENCH_ONLY=ingest` or `=latency` runs one half.
         let only = std::env::var("VIGIL_BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "r3" {
+            let payloads: Vec<Vec<u8>> = (0..R3_EVENTS).map(heartbeat).collect();
+            let raw = ceiling_r3(&payloads).await;
+            let vigil = through_vigil_r3(&payloads).await;
+            println!(
+                "durable ingest on a 3-node cluster, R3 streams, {R3_EVENTS} heartbeats over {WORKSPACES} workspaces: \
+                 {vigil:.0} events/s through vigil; raw R3 JetStream ceiling {raw:.0} events/s; ratio {:.2} (target ≥ 0.7)",
+                vigil / raw
+            );
+        }
+        if only == "r3" {
+            return;
+        }
         if only != "latency" {
             let payloads: Vec<Vec<u8>> = (0..EVENTS).map(heartbeat).collect();
             let raw = ceiling(&payloads).await;
