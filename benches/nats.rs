@@ -69,15 +69,15 @@ async fn publish_all(client: &async_nats::Client, subjects: &[String], payloads:
     client.flush().await.expect("flush");
 }
 
-async fn ceiling(payloads: &[Vec<u8>]) -> f64 {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
+/// The ceiling's stream (`replicas` copies) and a task that consumes `n` messages from it with a
+/// durable pull consumer, acknowledging each batch; the task ends once all `n` are in.
+async fn bench_consumer(js: &jetstream::Context, replicas: usize, n: usize) -> tokio::task::JoinHandle<()> {
     let stream = js
         .create_stream(stream::Config {
             name: "BENCH_IN".into(),
             subjects: vec!["bench.in.>".into()],
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
@@ -91,21 +91,28 @@ async fn ceiling(payloads: &[Vec<u8>]) -> f64 {
         })
         .await
         .unwrap();
-    let subjects: Vec<String> =
-        (0..payloads.len()).map(|n| format!("bench.in.heartbeat.ws-{:07}", n % WORKSPACES)).collect();
-    let started = Instant::now();
-    let consume = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.unwrap().ready_chunks(1000);
         let mut seen = 0;
-        while seen < EVENTS {
+        while seen < n {
             // Bounded: a consumer that stops receiving fails the run instead of hanging it.
             let Ok(Some(batch)) = tokio::time::timeout(STALL, messages.next()).await else {
-                panic!("the ceiling's consumer received nothing for {STALL:?} after {seen} of {EVENTS} messages");
+                panic!("the ceiling's consumer received nothing for {STALL:?} after {seen} of {n} messages");
             };
             seen += batch.len();
             batch.last().unwrap().as_ref().unwrap().ack().await.unwrap();
         }
-    });
+    })
+}
+
+async fn ceiling(payloads: &[Vec<u8>]) -> f64 {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let subjects: Vec<String> =
+        (0..payloads.len()).map(|n| format!("bench.in.heartbeat.ws-{:07}", n % WORKSPACES)).collect();
+    let consume = bench_consumer(&js, 1, payloads.len()).await;
+    let started = Instant::now();
     publish_all(&client, &subjects, payloads).await;
     consume.await.unwrap();
     payloads.len() as f64 / started.elapsed().as_secs_f64()
@@ -350,62 +357,26 @@ fn fsync_cost() -> (Duration, Duration) {
     (samples[100], samples[198])
 }
 
-/// Connects to every node of `cluster`.
-async fn cluster_client(cluster: &cluster::NatsCluster) -> async_nats::Client {
-    let urls: Vec<async_nats::ServerAddr> = cluster.urls().split(',').map(|u| u.parse().unwrap()).collect();
-    async_nats::ConnectOptions::new().retry_on_initial_connect().connect(urls).await.unwrap()
-}
-
 /// The raw R3 ceiling: the payloads published (acknowledged, a window at a time) to a replicated
 /// stream, consumed and acknowledged by a durable pull consumer.
 async fn ceiling_r3(payloads: &[Vec<u8>]) -> f64 {
     let cluster = cluster::NatsCluster::start(3);
-    let client = cluster_client(&cluster).await;
+    let client = cluster.client().await;
     let js = jetstream::new(client.clone());
     cluster.wait_ready(&js).await;
-    let stream = js
-        .create_stream(stream::Config {
-            name: "BENCH_IN".into(),
-            subjects: vec!["bench.in.>".into()],
-            storage: stream::StorageType::File,
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("bench".into()),
-            ack_policy: consumer::AckPolicy::All,
-            max_ack_pending: 20_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let n = payloads.len();
+    let consume = bench_consumer(&js, 3, payloads.len()).await;
     let started = Instant::now();
-    let consume = tokio::spawn(async move {
-        let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.unwrap().ready_chunks(1000);
-        let mut seen = 0;
-        while seen < n {
-            let Ok(Some(batch)) = tokio::time::timeout(STALL, messages.next()).await else {
-                panic!("the R3 ceiling's consumer received nothing for {STALL:?} after {seen} of {n} messages");
-            };
-            seen += batch.len();
-            batch.last().unwrap().as_ref().unwrap().ack().await.unwrap();
-        }
-    });
     let messages =
         payloads.iter().enumerate().map(|(i, p)| (format!("bench.in.heartbeat.ws-{:07}", i % WORKSPACES), p.clone()));
     publish::publish_acked(&js, messages).await;
     consume.await.unwrap();
-    n as f64 / started.elapsed().as_secs_f64()
+    payloads.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 /// vigil on R3 streams: the fleet first, then the payloads, published the same way as the ceiling's.
 async fn through_vigil_r3(payloads: &[Vec<u8>]) -> f64 {
     let cluster = cluster::NatsCluster::start(3);
-    let client = cluster_client(&cluster).await;
+    let client = cluster.client().await;
     let js = jetstream::new(client.clone());
     cluster.wait_ready(&js).await;
     let data = tempfile::tempdir().unwrap();

@@ -124,8 +124,7 @@ fn main() {
     runtime.block_on(async {
         let cluster = NatsCluster::start(3);
         let urls = cluster.urls();
-        let addrs: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(addrs).await.unwrap();
+        let client = cluster.client().await;
         let js = jetstream::new(client.clone());
         cluster.wait_ready(&js).await;
         let work = tempfile::tempdir().unwrap();

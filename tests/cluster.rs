@@ -38,16 +38,10 @@ fn heartbeats(client: async_nats::Client, secs: u64) -> tokio::task::JoinHandle<
     })
 }
 
-/// A client of the whole cluster, which reconnects to another node when its own goes.
-async fn cluster_client(cluster: &NatsCluster) -> async_nats::Client {
-    let urls: Vec<async_nats::ServerAddr> = cluster.urls().split(',').map(|u| u.parse().unwrap()).collect();
-    async_nats::ConnectOptions::new().retry_on_initial_connect().connect(urls).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_node_that_leads_the_log_loses_nothing_and_accuses_nobody() {
     let mut cluster = NatsCluster::start(3);
-    let client = cluster_client(&cluster).await;
+    let client = cluster.client().await;
     let js = jetstream::new(client.clone());
     cluster.wait_ready(&js).await;
     let data = tempfile::tempdir().unwrap();

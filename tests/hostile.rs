@@ -225,6 +225,49 @@ async fn foreign_records_on_vigils_own_subjects_are_dead_lettered_and_vigil_goes
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// Forged epoch records (where permissions are lax: `vigil.log.>` is vigil's alone in
+/// `deploy/nats/vigil.conf`): garbage, a near-maximum payload and a well-formed record naming
+/// another instance. The fence moves, so vigil's next append is refused and it steps down — then,
+/// its lease given up and nobody else there, it takes the log back under a new epoch and goes on
+/// deciding. Nothing of the forged bytes is parsed beyond a bounded JSON read, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_epoch_records_cost_a_step_down_and_vigil_takes_the_log_back() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let mut vigil = Vigil::start(&server.url(), data.path(), &["--lease", "4s"], &[]);
+    let forged: Vec<Vec<u8>> = vec![
+        b"\xc1 not json\n".to_vec(),
+        vec![b'['; 60 * 1024],
+        br#"{"v":1,"instance":"mallory","token":"0000000000000000"}"#.to_vec(),
+    ];
+    for payload in &forged {
+        client.publish("vigil.log.epoch", payload.clone().into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+
+    // vigil notices on its next tick, steps down and serves again,
+    let started = std::time::Instant::now();
+    while vigil.log().matches("serving").count() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "vigil never took the log back:\n{}",
+            vigil.log()
+        );
+        assert!(vigil.is_running(), "vigil died:\n{}", vigil.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(vigil.log().contains("stepped down"), "{}", vigil.log());
+    // and decides as before.
+    client.publish("vigil.in.heartbeat.ws-last", wire::encode_msgpack(&heartbeat("ws-last")).into()).await.unwrap();
+    client.flush().await.unwrap();
+    wait_processed(&js, "vigil").await;
+    assert_eq!(state_of(&client, "vigil", "ws-last").await.as_deref(), Some("alive"));
+    let log = vigil.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 /// The same over a real nats-server: a few hundred hostile messages on hostile subjects, then a
 /// valid heartbeat. Every one is applied or dead-lettered (with safe headers), and vigil is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,12 @@ impl NatsCluster {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
     }
 
+    /// A client of the whole cluster, which reconnects to another node when its own goes.
+    pub async fn client(&self) -> async_nats::Client {
+        let urls: Vec<async_nats::ServerAddr> = self.urls().split(',').map(|u| u.parse().unwrap()).collect();
+        async_nats::ConnectOptions::new().retry_on_initial_connect().connect(urls).await.unwrap()
+    }
+
     /// Waits (bounded: 30 s) until the cluster's JetStream answers requests through `js`.
     pub async fn wait_ready(&self, js: &jetstream::Context) {
         let started = Instant::now();
