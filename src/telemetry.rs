@@ -1,5 +1,5 @@
 //! Logs and metrics for the service: `tracing` to stderr (human or JSON, level from `RUST_LOG`,
-//! `info` by default) and Prometheus metrics over HTTP. The pure core logs nothing — its outputs
+//! `info` by default; coloured only on a terminal) and Prometheus metrics over HTTP. The pure core logs nothing — its outputs
 //! are its log — so this is only used by the shells.
 
 use std::net::SocketAddr;
@@ -12,7 +12,9 @@ use crate::config::LogFormat;
 /// Installs the global tracing subscriber (once; later calls are ignored).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a file, a pipe or a log collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

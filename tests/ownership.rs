@@ -221,3 +221,76 @@ async fn an_owner_outliving_its_streams_max_age_keeps_its_epoch_and_the_log() {
     assert!(!log.contains("refused"), "{log}");
     assert!(!log.contains("epoch record is gone"), "the epoch was left to expire:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_log_and_sends_the_restart_a_crashed_owner_decided_but_never_published() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let dir = tempfile::tempdir().unwrap();
+    // Given an owner that dies the moment it decides a restart, before publishing it,
+    let a = start_with(&server.url(), dir.path(), "a", &[("VIGIL_TEST_ABORT_ON_RESTART", "1")]);
+    a.wait_for("serving", Duration::from_secs(30));
+    // and a standby following the log,
+    let b = start(&server.url(), dir.path(), "b");
+    b.wait_for("standby: following the log", Duration::from_secs(30));
+    wait_processed(&js, "vigil").await;
+    // when a workspace dies (the owner decides its restart and dies with it),
+    kill_workspaces(&producer, 0, 1).await;
+    let mut a = a;
+    let exit = a.wait_exit(Duration::from_secs(30));
+    assert!(!exit.success(), "the owner was to abort:\n{}", a.log());
+    b.wait_for("serving", Duration::from_secs(30));
+    wait_processed(&js, "vigil").await;
+    let log = b.stop();
+
+    // then the standby had applied every record before it took over: no rebuild, nothing to catch up,
+    assert!(log.contains("taking over from another instance"), "{log}");
+    assert!(log.contains("to_catch_up=0"), "{log}");
+    assert!(!log.contains("rebuilding the data directory"), "{log}");
+    // and the restart the owner decided went out once, under the owner's id.
+    let published = outputs(&js, "vigil").await;
+    let expected: BTreeMap<String, usize> = [("ws-00:1".to_string(), 1)].into();
+    assert_eq!(restarts(&published), expected, "log of b:\n{log}");
+    let twice = said_twice(&published);
+    assert!(twice.is_empty(), "said twice: {twice:#?}\nlog of b:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_handover_goes_to_a_standby_that_is_level_with_the_log() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let producer = Client::with(client.clone(), "vigil");
+    let dir = tempfile::tempdir().unwrap();
+    // Given an owner that decided ten restarts, and a standby that followed them,
+    let a = start(&server.url(), dir.path(), "a");
+    a.wait_for("serving", Duration::from_secs(30));
+    let b = start(&server.url(), dir.path(), "b");
+    b.wait_for("standby: following the log", Duration::from_secs(30));
+    kill_workspaces(&producer, 0, 10).await;
+    wait_processed(&js, "vigil").await;
+    // when the owner is stopped (SIGTERM) and comes back, and ten more workspaces die,
+    let log_a = a.stop();
+    b.wait_for("serving", Duration::from_secs(30));
+    let a = start(&server.url(), dir.path(), "a");
+    a.wait_for("standby: following the log", Duration::from_secs(30));
+    kill_workspaces(&producer, 10, 10).await;
+    wait_processed(&js, "vigil").await;
+    let log_b = b.stop();
+    a.wait_for("serving", Duration::from_secs(30));
+    let log_a2 = a.stop();
+    let logs = format!("log of a:\n{log_a}\nlog of b:\n{log_b}\nlog of a, again:\n{log_a2}");
+
+    // then the standby took over with at most the owner's last records to apply, and no rebuild,
+    assert!(!log_b.contains("rebuilding the data directory"), "{logs}");
+    let caught_up = log_b.split("to_catch_up=").nth(1).and_then(|s| s.split_whitespace().next());
+    assert!(caught_up.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n <= 2), "{logs}");
+    // and each workspace was restarted exactly once, nothing said twice, whoever owned the log.
+    let published = outputs(&js, "vigil").await;
+    let expected: BTreeMap<String, usize> = (0..20).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
+    assert_eq!(restarts(&published), expected, "{logs}");
+    let twice = said_twice(&published);
+    assert!(twice.is_empty(), "said twice: {twice:#?}\n{logs}");
+}

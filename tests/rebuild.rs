@@ -170,7 +170,7 @@ async fn a_rebuild_cut_short_by_a_crash_is_taken_up_and_still_repeats_nothing() 
     let vigil = start(&server.url(), &dir.path().join("b"), &config, &[]);
     assert_eq!(state_of(&client, "vigil", "ws-d").await.as_deref(), Some("restarting"));
     wait_processed(&js, "vigil").await;
-    let log = vigil.stop();
+    let log = format!("{}\nthe rebuild cut short:\n{}", vigil.stop(), cut.log());
 
     // then the restart goes out once, and nothing published before goes out again.
     let after = outputs(&js, "vigil").await;

@@ -77,11 +77,20 @@ pub enum BusError {
     /// stops acting and waits as a standby.
     #[error("stepped down: {0}")]
     SteppedDown(&'static str),
+    #[error("stepping down did not finish within {0:?}")]
+    StepDownOverran(std::time::Duration),
 }
 
 impl BusError {
     /// A NATS request that failed while vigil was `doing` something.
     pub fn nats(doing: impl Into<String>, source: impl Into<NatsError>) -> BusError {
         BusError::Nats { doing: doing.into(), source: source.into() }
+    }
+
+    /// Whether a term that ended with this error is followed by waiting as a standby (the log
+    /// lost, or NATS failing — which is when takeovers happen) rather than by the process's exit
+    /// (the store's errors, a panic, a stop that overran).
+    pub fn goes_on_as_standby(&self) -> bool {
+        matches!(self, BusError::SteppedDown(_) | BusError::Nats { .. } | BusError::Stalled { .. })
     }
 }

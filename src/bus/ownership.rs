@@ -92,46 +92,65 @@ impl Lease {
         configured: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Option<Lease>, BusError> {
-        let value = Bytes::from(serde_json::to_vec(holder).expect("a holder always encodes"));
         tokio::pin!(stop);
         let mut said = None;
         loop {
-            let ttl = match kv.status().await {
-                Ok(status) if status.max_age() > Duration::ZERO => status.max_age(),
-                _ => configured,
-            };
-            if ttl != configured {
-                tracing::warn!(bucket_max_age = ?ttl, ?configured, "the lease bucket's max_age is not this instance's lease");
-            }
-            let sent = Instant::now();
-            match kv.create(LEASE_KEY, value.clone()).await {
-                Ok(revision) => return Ok(Some(Lease::held(kv.clone(), holder, revision, sent, ttl))),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match kv.entry(LEASE_KEY).await {
-                    // Ours: held by this directory before a crash or a restart. Taken back
-                    // against its revision, so a standby that took it meanwhile wins.
-                    Ok(Some(entry)) if is_ours(&entry.value, holder) => {
-                        let sent = Instant::now();
-                        if let Ok(revision) = kv.update(LEASE_KEY, value.clone(), entry.revision).await {
-                            tracing::info!("took back this directory's own lease");
-                            return Ok(Some(Lease::held(kv.clone(), holder, revision, sent, ttl)));
-                        }
+            match Lease::try_acquire(kv, holder, configured).await {
+                Attempt::Taken(lease) => return Ok(Some(*lease)),
+                Attempt::HeldBy(owner) => {
+                    if said.as_ref() != Some(&owner) {
+                        tracing::info!(owner = %owner, "standby: another instance owns the log");
+                        said = Some(owner);
                     }
-                    Ok(entry) => {
-                        let owner = entry
-                            .and_then(|e| serde_json::from_slice::<Holder>(&e.value).ok())
-                            .map_or_else(|| "?".to_string(), |h| h.instance);
-                        if said.as_ref() != Some(&owner) {
-                            tracing::info!(owner = %owner, "standby: another instance owns the log");
-                            said = Some(owner);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the lease; retrying"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot take the lease; retrying"),
+                }
+                Attempt::Failed => {}
             }
             tokio::select! {
                 _ = &mut stop => return Ok(None),
                 _ = tokio::time::sleep(TRY_EVERY) => {}
+            }
+        }
+    }
+
+    /// One try at taking the lease (see [`Lease::acquire`]).
+    pub async fn try_acquire(kv: &kv::Store, holder: &Holder, configured: Duration) -> Attempt {
+        let value = Bytes::from(serde_json::to_vec(holder).expect("a holder always encodes"));
+        let ttl = match kv.status().await {
+            Ok(status) if status.max_age() > Duration::ZERO => status.max_age(),
+            _ => configured,
+        };
+        if ttl != configured {
+            tracing::warn!(bucket_max_age = ?ttl, ?configured, "the lease bucket's max_age is not this instance's lease");
+        }
+        let sent = Instant::now();
+        match kv.create(LEASE_KEY, value.clone()).await {
+            Ok(revision) => Attempt::Taken(Box::new(Lease::held(kv.clone(), holder, revision, sent, ttl))),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match kv.entry(LEASE_KEY).await {
+                // Ours: held by this directory before a crash or a restart. Taken back against
+                // its revision, so a standby that took it meanwhile wins.
+                Ok(Some(entry)) if is_ours(&entry.value, holder) => {
+                    let sent = Instant::now();
+                    match kv.update(LEASE_KEY, value, entry.revision).await {
+                        Ok(revision) => {
+                            tracing::info!("took back this directory's own lease");
+                            Attempt::Taken(Box::new(Lease::held(kv.clone(), holder, revision, sent, ttl)))
+                        }
+                        Err(_) => Attempt::Failed,
+                    }
+                }
+                Ok(entry) => Attempt::HeldBy(
+                    entry
+                        .and_then(|e| serde_json::from_slice::<Holder>(&e.value).ok())
+                        .map_or_else(|| "?".to_string(), |h| h.instance),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the lease; retrying");
+                    Attempt::Failed
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the lease; retrying");
+                Attempt::Failed
             }
         }
     }
@@ -168,11 +187,25 @@ impl Lease {
     }
 }
 
+/// What one try at taking the lease came to.
+pub enum Attempt {
+    Taken(Box<Lease>),
+    /// Another instance holds it (its name).
+    HeldBy(String),
+    /// NATS did not answer; try again.
+    Failed,
+}
+
 /// Whether a lease still holds, as seen by whoever acts under it.
 #[derive(Clone, Debug)]
 pub struct LeaseView(Arc<Mutex<Validity>>);
 
 impl LeaseView {
+    /// The view of a lease not held (yet): never valid.
+    pub fn not_held() -> LeaseView {
+        LeaseView(Arc::new(Mutex::new(Validity { until: Instant::now(), lost: true, touched: Instant::now() })))
+    }
+
     /// Renewed in time and not taken by another.
     pub fn valid(&self) -> bool {
         let v = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -365,9 +365,11 @@ impl Store {
     /// write.
     pub fn take_over(&mut self, epoch: u64, others_through: Option<u64>) -> Result<(), StoreError> {
         self.wait_all()?;
-        let through = others_through
-            .filter(|&t| t > self.stream_seq)
-            .map_or(self.rebuild_through, |t| t.max(self.rebuild_through));
+        // Set even when this directory has applied every record up to there already (it followed
+        // the log): its outbox then holds what others decided, to be checked against the output
+        // stream before anything else goes out — and a crash before that check is over must not
+        // leave those outputs looking like this instance's own.
+        let through = others_through.map_or(self.rebuild_through, |t| t.max(self.rebuild_through));
         let mut batch = sled::Batch::default();
         batch.insert(keys::META_EPOCH, &keys::u64_value(epoch)[..]);
         batch.insert(keys::META_REBUILD, &keys::u64_value(through)[..]);

@@ -13,21 +13,25 @@ impl Serve {
     /// appended is caught up like a rebuild: only outputs the output stream lacks go out. (With no
     /// epoch record in the stream at all — none ever, or every one expired because nobody owned
     /// the log for most of `input_max_age` — there is nobody to catch up on.)
-    pub(super) async fn take_epoch(&mut self, catch_up: bool) -> Result<(), BusError> {
+    /// Returns whether others owned the log since this directory's last epoch.
+    pub(super) async fn take_epoch(&mut self, catch_up: bool) -> Result<bool, BusError> {
         let subject = self.subjects.log_record("epoch");
         let epoch = ownership::take_epoch(&self.appends, &self.input_stream, &subject, &self.holder).await?;
         let others = catch_up && epoch.previous != 0 && epoch.previous != self.store.epoch();
         let others_through = others.then(|| epoch.fence.seq - 1);
-        if others && self.store.stream_seq() + 1 < epoch.fence.seq {
+        if others {
             metrics::counter!("vigil_takeovers_total").increment(1);
+            // A standby that followed the log has at most the last few records to catch up.
             tracing::info!(
                 epoch = epoch.fence.seq,
                 previous = epoch.previous,
-                from = self.store.stream_seq() + 1,
-                "taking over from another instance: what it appended is caught up like a rebuild"
+                to_catch_up = (epoch.fence.seq - 1).saturating_sub(self.store.stream_seq()),
+                "taking over from another instance: what it appended and this one has not applied is caught up \
+                 like a rebuild"
             );
         }
-        self.adopt_fence(epoch.fence, others_through)
+        self.adopt_fence(epoch.fence, others_through)?;
+        Ok(others)
     }
 
     /// Appends a fresh epoch record once a quarter of `input_max_age` has gone by since the last (and
@@ -57,7 +61,7 @@ impl Serve {
             Some((seq, Some(token))) if token == self.holder.token => self.adopt_fence(Fence { subject, seq }, None),
             None => {
                 tracing::warn!("the epoch record is gone from the stream (input_max_age): taking it afresh");
-                self.take_epoch(false).await
+                self.take_epoch(false).await.map(|_| ())
             }
             Some(_) => Err(BusError::SteppedDown("another instance's epoch is in the stream")),
         }

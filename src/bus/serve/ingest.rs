@@ -87,11 +87,14 @@ impl Serve {
             .and_then(|input| self.admission.admit(engine, input, inputs));
         match checked {
             Ok(input) => {
-                metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
+                if self.following.is_none() {
+                    metrics::counter!("vigil_inputs_total", "type" => input.kind.type_name()).increment(1);
+                }
                 inputs.push(input);
             }
             // A rebuild applies records a second time: they were dead-lettered the first time.
-            Err(_) if self.rebuilding(seq) => {}
+            // So does a standby: the owner dead-letters them.
+            Err(_) if self.rebuilding(seq) || self.following.is_some() => {}
             Err(rejection) => {
                 self.dlq.send(DeadLetter::new(subject, payload, seq, rejection, self.cfg.max_payload));
             }

@@ -43,6 +43,7 @@ use crate::core::{At, Policy};
 use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
 
 mod epoch;
+mod follow;
 mod ingest;
 mod rebuild;
 mod shutdown;
@@ -104,7 +105,7 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
             // NATS trouble is when takeovers happen: an owner that cannot reach the stream gives
             // the log up and waits as a standby, rather than leave the fleet to a lease's lapse
             // and a restart by its supervisor. (The store's errors stay fatal.)
-            Err(e @ (BusError::Nats { .. } | BusError::Stalled { .. })) => {
+            Err(e) if e.goes_on_as_standby() => {
                 metrics::counter!("vigil_stepped_down_total").increment(1);
                 tracing::warn!(error = %crate::report::Chain(&e), "stepped down after a NATS failure: waiting as a standby");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -164,6 +165,9 @@ struct Serve {
     epoch_at: Instant,
     /// The members bucket: who else is up (for the partitions query).
     members: async_nats::jetstream::kv::Store,
+    /// While a standby follows the log (see [`follow`]): what it decided and has not yet seen
+    /// published, and what the output stream holds.
+    following: Option<follow::Following>,
 }
 
 impl Serve {
@@ -302,25 +306,32 @@ impl Serve {
         if self.ticks.tick_due(deadline, self.mono()) {
             self.append_tick();
         }
-        if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
-            let now = self.stream_now().unwrap_or_else(wall_clock);
-            let keep_after = At(now.millis().saturating_sub(self.cfg.log_retention.as_millis() as i64));
-            tokio::task::block_in_place(|| -> Result<(), BusError> {
-                self.store.checkpoint()?;
-                let dropped = self.store.compact(keep_after)?;
-                if dropped > 0 {
-                    tracing::info!(dropped, first_seq = self.store.first_seq(), "log entries past retention dropped");
-                }
-                Ok(())
-            })?;
-            self.last_checkpoint = Instant::now();
-        }
+        self.checkpoint_if_due()?;
         // The epoch first: a snapshot taken now goes out under the renewed one.
         self.renew_epoch_if_due().await?;
         self.snapshot_if_due()?;
         // A checkpoint waits for the groups in flight; release them now rather than at the next
         // wake-up.
         self.collect().await
+    }
+
+    /// Checkpoints, and drops log segments past retention, once `checkpoint_interval` has gone by.
+    fn checkpoint_if_due(&mut self) -> Result<(), BusError> {
+        if self.last_checkpoint.elapsed() < self.cfg.checkpoint_interval {
+            return Ok(());
+        }
+        let now = self.stream_now().unwrap_or_else(wall_clock);
+        let keep_after = At(now.millis().saturating_sub(self.cfg.log_retention.as_millis() as i64));
+        tokio::task::block_in_place(|| -> Result<(), BusError> {
+            self.store.checkpoint()?;
+            let dropped = self.store.compact(keep_after)?;
+            if dropped > 0 {
+                tracing::info!(dropped, first_seq = self.store.first_seq(), "log entries past retention dropped");
+            }
+            Ok(())
+        })?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 
     /// Appends a tick to the input stream, off the loop: waiting for the stream's confirmation
@@ -394,7 +405,9 @@ impl Serve {
     async fn submit(&mut self, inputs: Vec<Input>, stream_seq: Option<u64>) -> Result<(), BusError> {
         let (_, outputs) = tokio::task::block_in_place(|| self.store.submit_released(&inputs, stream_seq))?;
         self.admission.group_applied();
-        self.record_gauges();
+        if self.following.is_none() {
+            self.record_gauges();
+        }
         self.release(stream_seq, outputs)
     }
 
@@ -403,6 +416,11 @@ impl Serve {
         fault::after_commit();
         if outputs.iter().any(|p| matches!(p.output.body, OutputBody::Restart { .. })) {
             fault::after_deciding_a_restart();
+        }
+        // A standby's outputs wait in its outbox for the owner's publish (see [`follow`]).
+        if let Some(following) = self.following.as_mut() {
+            following.decided(outputs);
+            return Ok(());
         }
         for p in &outputs {
             metrics::counter!("vigil_outputs_total", "type" => p.output.body.type_name()).increment(1);

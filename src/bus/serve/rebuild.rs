@@ -12,14 +12,12 @@
 //! a second time. A rebuild cut short by a crash is taken up where it stopped (the directory
 //! records how far it must go), with the same checks.
 
-use std::collections::HashSet;
-
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 
+use super::follow::Watched;
 use super::ingest::stored_at;
 use super::*;
 use crate::bus::sequencer::Published;
-use crate::store::Pending;
 
 /// How long a rebuild waits for the next records from the stream before it gives up (vigil then
 /// exits, and the next start takes the rebuild up where it stopped).
@@ -40,9 +38,11 @@ pub(super) struct Rebuild {
 impl Serve {
     /// Starts a rebuild if this directory is to be rebuilt from the stream: reads which outputs the
     /// output stream holds, for the outputs of the records up to the rebuild's end.
+    /// `published`: what the output stream holds, if read already.
     pub(super) async fn prepare_rebuild(
         &mut self,
         consumer: &mut jetstream::consumer::PullConsumer,
+        published: Option<Published>,
     ) -> Result<(), BusError> {
         let Some(through) = self.store.rebuild_through() else { return Ok(()) };
         let started = Instant::now();
@@ -54,14 +54,19 @@ impl Serve {
             .map_err(|e| BusError::nats("reading the input consumer's info", e))?
             .ack_floor
             .stream_sequence;
-        let published = published_ids(&self.js, &self.subjects, self.cfg.output_max_age).await?;
-        tracing::info!(
-            from = self.store.stream_seq() + 1,
-            through,
-            published = published.ids.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "rebuilding the data directory from the input stream"
-        );
+        let published = match published {
+            Some(published) => published,
+            None => self.read_published(None).await?,
+        };
+        if through > self.store.stream_seq() {
+            tracing::info!(
+                from = self.store.stream_seq() + 1,
+                through,
+                published = published.ids.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "rebuilding the data directory from the input stream"
+            );
+        }
         self.rebuild = Some(Rebuild { through, published, skipped: 0, expired: 0, republished: 0 });
         Ok(())
     }
@@ -92,6 +97,26 @@ impl Serve {
         let Some(through) = self.rebuild.as_ref().map(|r| r.through) else { return Ok(()) };
         let started = Instant::now();
         let from = self.store.stream_seq() + 1;
+        if from <= through {
+            self.apply_rebuilt(from, through).await?;
+        }
+        self.rebuilt().await?;
+        if let Some(r) = self.rebuild.take() {
+            tracing::info!(
+                records = (through + 1).saturating_sub(from),
+                workspaces = self.store.engine().len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                already_published = r.skipped,
+                expired = r.expired,
+                published_now = r.republished,
+                "data directory rebuilt from the input stream"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads and applies the input stream's records `from..=through`.
+    async fn apply_rebuilt(&mut self, from: u64, through: u64) -> Result<(), BusError> {
         let consumer = self
             .input_stream
             .create_consumer(OrderedConfig {
@@ -136,10 +161,15 @@ impl Serve {
                 self.collect().await?;
             }
         }
+        Ok(())
+    }
+
+    /// Records that the directory is level with the rebuild's end (every group it applied is
+    /// durable), and puts the configured policy in force: rebuilt from a snapshot, the records
+    /// were folded under the snapshot's.
+    pub(super) async fn rebuilt(&mut self) -> Result<(), BusError> {
         self.wait_durable().await?;
         tokio::task::block_in_place(|| self.store.finish_rebuild())?;
-        // Rebuilt from a snapshot, the records were folded under the snapshot's policy; the one
-        // configured applies from here on.
         let policy = self.policy.clone();
         if let Some(seq) = tokio::task::block_in_place(|| self.store.adopt_policy(policy))? {
             tracing::warn!(
@@ -147,59 +177,61 @@ impl Serve {
                 "the configured policy differs from the snapshot's; it applies from here on"
             );
         }
-        if let Some(r) = self.rebuild.take() {
-            tracing::info!(
-                records = through + 1 - from,
-                workspaces = self.store.engine().len(),
-                took_ms = started.elapsed().as_millis() as u64,
-                already_published = r.skipped,
-                expired = r.expired,
-                published_now = r.republished,
-                "data directory rebuilt from the input stream"
-            );
-        }
         Ok(())
+    }
+
+    /// Of `pending` outputs, those the output stream does not hold (and keeps outputs as old as):
+    /// the outbox groups left with nothing to publish are cleared at once.
+    pub(super) fn unpublished(
+        &mut self,
+        published: &Published,
+        pending: Vec<Pending>,
+    ) -> Result<Vec<Pending>, BusError> {
+        let sorted = sequencer::sort_rebuilt(published, pending);
+        if !sorted.settled.is_empty() {
+            tokio::task::block_in_place(|| self.store.ack(&sorted.settled))?;
+        }
+        Ok(sorted.publish)
+    }
+
+    /// What the output stream holds: read from its first message, or from where `watched` (a
+    /// follower's reading) stopped, to its last.
+    pub(super) async fn read_published(&self, watched: Option<Watched>) -> Result<Published, BusError> {
+        let doing = || format!("reading the output stream {}", self.subjects.output_stream());
+        let mut stream =
+            self.js.get_stream(self.subjects.output_stream()).await.map_err(|e| BusError::nats(doing(), e))?;
+        let state = stream.info().await.map_err(|e| BusError::nats(doing(), e))?.state.clone();
+        let mut watched = watched.unwrap_or_else(|| Watched::new(&state, self.cfg.output_max_age));
+        if state.messages == 0 || state.last_sequence <= watched.seq() {
+            return Ok(watched.into_published());
+        }
+        let consumer = stream
+            .create_consumer(OrderedConfig { headers_only: true, deliver_policy: watched.next(), ..Default::default() })
+            .await
+            .map_err(|e| BusError::nats(doing(), e))?;
+        let mut messages = consumer.messages().await.map_err(|e| BusError::nats(doing(), e))?;
+        loop {
+            let message = match tokio::time::timeout(STALL_LIMIT, messages.next()).await {
+                Ok(Some(m)) => m.map_err(|e| BusError::nats(doing(), e))?,
+                Ok(None) | Err(_) => {
+                    let what = format!(
+                        "the output stream {}, while reading which outputs it holds,",
+                        self.subjects.output_stream()
+                    );
+                    return Err(BusError::Stalled { what, waited: STALL_LIMIT });
+                }
+            };
+            let Some(seq) = watched.note(&message) else { continue };
+            let pending = message.info().map_or(0, |i| i.pending);
+            if pending == 0 || seq >= state.last_sequence {
+                return Ok(watched.into_published());
+            }
+        }
     }
 
     /// Whether a record at `seq` is being applied a second time by a rebuild: read before by
     /// whoever the input consumer acknowledged it for (and dead-lettered then, if it had to be).
     pub(super) fn rebuilding(&self, seq: u64) -> bool {
         self.rebuild.as_ref().is_some_and(|r| seq <= r.through && seq <= self.read_before)
-    }
-}
-
-/// The `Nats-Msg-Id` of every output in the output stream (its headers only), and the time before
-/// which an output would no longer be there: its oldest message's, or, empty, `max_age` ago.
-async fn published_ids(js: &jetstream::Context, subjects: &Subjects, max_age: Duration) -> Result<Published, BusError> {
-    let doing = || format!("reading the output stream {}", subjects.output_stream());
-    let mut stream = js.get_stream(subjects.output_stream()).await.map_err(|e| BusError::nats(doing(), e))?;
-    let state = stream.info().await.map_err(|e| BusError::nats(doing(), e))?.state.clone();
-    let mut ids = HashSet::new();
-    if state.messages == 0 {
-        let now = wall_clock();
-        return Ok(Published { ids, kept_since: At(now.millis().saturating_sub(max_age.as_millis() as i64)) });
-    }
-    let kept_since = stored_at(state.first_timestamp);
-    let consumer = stream
-        .create_consumer(OrderedConfig { headers_only: true, deliver_policy: DeliverPolicy::All, ..Default::default() })
-        .await
-        .map_err(|e| BusError::nats(doing(), e))?;
-    let mut messages = consumer.messages().await.map_err(|e| BusError::nats(doing(), e))?;
-    loop {
-        let message = match tokio::time::timeout(STALL_LIMIT, messages.next()).await {
-            Ok(Some(m)) => m.map_err(|e| BusError::nats(doing(), e))?,
-            Ok(None) | Err(_) => {
-                let what =
-                    format!("the output stream {}, while reading which outputs it holds,", subjects.output_stream());
-                return Err(BusError::Stalled { what, waited: STALL_LIMIT });
-            }
-        };
-        if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
-            ids.insert(id.to_string());
-        }
-        let Ok(info) = message.info() else { continue };
-        if info.pending == 0 || info.stream_sequence >= state.last_sequence {
-            return Ok(Published { ids, kept_since });
-        }
     }
 }

@@ -23,13 +23,15 @@ impl Serve {
         result: Result<(), BusError>,
     ) -> Result<(), BusError> {
         let limit = fault::shutdown_limit(SHUTDOWN_LIMIT);
-        if let Err(BusError::SteppedDown(why)) = &result {
+        if let Err(e) = &result
+            && e.goes_on_as_standby()
+        {
             // Not a shutdown: the process goes on as a standby, so no watchdog may end it later;
             // the stop is bounded here instead, and one that overruns is fatal.
-            tracing::info!(why, "stepping down: stopping the loop");
+            tracing::info!(why = %crate::report::Chain(e), "stepping down: stopping the loop");
             return match tokio::time::timeout(limit, self.stop(publisher, dlq_task, confirmed, result)).await {
                 Ok(stopped) => stopped,
-                Err(_) => Err(BusError::Stalled { what: "stepping down".into(), waited: limit }),
+                Err(_) => Err(BusError::StepDownOverran(limit)),
             };
         }
         tracing::info!("shutting down");
@@ -57,7 +59,7 @@ impl Serve {
         // go to the publisher like any others.
         // A write that failed wins over stepping down: the process must not go on as a standby
         // on a store it cannot write.
-        let stepping_down = matches!(result, Err(BusError::SteppedDown(_)));
+        let stepping_down = result.as_ref().is_err_and(BusError::goes_on_as_standby);
         let result = match self.wait_durable().await {
             Ok(()) => result,
             Err(e) if stepping_down => Err(e),

@@ -1,7 +1,8 @@
-//! One term of ownership: from taking the log (the lease held) to giving it up — the store
-//! opened, the directory brought level with the stream (rebuilt, or caught up on what other owners
-//! appended), this instance's epoch appended, its resume appended, then the loop until a signal,
-//! a lost lease or a fence stops it.
+//! One term: the store opened, the directory placed in the input stream, then — while another
+//! instance owns the log — following it as a standby (see [`super::follow`]), and once this one
+//! holds the lease, its term of ownership: the directory brought level with the stream (the last
+//! few records a follower has not applied yet, or a rebuild), this instance's epoch appended, its
+//! resume appended, then the loop until a signal, a lost lease or a fence stops it.
 
 use super::*;
 
@@ -26,30 +27,59 @@ pub(super) async fn serve(
     let token = tokio::task::block_in_place(|| store.owner_token())?;
     let holder = Holder { instance: cfg.instance.clone(), token };
     let announcing = Announcing(tokio::spawn(ownership::announce(members.clone(), holder.clone(), cfg.lease)));
-    let Some(lease) = Lease::acquire(leases, &holder, cfg.lease, shutdown.clone()).await? else {
-        tracing::info!("stopped while waiting as a standby");
-        tokio::task::block_in_place(|| store.close())?;
-        return Ok(());
+    let (mut serve, mut loose) = assemble(cfg, policy, client, store, &recovery, &holder, members).await?;
+    let restored = match serve.adopt_input_stream(&mut loose.consumer).await {
+        Ok(restored) => restored,
+        Err(e) => return loose.stop(serve, Err(e)).await,
+    };
+    let pending = [recovery.pending, restored].concat();
+    // Nobody else holds the lease (one instance, or this one's own lease after a restart): taken
+    // at once, without following first.
+    let (lease, taken) = match Lease::try_acquire(leases, &holder, cfg.lease).await {
+        ownership::Attempt::Taken(lease) => (*lease, Taken::AtOnce(pending)),
+        _ => {
+            let acquire = Lease::acquire(leases, &holder, cfg.lease, shutdown.clone());
+            match serve.follow(acquire, pending).await {
+                Ok(Some(lease)) => {
+                    let following = serve.following.take().expect("a follower's state while it follows");
+                    (lease, Taken::Following(following))
+                }
+                Ok(None) => {
+                    tracing::info!("stopped while waiting as a standby");
+                    return loose.stop(serve, Ok(())).await;
+                }
+                Err(e) => return loose.stop(serve, Err(e)).await,
+            }
+        }
     };
     tracing::info!(instance = %holder.instance, "took the lease: this instance owns the log");
     metrics::gauge!("vigil_owner").set(1.0);
+    serve.lease = lease.view();
+    *serve.held.0.lock().await = Some(lease);
     // The services API and the queries are answered by the owner only, while it owns the log.
-    let service = client
+    let service = match client
         .service_builder()
         .description("vigil: liveness and restart decisions for agent workspaces")
         .start("vigil", env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(BusError::Service)?;
-    let view = lease.view();
-    let held = Held(Arc::new(tokio::sync::Mutex::new(Some(lease))));
-    let served =
-        owned(cfg, policy, client, (store, recovery), (&holder, members), (view, held.clone()), &service, shutdown)
-            .await;
+    {
+        Ok(service) => service,
+        Err(e) => return loose.stop(serve, Err(BusError::Service(e))).await,
+    };
+    let held = serve.held.clone();
+    let served = owned(serve, loose, taken, &service, shutdown).await;
     let _ = service.stop().await;
     metrics::gauge!("vigil_owner").set(0.0);
     held.release().await;
     drop(announcing);
     served
+}
+
+/// How the lease came to this instance: at once, with what its outbox held; or after following
+/// the log.
+enum Taken {
+    AtOnce(Vec<Pending>),
+    Following(follow::Following),
 }
 
 /// The task saying this instance is up, stopped with the term.
@@ -63,7 +93,7 @@ impl Drop for Announcing {
 
 /// The lease while it is held, for whoever gives it up first: a stopping owner gives it up as soon
 /// as it appends nothing more, before its drain and checkpoint, so a standby takes over at once.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(super) struct Held(Arc<tokio::sync::Mutex<Option<Lease>>>);
 
 impl Held {
@@ -74,25 +104,41 @@ impl Held {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn owned(
+/// What the loop works with besides [`Serve`]: the input consumer, the publisher and DLQ tasks
+/// and what they report back.
+struct Loose {
+    consumer: jetstream::consumer::PullConsumer,
+    publisher: tokio::task::JoinHandle<()>,
+    dlq_task: tokio::task::JoinHandle<()>,
+    confirmed: mpsc::UnboundedReceiver<Vec<OutboxKey>>,
+    tick_results: mpsc::UnboundedReceiver<Result<(), AppendError>>,
+    snapshots_done: mpsc::UnboundedReceiver<()>,
+}
+
+impl Loose {
+    /// Ends the term: see [`Serve::shutdown`].
+    async fn stop(self, serve: Serve, result: Result<(), BusError>) -> Result<(), BusError> {
+        serve.shutdown(self.publisher, self.dlq_task, self.confirmed, result).await
+    }
+}
+
+/// Everything a term needs, set up around the store: the streams, the publisher, the DLQ.
+async fn assemble(
     cfg: &ServeConfig,
     policy: &Policy,
     client: &async_nats::Client,
-    (mut store, recovery): (Store, crate::store::Recovery),
-    (holder, members): (&Holder, &async_nats::jetstream::kv::Store),
-    (lease, held): (LeaseView, Held),
-    service: &async_nats::service::Service,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), BusError> {
+    mut store: Store,
+    recovery: &crate::store::Recovery,
+    holder: &Holder,
+    members: &async_nats::jetstream::kv::Store,
+) -> Result<(Serve, Loose), BusError> {
     let (cfg, policy) = (cfg.clone(), policy.clone());
     let subjects = Subjects::new(&cfg.prefix);
     let js = jetstream::new(client.clone());
     // vigil's own records go through a context of their own: a tick must never wait for a
     // publish permit behind a burst of outputs.
     let appends = jetstream::new(client.clone());
-    let mut consumer = connect::declare(&js, &subjects, &cfg).await?;
-    let policy_in_force = policy;
+    let consumer = connect::declare(&js, &subjects, &cfg).await?;
     let cfg_tick_every = cfg.tick_every;
     // The store's writer thread wakes the loop when a group is durable.
     let durable = Arc::new(Notify::new());
@@ -121,13 +167,8 @@ async fn owned(
     // Unbounded: the outputs are durable in the outbox anyway, and the loop must never block on
     // a publisher stuck behind a NATS outage (it would stop answering queries and SIGTERM).
     let (outbox, outbox_rx) = mpsc::unbounded_channel::<Released>();
-    let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
+    let (confirmed_tx, confirmed) = mpsc::unbounded_channel();
     let publisher = tokio::spawn(publisher::run(js.clone(), subjects.clone(), outbox_rx, confirmed_tx));
-
-    let group = service.group(subjects.query_group());
-    let state_endpoint = group.endpoint("state.*").await.map_err(BusError::Service)?;
-    let fleet_endpoint = group.endpoint("fleet").await.map_err(BusError::Service)?;
-    let partitions_endpoint = group.endpoint("partitions").await.map_err(BusError::Service)?;
 
     let mut input_stream = js
         .get_stream(subjects.input_stream())
@@ -137,9 +178,9 @@ async fn owned(
     let stream_id = format!("{}@{}", subjects.input_stream(), created.unix_timestamp_nanos());
     let (dlq, dlq_task) =
         Dlq::start(dlq::Target { js: js.clone(), subject: subjects.dlq(), stream_id: stream_id.clone() });
-    let (tick_done, mut tick_results) = mpsc::unbounded_channel();
-    let (snapshot_done, mut snapshots_done) = mpsc::unbounded_channel();
-    let mut serve = Serve {
+    let (tick_done, tick_results) = mpsc::unbounded_channel();
+    let (snapshot_done, snapshots_done) = mpsc::unbounded_channel();
+    let serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
         admission: Admission::new(cfg.max_workspaces),
@@ -158,42 +199,104 @@ async fn owned(
         tick_done,
         rebuild: None,
         read_before: 0,
-        policy: policy_in_force,
+        policy,
         snapshot_in_flight: false,
         last_snapshot: Instant::now(),
         snapshot_done,
-        lease,
-        held,
+        lease: LeaseView::not_held(),
+        held: Held::default(),
         fence: None,
         holder: holder.clone(),
         epoch_at: Instant::now(),
         members: members.clone(),
+        following: None,
     };
-    let restored = serve.adopt_input_stream(&mut consumer).await?;
+    let loose = Loose { consumer, publisher, dlq_task, confirmed, tick_results, snapshots_done };
+    Ok((serve, loose))
+}
+
+/// This instance's term of ownership, once it holds the lease.
+async fn owned(
+    mut serve: Serve,
+    mut loose: Loose,
+    taken: Taken,
+    service: &async_nats::service::Service,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BusError> {
+    let endpoints = async {
+        let group = service.group(serve.subjects.query_group());
+        Ok::<_, BusError>(Endpoints {
+            state: group.endpoint("state.*").await.map_err(BusError::Service)?,
+            fleet: group.endpoint("fleet").await.map_err(BusError::Service)?,
+            partitions: group.endpoint("partitions").await.map_err(BusError::Service)?,
+        })
+    };
+    let endpoints = match endpoints.await {
+        Ok(endpoints) => endpoints,
+        Err(e) => return loose.stop(serve, Err(e)).await,
+    };
+    match level(&mut serve, &mut loose, taken, shutdown).await {
+        Ok(Some(shutdown)) => {
+            tracing::info!(prefix = serve.subjects.prefix(), "serving");
+            let result = serve
+                .run_loop(
+                    &loose.consumer,
+                    endpoints,
+                    &mut loose.confirmed,
+                    (&mut loose.tick_results, &mut loose.snapshots_done),
+                    shutdown,
+                )
+                .await;
+            loose.stop(serve, result).await
+        }
+        Ok(None) => loose.stop(serve, Ok(())).await,
+        Err(e) => loose.stop(serve, Err(e)).await,
+    }
+}
+
+/// Brings the directory level with the log and puts this instance's epoch and resume in it.
+/// Returns the shutdown signal still to wait for, or `None` if it came meanwhile.
+async fn level<S: Future<Output = ()>>(
+    serve: &mut Serve,
+    loose: &mut Loose,
+    taken: Taken,
+    shutdown: S,
+) -> Result<Option<std::pin::Pin<Box<S>>>, BusError> {
+    let (watched, pending) = match taken {
+        Taken::AtOnce(pending) => (None, pending),
+        Taken::Following(following) => following.into_parts(),
+    };
     // This instance's epoch in the stream: from here on the server refuses the appends of any
     // instance that owned the log before.
     serve.take_epoch(true).await?;
-    // A new or lost directory on a stream with history is rebuilt from it; what the outbox holds
-    // from a rebuild cut short, or a snapshot record held as pending, is checked against the
-    // output stream like the rest of it.
-    serve.prepare_rebuild(&mut consumer).await?;
-    let pending = serve.publishable(None, [recovery.pending, restored].concat())?;
+    // What others may have published meanwhile — a follower's outputs, the records others
+    // appended, a directory that followed before its restart — is checked against the output
+    // stream (see `Store::take_over`): a follower has read most of it already. A new or lost
+    // directory on a stream with history is rebuilt from it; what the outbox holds from a
+    // rebuild cut short, or a snapshot record held as pending, is checked like the rest of it.
+    let published = match watched {
+        Some(watched) => Some(serve.read_published(Some(watched)).await?),
+        None => None,
+    };
+    let pending = match &published {
+        Some(published) if serve.store.rebuild_through().is_none() => serve.unpublished(published, pending)?,
+        _ => pending,
+    };
+    serve.prepare_rebuild(&mut loose.consumer, published).await?;
+    let pending = serve.publishable(None, pending)?;
     if !pending.is_empty() {
         let _ = serve.outbox.send(Released::now(pending));
     }
     // A long rebuild still stops on a signal: what it applied is durable, and the next start takes
     // it up where it stopped.
-    tokio::pin!(shutdown);
+    let mut shutdown = Box::pin(shutdown);
     let lease = serve.lease.clone();
     tokio::select! {
         rebuilt = serve.run_rebuild() => rebuilt?,
-        _ = &mut shutdown => return serve.shutdown(publisher, dlq_task, confirmed, Ok(())).await,
-        _ = lease.lost() => {
-            let lost = Err(BusError::SteppedDown("the lease lapsed during the rebuild"));
-            return serve.shutdown(publisher, dlq_task, confirmed, lost).await;
-        }
+        _ = &mut shutdown => return Ok(None),
+        _ = lease.lost() => return Err(BusError::SteppedDown("the lease lapsed during the rebuild")),
     }
-    serve.level_consumer(&mut consumer).await?;
+    serve.level_consumer(&mut loose.consumer).await?;
     serve.schedule_snapshots().await;
     // vigil (re)started: a `resume` in the stream says so, after what it has not read yet. It
     // declares the promise of a record every `tick_every` (so a longer silence of the whole stream
@@ -220,16 +323,5 @@ async fn owned(
     if history_lost {
         tokio::task::block_in_place(|| serve.store.set_history_lost(false))?;
     }
-    tracing::info!(prefix = serve.subjects.prefix(), "serving");
-
-    let result = serve
-        .run_loop(
-            &consumer,
-            Endpoints { state: state_endpoint, fleet: fleet_endpoint, partitions: partitions_endpoint },
-            &mut confirmed,
-            (&mut tick_results, &mut snapshots_done),
-            shutdown,
-        )
-        .await;
-    serve.shutdown(publisher, dlq_task, confirmed, result).await
+    Ok(Some(shutdown))
 }
