@@ -222,6 +222,12 @@ fn main() {
                     }
                 })
                 .expect("a successor owns the log");
+            // A slow round says why: the successor's log since it took the lease.
+            if took > Duration::from_secs(LEASE_S + 2) {
+                let log = vigils[next].as_ref().unwrap().log();
+                let since = log.rfind("took the lease").map_or(0, |i| log[..i].rfind('\n').map_or(0, |n| n + 1));
+                eprintln!("the successor's log since it took the lease:\n{}", &log[since..]);
+            }
             drop(victim);
             vigils[owner] = Some(start(&urls, work.path(), names[owner], &config));
             owner = next;
