@@ -33,6 +33,34 @@ fn start_with(url: &str, dir: &std::path::Path, name: &str, env: &[(&str, &str)]
     Vigil::spawn(url, &dir.join(name), &args, env)
 }
 
+/// A nats-server, a client on it, and a directory for the vigils' data.
+struct World {
+    server: NatsServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    producer: Client,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let server = NatsServer::start();
+        let client = nats(&server.url()).await;
+        let js = jetstream::new(client.clone());
+        let producer = Client::with(client.clone(), "vigil");
+        World { server, client, js, producer, dir: tempfile::tempdir().unwrap() }
+    }
+}
+
+/// Each of the workspaces `deaths` got exactly one restart command, and nothing was said twice.
+async fn each_restarted_once(js: &jetstream::Context, deaths: std::ops::Range<usize>, logs: &str) {
+    let published = outputs(js, "vigil").await;
+    let expected: BTreeMap<String, usize> = deaths.map(|i| (format!("ws-{i:02}:1"), 1)).collect();
+    assert_eq!(restarts(&published), expected, "{logs}");
+    let twice = said_twice(&published);
+    assert!(twice.is_empty(), "said twice: {twice:#?}\n{logs}");
+}
+
 /// Kills `n` workspaces from `first` on: a definitive not-found probe of each.
 async fn kill_workspaces(producer: &Client, first: usize, n: usize) {
     for i in first..first + n {
@@ -66,11 +94,7 @@ fn said_twice(outputs: &[Output]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_vigils_on_one_stream_one_decides_and_the_other_takes_over_when_it_dies() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let producer = Client::with(client.clone(), "vigil");
-    let dir = tempfile::tempdir().unwrap();
+    let World { server, client, js, producer, dir } = World::new().await;
 
     // Given two vigils started on the same stream,
     let a = start(&server.url(), dir.path(), "a");
@@ -106,12 +130,8 @@ async fn two_vigils_on_one_stream_one_decides_and_the_other_takes_over_when_it_d
 
     // then the standby took over, and each workspace was restarted exactly once,
     assert!(log.contains("taking over from another instance"), "{log}");
-    let published = outputs(&js, "vigil").await;
-    let expected: BTreeMap<String, usize> = (0..20).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
-    assert_eq!(restarts(&published), expected, "log of b:\n{log}");
     // and nothing was said twice.
-    let twice = said_twice(&published);
-    assert!(twice.is_empty(), "said twice: {twice:#?}\nlog of b:\n{log}");
+    each_restarted_once(&js, 0..20, &format!("log of b:\n{log}")).await;
 }
 
 fn signal(vigil: &Vigil, sig: &str) {
@@ -120,11 +140,7 @@ fn signal(vigil: &Vigil, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_paused_past_its_lease_steps_down_and_waits_as_a_standby() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let producer = Client::with(client.clone(), "vigil");
-    let dir = tempfile::tempdir().unwrap();
+    let World { server, js, producer, dir, .. } = World::new().await;
     // (A shutdown's watchdog of 2 s: stepping down is no shutdown, and must not arm it.)
     let mut a = start_with(&server.url(), dir.path(), "a", &[("VIGIL_TEST_SHUTDOWN_LIMIT_MS", "2000")]);
     a.wait_for("serving", Duration::from_secs(30));
@@ -157,11 +173,7 @@ async fn an_owner_paused_past_its_lease_steps_down_and_waits_as_a_standby() {
     let log_a = a.stop();
 
     // then every death was restarted exactly once, and nothing said twice.
-    let published = outputs(&js, "vigil").await;
-    let expected: BTreeMap<String, usize> = (0..15).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
-    assert_eq!(restarts(&published), expected, "log of a:\n{log_a}\nlog of b:\n{log_b}");
-    let twice = said_twice(&published);
-    assert!(twice.is_empty(), "said twice: {twice:#?}\nlog of a:\n{log_a}");
+    each_restarted_once(&js, 0..15, &format!("log of a:\n{log_a}\nlog of b:\n{log_b}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,11 +236,7 @@ async fn an_owner_outliving_its_streams_max_age_keeps_its_epoch_and_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_follows_the_log_and_sends_the_restart_a_crashed_owner_decided_but_never_published() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let producer = Client::with(client.clone(), "vigil");
-    let dir = tempfile::tempdir().unwrap();
+    let World { server, js, producer, dir, .. } = World::new().await;
     // Given an owner that dies the moment it decides a restart, before publishing it,
     let a = start_with(&server.url(), dir.path(), "a", &[("VIGIL_TEST_ABORT_ON_RESTART", "1")]);
     a.wait_for("serving", Duration::from_secs(30));
@@ -250,20 +258,12 @@ async fn a_standby_follows_the_log_and_sends_the_restart_a_crashed_owner_decided
     assert!(log.contains("to_catch_up=0"), "{log}");
     assert!(!log.contains("rebuilding the data directory"), "{log}");
     // and the restart the owner decided went out once, under the owner's id.
-    let published = outputs(&js, "vigil").await;
-    let expected: BTreeMap<String, usize> = [("ws-00:1".to_string(), 1)].into();
-    assert_eq!(restarts(&published), expected, "log of b:\n{log}");
-    let twice = said_twice(&published);
-    assert!(twice.is_empty(), "said twice: {twice:#?}\nlog of b:\n{log}");
+    each_restarted_once(&js, 0..1, &format!("log of b:\n{log}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_handover_goes_to_a_standby_that_is_level_with_the_log() {
-    let server = NatsServer::start();
-    let client = nats(&server.url()).await;
-    let js = jetstream::new(client.clone());
-    let producer = Client::with(client.clone(), "vigil");
-    let dir = tempfile::tempdir().unwrap();
+    let World { server, js, producer, dir, .. } = World::new().await;
     // Given an owner that decided ten restarts, and a standby that followed them,
     let a = start(&server.url(), dir.path(), "a");
     a.wait_for("serving", Duration::from_secs(30));
@@ -288,9 +288,5 @@ async fn a_planned_handover_goes_to_a_standby_that_is_level_with_the_log() {
     let caught_up = log_b.split("to_catch_up=").nth(1).and_then(|s| s.split_whitespace().next());
     assert!(caught_up.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n <= 2), "{logs}");
     // and each workspace was restarted exactly once, nothing said twice, whoever owned the log.
-    let published = outputs(&js, "vigil").await;
-    let expected: BTreeMap<String, usize> = (0..20).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
-    assert_eq!(restarts(&published), expected, "{logs}");
-    let twice = said_twice(&published);
-    assert!(twice.is_empty(), "said twice: {twice:#?}\n{logs}");
+    each_restarted_once(&js, 0..20, &logs).await;
 }

@@ -173,22 +173,7 @@ impl Serve {
         &mut self,
         batch: Vec<Result<jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>>,
     ) -> Result<(), BusError> {
-        let mut inputs = Vec::with_capacity(batch.len());
-        let mut last = self.store.stream_seq();
-        for message in batch {
-            let message = message.map_err(|e| BusError::nats("following the input stream as a standby", e))?;
-            let Ok(info) = message.info() else { continue };
-            let seq = info.stream_sequence;
-            if seq <= last {
-                continue;
-            }
-            self.accept(&message.subject, &message.payload, seq, stored_at(info.published), &mut inputs);
-            last = seq;
-        }
-        if last > self.store.stream_seq() {
-            self.submit(inputs, Some(last)).await?;
-            self.collect().await?;
-        }
+        self.apply_records(batch, u64::MAX, "following the input stream as a standby").await?;
         // A new directory, restored from a snapshot record or started from the first record, is
         // rebuilt by following: level with where the rebuild had to go, it is an ordinary copy.
         if self.store.rebuild_through().is_some_and(|through| self.store.stream_seq() >= through) {

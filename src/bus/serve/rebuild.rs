@@ -139,27 +139,39 @@ impl Serve {
                     return Err(BusError::Stalled { what, waited: STALL_LIMIT });
                 }
             };
-            let mut inputs = Vec::with_capacity(batch.len());
-            let mut last = self.store.stream_seq();
-            for message in batch {
-                let message = message.map_err(|e| BusError::nats("reading the input stream to rebuild from it", e))?;
-                let Ok(info) = message.info() else { continue };
-                let seq = info.stream_sequence;
-                if seq > through {
-                    // Past the end: `through` itself was deleted or expired meanwhile.
-                    last = last.max(through);
-                    continue;
-                }
-                if seq <= last {
-                    continue;
-                }
-                self.accept(&message.subject, &message.payload, seq, stored_at(info.published), &mut inputs);
-                last = seq;
+            self.apply_records(batch, through, "reading the input stream to rebuild from it").await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a batch of records read in order from the input stream, up to `through`, as one
+    /// group: those applied already skipped, each with its stored time and position.
+    pub(super) async fn apply_records(
+        &mut self,
+        batch: Vec<Result<jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>>,
+        through: u64,
+        doing: &str,
+    ) -> Result<(), BusError> {
+        let mut inputs = Vec::with_capacity(batch.len());
+        let mut last = self.store.stream_seq();
+        for message in batch {
+            let message = message.map_err(|e| BusError::nats(doing, e))?;
+            let Ok(info) = message.info() else { continue };
+            let seq = info.stream_sequence;
+            if seq > through {
+                // Past the end: `through` itself was deleted or expired meanwhile.
+                last = last.max(through);
+                continue;
             }
-            if last > self.store.stream_seq() {
-                self.submit(inputs, Some(last)).await?;
-                self.collect().await?;
+            if seq <= last {
+                continue;
             }
+            self.accept(&message.subject, &message.payload, seq, stored_at(info.published), &mut inputs);
+            last = seq;
+        }
+        if last > self.store.stream_seq() {
+            self.submit(inputs, Some(last)).await?;
+            self.collect().await?;
         }
         Ok(())
     }
