@@ -77,6 +77,9 @@ pub enum BusError {
     /// stops acting and waits as a standby.
     #[error("stepped down: {0}")]
     SteppedDown(&'static str),
+    /// A stream read in order stopped delivering (the connection closed under it).
+    #[error("{0} ended")]
+    StreamEnded(&'static str),
     #[error("stepping down did not finish within {0:?}")]
     StepDownOverran(std::time::Duration),
 }
@@ -91,6 +94,9 @@ impl BusError {
     /// lost, or NATS failing — which is when takeovers happen) rather than by the process's exit
     /// (the store's errors, a panic, a stop that overran).
     pub fn goes_on_as_standby(&self) -> bool {
-        matches!(self, BusError::SteppedDown(_) | BusError::Nats { .. } | BusError::Stalled { .. })
+        matches!(
+            self,
+            BusError::SteppedDown(_) | BusError::Nats { .. } | BusError::Stalled { .. } | BusError::StreamEnded(_)
+        )
     }
 }

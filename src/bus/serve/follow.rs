@@ -22,11 +22,18 @@ use crate::bus::sequencer::Published;
 /// checkpoint is due.
 const SETTLE_EVERY: Duration = Duration::from_millis(250);
 
+/// How much earlier than the last record a follower applied an output must have been stored for
+/// its id to be forgotten: its cause was applied (and its outbox checked) by then, whatever the
+/// skew between the clocks of the servers that lead the two streams.
+const DECIDED_MARGIN: Duration = Duration::from_secs(60);
+
 /// A follower's state besides its directory.
 pub(super) struct Following {
     watched: Watched,
     /// Outputs decided and not yet seen in the output stream (or older than it keeps outputs).
     pending: Vec<Pending>,
+    /// The stored time of the last record applied.
+    applied_at: At,
 }
 
 impl Following {
@@ -90,13 +97,18 @@ impl Watched {
     }
 
     /// Forgets the outputs older than the stream keeps: an output decided that long ago counts as
-    /// expired whether it was published or not (see [`sequencer::sort_rebuilt`]), so the ids a
-    /// long-running follower holds stay bounded by the output stream's `max_age`.
+    /// expired whether it was published or not (see [`sequencer::sort_rebuilt`]).
     fn forget_expired(&mut self) {
         let horizon = At(wall_clock().millis().saturating_sub(self.max_age.as_millis() as i64));
         self.published.kept_since = self.published.kept_since.max(horizon);
+        let kept_since = self.published.kept_since;
+        self.forget_before(kept_since);
+    }
+
+    /// Forgets the ids of outputs the stream stored before `before`.
+    fn forget_before(&mut self, before: At) {
         while let Some((at, _)) = self.stored.front()
-            && *at < self.published.kept_since
+            && *at < before
         {
             let (_, id) = self.stored.pop_front().expect("looked at the front");
             self.published.ids.remove(&id);
@@ -143,7 +155,7 @@ impl Serve {
             .await
             .map_err(|e| BusError::nats(doing("input"), e))?
             .ready_chunks(self.cfg.batch_max);
-        self.following = Some(Following { watched, pending });
+        self.following = Some(Following { watched, pending, applied_at: At(i64::MIN) });
         tracing::info!(from, "standby: following the log");
         let mut settle = tokio::time::interval(SETTLE_EVERY);
         tokio::pin!(acquire);
@@ -153,11 +165,11 @@ impl Serve {
                 lease = &mut acquire => return lease,
                 _ = self.durable.notified() => self.collect().await?,
                 batch = inputs.next() => {
-                    let batch = batch.ok_or_else(|| BusError::Stopped("reading the input stream as a standby"))?;
+                    let batch = batch.ok_or(BusError::StreamEnded("the input stream, followed as a standby,"))?;
                     self.apply_followed(batch).await?;
                 }
                 batch = outputs.next() => {
-                    let batch = batch.ok_or_else(|| BusError::Stopped("reading the output stream as a standby"))?;
+                    let batch = batch.ok_or(BusError::StreamEnded("the output stream, watched as a standby,"))?;
                     self.note_published(batch)?;
                 }
                 _ = settle.tick() => {
@@ -173,7 +185,11 @@ impl Serve {
         &mut self,
         batch: Vec<Result<jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>>,
     ) -> Result<(), BusError> {
+        let last_stored = batch.iter().rev().find_map(|m| Some(stored_at(m.as_ref().ok()?.info().ok()?.published)));
         self.apply_records(batch, u64::MAX, "following the input stream as a standby").await?;
+        if let (Some(following), Some(at)) = (self.following.as_mut(), last_stored) {
+            following.applied_at = following.applied_at.max(at);
+        }
         // A new directory, restored from a snapshot record or started from the first record, is
         // rebuilt by following: level with where the rebuild had to go, it is an ordinary copy.
         if self.store.rebuild_through().is_some_and(|through| self.store.stream_seq() >= through) {
@@ -200,12 +216,14 @@ impl Serve {
     fn settle_followed(&mut self) -> Result<(), BusError> {
         let Some(following) = self.following.as_mut() else { return Ok(()) };
         following.watched.forget_expired();
-        if following.pending.is_empty() {
-            return Ok(());
-        }
         let pending = std::mem::take(&mut following.pending);
         let sorted = sequencer::sort_rebuilt(&following.watched.published, pending);
         following.pending = sorted.publish;
+        // An output stored well before the last record applied was caused by a record applied
+        // already: it was just checked against the outbox, and is not needed again. So a follower
+        // keeps the ids of the outputs it is behind on, not a week of them.
+        let decided = At(following.applied_at.millis().saturating_sub(DECIDED_MARGIN.as_millis() as i64));
+        following.watched.forget_before(decided);
         if !sorted.settled.is_empty() {
             tokio::task::block_in_place(|| self.store.ack(&sorted.settled))?;
         }
