@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use support::bus::{nats, not_found, outputs, untagged, wait_processed};
+use support::bus::{World, nats, not_found, outputs, untagged, wait_processed};
 use support::nats::{NatsServer, Vigil};
 use vigil::bus::ownership::{self, AppendError, Holder};
 use vigil::client::Client;
@@ -31,25 +31,6 @@ fn start_with(url: &str, dir: &std::path::Path, name: &str, env: &[(&str, &str)]
     std::fs::write(&policy, POLICY).unwrap();
     let args = ["--policy", policy.to_str().unwrap(), "--instance", name, "--lease", "4s"];
     Vigil::spawn(url, &dir.join(name), &args, env)
-}
-
-/// A nats-server, a client on it, and a directory for the vigils' data.
-struct World {
-    server: NatsServer,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    producer: Client,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    async fn new() -> World {
-        let server = NatsServer::start();
-        let client = nats(&server.url()).await;
-        let js = jetstream::new(client.clone());
-        let producer = Client::with(client.clone(), "vigil");
-        World { server, client, js, producer, dir: tempfile::tempdir().unwrap() }
-    }
 }
 
 /// Each of the workspaces `deaths` got exactly one restart command, and nothing was said twice.
@@ -94,7 +75,7 @@ fn said_twice(outputs: &[Output]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_vigils_on_one_stream_one_decides_and_the_other_takes_over_when_it_dies() {
-    let World { server, client, js, producer, dir } = World::new().await;
+    let World { server, client, js, producer, dir, .. } = World::new().await;
 
     // Given two vigils started on the same stream,
     let a = start(&server.url(), dir.path(), "a");
@@ -243,6 +224,12 @@ async fn a_standby_follows_the_log_and_sends_the_restart_a_crashed_owner_decided
     // and a standby following the log,
     let b = start(&server.url(), dir.path(), "b");
     b.wait_for("standby: following the log", Duration::from_secs(30));
+    // (which also follows past what a hostile producer sends: bytes that decode to nothing, a
+    // name no workspace may have),
+    let hostile = [("vigil.in.heartbeat.ws-x", vec![0xc1, 0xff, 0x00]), ("vigil.in.probe.%\u{7f}", vec![0x92; 4096])];
+    for (subject, payload) in hostile {
+        js.publish(subject, payload.into()).await.unwrap().await.unwrap();
+    }
     wait_processed(&js, "vigil").await;
     // when a workspace dies (the owner decides its restart and dies with it),
     kill_workspaces(&producer, 0, 1).await;

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use support::bus::{export, heartbeat, input, nats, not_found, outputs, state_of, untagged, wait_processed, ws};
+use support::bus::{World, export, heartbeat, input, nats, not_found, outputs, state_of, untagged, wait_processed, ws};
 use support::nats::{NatsServer, Vigil};
 use vigil::client::Client;
 use vigil::core::Policy;
@@ -60,28 +60,6 @@ fn restart_ids(outputs: &[Output]) -> Vec<&str> {
         outputs.iter().filter(|o| matches!(o.body, OutputBody::Restart { .. })).map(|o| untagged(&o.id)).collect();
     ids.sort();
     ids
-}
-
-/// A nats-server, a client of it, and a directory for data directories and vigil's configuration.
-struct World {
-    server: NatsServer,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    producer: Client,
-    dir: tempfile::TempDir,
-    config: std::path::PathBuf,
-}
-
-impl World {
-    async fn new() -> World {
-        let server = NatsServer::start();
-        let client = nats(&server.url()).await;
-        let js = jetstream::new(client.clone());
-        let producer = Client::with(client.clone(), "vigil");
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("vigil.toml");
-        World { server, client, js, producer, dir, config }
-    }
 }
 
 /// Three workspaces alive and a fourth found dead, decided by a vigil on `dir/a` that dies the

@@ -159,3 +159,26 @@ pub fn accusations(outputs: &[Output]) -> Vec<String> {
         .map(|o| format!("{} {:?} {:?}", o.at, o.workspace, o.body))
         .collect()
 }
+
+/// A nats-server, a client of it, a producer on the `vigil` prefix, and a directory for data
+/// directories and a vigil configuration file (`config`, not written yet).
+pub struct World {
+    pub server: super::nats::NatsServer,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub producer: vigil::client::Client,
+    pub dir: tempfile::TempDir,
+    pub config: std::path::PathBuf,
+}
+
+impl World {
+    pub async fn new() -> World {
+        let server = super::nats::NatsServer::start();
+        let client = nats(&server.url()).await;
+        let js = jetstream::new(client.clone());
+        let producer = vigil::client::Client::with(client.clone(), "vigil");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("vigil.toml");
+        World { server, client, js, producer, dir, config }
+    }
+}
