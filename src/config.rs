@@ -92,6 +92,11 @@ pub struct ServeConfig {
     /// How many NATS servers hold a copy of each of vigil's streams (JetStream replicas: 1, 3 or
     /// 5). With 3 on a 3-node cluster, losing any one server loses nothing and stops nothing.
     pub stream_replicas: usize,
+    /// How many partitions the fleet's workspaces are split into (a workspace's is the FNV-1a of
+    /// its id modulo this; SPEC §4 "Partitions"). Each is a log of its own, folded, owned and taken
+    /// over on its own, so several instances share the work. Fixed for a deployment: a different
+    /// value on an existing input stream is refused.
+    pub partitions: u32,
     /// This instance's name, for people: in the lease it holds, the epoch records it appends and
     /// its logs. Several instances on one stream take turns: one owns the log, the others wait as
     /// standbys.
@@ -147,6 +152,7 @@ impl Default for ServeConfig {
             unwatched_after: Duration::from_secs(5),
             snapshot_every: Duration::from_secs(600),
             stream_replicas: 1,
+            partitions: 1,
             instance: default_instance(),
             lease: Duration::from_secs(15),
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -228,6 +234,9 @@ impl ServeConfig {
         {
             return bad("lease must be between 2s and 10m, and at least four times tick_every");
         }
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return bad(&format!("partitions must be between 1 and {MAX_PARTITIONS}"));
+        }
         if ![1, 3, 5].contains(&self.stream_replicas) {
             return bad(
                 "stream_replicas must be 1, 3 or 5 (a JetStream stream keeps an odd number of copies, at most 5)",
@@ -236,6 +245,10 @@ impl ServeConfig {
         Ok(())
     }
 }
+
+/// The most partitions a deployment may have: each is a durable consumer, a lease and a data
+/// directory on every instance that holds it.
+pub const MAX_PARTITIONS: u32 = 256;
 
 /// The host's name (`HOSTNAME`, else `/etc/hostname`), else `vigil`.
 fn default_instance() -> String {
@@ -290,6 +303,9 @@ mod tests {
         assert!(with(|c| c.instance = String::new()).is_err());
         assert!(with(|c| c.stream_replicas = 0).is_err());
         assert!(with(|c| c.stream_replicas = 3).is_ok());
+        assert!(with(|c| c.partitions = 0).is_err());
+        assert!(with(|c| c.partitions = MAX_PARTITIONS + 1).is_err());
+        assert!(with(|c| c.partitions = 16).is_ok());
         assert!(with(|c| c.prefix = "acme.vigil".into()).is_ok());
     }
 }

@@ -8,16 +8,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use support::bus::{World, nats, not_found, outputs, untagged, wait_processed};
+use support::bus::{World, each_restarted_once, kill_workspaces, nats, wait_processed};
 use support::nats::{NatsServer, Vigil};
 use vigil::bus::ownership::{self, AppendError, Holder};
 use vigil::client::Client;
-use vigil::core::event::{Output, OutputBody};
 
 /// Restarts out of the way of the breaker and the cap: these stories are about who decides.
 const POLICY: &str = "breaker_min = 10000\nmax_restarts_in_flight = 1000\n";
@@ -31,46 +29,6 @@ fn start_with(url: &str, dir: &std::path::Path, name: &str, env: &[(&str, &str)]
     std::fs::write(&policy, POLICY).unwrap();
     let args = ["--policy", policy.to_str().unwrap(), "--instance", name, "--lease", "4s"];
     Vigil::spawn(url, &dir.join(name), &args, env)
-}
-
-/// Each of the workspaces `deaths` got exactly one restart command, and nothing was said twice.
-async fn each_restarted_once(js: &jetstream::Context, deaths: std::ops::Range<usize>, logs: &str) {
-    let published = outputs(js, "vigil").await;
-    let expected: BTreeMap<String, usize> = deaths.map(|i| (format!("ws-{i:02}:1"), 1)).collect();
-    assert_eq!(restarts(&published), expected, "{logs}");
-    let twice = said_twice(&published);
-    assert!(twice.is_empty(), "said twice: {twice:#?}\n{logs}");
-}
-
-/// Kills `n` workspaces from `first` on: a definitive not-found probe of each.
-async fn kill_workspaces(producer: &Client, first: usize, n: usize) {
-    for i in first..first + n {
-        producer.publish(&not_found(&format!("ws-{i:02}"))).await.unwrap();
-    }
-}
-
-/// How many restart commands each workspace got.
-fn restarts(outputs: &[Output]) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for o in outputs {
-        if let OutputBody::Restart { restart_id, .. } = &o.body {
-            *seen.entry(untagged(restart_id).to_string()).or_default() += 1;
-        }
-    }
-    seen
-}
-
-/// Outputs that say the same thing twice under different ids (two deciders would).
-fn said_twice(outputs: &[Output]) -> Vec<String> {
-    let mut seen = BTreeMap::new();
-    for o in outputs {
-        let mut body = format!("{:?} {:?}", o.workspace, o.body);
-        if let OutputBody::Restart { .. } = o.body {
-            body = format!("{:?} restart", o.workspace);
-        }
-        *seen.entry(body).or_insert(0) += 1;
-    }
-    seen.into_iter().filter(|(_, n)| *n > 1).map(|(b, n)| format!("{n}x {b}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

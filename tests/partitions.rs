@@ -1,16 +1,22 @@
-//! The partition of a workspace, as vigil and producers compute it (`Subjects::partition`), is the
-//! one a real nats-server's subject transform `{{partition(P,2)}}` stores its inputs under: for
-//! 10 000 workspace ids of every shape the contract allows (1–128 of `[A-Za-z0-9_-]`), and for a
-//! partition count that is not a power of two as well as the default 16.
+//! Partitions (SPEC §4 "Partitions"), with real parts.
+//!
+//! - The partition of a workspace, as vigil and producers compute it (`Subjects::partition`), is
+//!   the one a real nats-server's subject transform `{{partition(P,2)}}` stores its inputs under:
+//!   for 10 000 workspace ids of every shape the contract allows (1–128 of `[A-Za-z0-9_-]`), and
+//!   for a partition count that is not a power of two as well as 16.
+//! - Two vigils over four partitions: each partition is owned once, folded on its own, and taken
+//!   over when its owner is killed; every death is restarted once.
+//! - The number of partitions is fixed for a deployment: another is refused, by name.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
-use support::bus::nats;
-use support::nats::NatsServer;
+use support::bus::{World, each_restarted_once, kill_workspaces, nats, read_stream, wait_partitions_level};
+use support::nats::{NatsServer, Vigil};
 use support::rng::Rng;
 use vigil::client::Subjects;
 use vigil::core::event::WorkspaceId;
@@ -98,4 +104,105 @@ async fn vigils_partition_of_a_workspace_is_the_servers_for_ten_thousand_ids() {
         let used: std::collections::BTreeSet<u32> = stored.values().copied().collect();
         assert_eq!(used.len(), partitions as usize);
     }
+}
+
+/// Restarts out of the way of the breaker and the cap: these stories are about who decides.
+const POLICY: &str = "breaker_min = 10000\nmax_restarts_in_flight = 1000\n";
+
+fn start(url: &str, dir: &std::path::Path, name: &str, partitions: u32) -> Vigil {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let partitions = partitions.to_string();
+    let args = ["--policy", policy.to_str().unwrap(), "--instance", name, "--lease", "4s", "--partitions", &partitions];
+    Vigil::spawn(url, &dir.join(name), &args, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_partitions_are_owned_once_each_and_taken_over_when_their_owner_dies() {
+    let World { server, client, js, producer, dir, .. } = World::new().await;
+
+    // Given a vigil over four partitions, and a second one started beside it,
+    let a = start(&server.url(), dir.path(), "a", 4);
+    wait_partitions_level(&client, 4, &["a"]).await;
+    let b = start(&server.url(), dir.path(), "b", 4);
+    b.wait_for("standby: another instance owns the log", Duration::from_secs(30));
+    // (each partition has its owner, and the other instance as its standby),
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let answer = wait_partitions_level(&client, 4, &["a"]).await;
+        let all_followed =
+            answer["partitions"].as_array().unwrap().iter().all(|p| p["standbys"] == serde_json::json!(["b"]));
+        if all_followed || started.elapsed() > Duration::from_secs(10) {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (k, p) in answer["partitions"].as_array().unwrap().iter().enumerate() {
+        assert_eq!((p["partition"].as_u64(), p["owner"].as_str()), (Some(k as u64), Some("a")), "{answer}");
+        assert_eq!(p["standbys"], serde_json::json!(["b"]), "{answer}");
+    }
+    // when twenty workspaces die, the owner is killed, and twenty more die,
+    kill_workspaces(&producer, 0, 20).await;
+    wait_partitions_level(&client, 4, &["a"]).await;
+    a.kill();
+    kill_workspaces(&producer, 20, 20).await;
+    let answer = wait_partitions_level(&client, 4, &["b"]).await;
+    // (and a heartbeat published straight onto another partition's subject goes to the DLQ),
+    let ws00 = WorkspaceId::parse("ws-00").unwrap();
+    let wrong = (Subjects::partition(&ws00, 4) + 1) % 4;
+    let beat = vigil::core::wire::encode_msgpack(&support::bus::heartbeat("ws-00"));
+    client.publish(format!("vigil.in.{wrong}.heartbeat.ws-00"), beat.into()).await.unwrap();
+    let dlq = support::bus::wait_stream(&js, "VIGIL_DLQ", 1).await;
+    let reason = dlq[0].headers.get("Vigil-Reason").map(|v| v.as_str().to_string());
+    assert_eq!(reason.as_deref(), Some("subject_mismatch"), "{:?}", dlq[0].headers);
+    // The fleet is the sum of the partitions.
+    let fleet: serde_json::Value =
+        serde_json::from_slice(&client.request("vigil.query.fleet", "".into()).await.unwrap().payload).unwrap();
+    assert_eq!(fleet["partitions"].as_array().map(Vec::len), Some(4), "{fleet}");
+    assert_eq!(fleet["workspaces"], 40, "{fleet}");
+    let log = b.stop();
+
+    // then every partition was taken over by the standby,
+    assert_eq!(log.matches("taking over from another instance").count(), 4, "{answer}\n{log}");
+    // each input was stored under its workspace's partition, and folded in that partition's own
+    // data directory,
+    let stored = read_stream(&js, "VIGIL_IN").await;
+    let mut inputs = 0;
+    for m in stored.iter().filter(|m| m.subject.starts_with("vigil.in.")) {
+        let tokens: Vec<&str> = m.subject.split('.').collect();
+        let ws = WorkspaceId::parse(tokens[4]).unwrap();
+        let stored_under = tokens[2].parse::<u32>().unwrap();
+        // (all but the one published past the transform)
+        if stored_under != wrong || ws != ws00 {
+            assert_eq!(stored_under, Subjects::partition(&ws, 4), "{}", m.subject);
+        }
+        inputs += 1;
+    }
+    assert_eq!(inputs, 41);
+    for k in 0..4 {
+        assert!(dir.path().join("b").join(format!("p{k}")).is_dir(), "b's partition {k}");
+    }
+    // and each workspace was restarted exactly once, nothing said twice.
+    each_restarted_once(&js, 0..40, &format!("log of b:\n{log}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_number_of_partitions_on_an_existing_deployment_is_refused() {
+    let World { server, client, dir, .. } = World::new().await;
+    // Given a deployment of four partitions,
+    let a = start(&server.url(), dir.path(), "a", 4);
+    wait_partitions_level(&client, 4, &["a"]).await;
+    drop(a.stop());
+    // when a vigil is started on it with two,
+    let mut b = start(&server.url(), dir.path(), "b", 2);
+    let status = b.wait_exit(Duration::from_secs(30));
+    // then it refuses to start, and says why and what to do.
+    assert!(!status.success());
+    let log = b.log();
+    assert!(log.contains("is split into 4 partitions, but `partitions` is 2"), "{log}");
+    assert!(log.contains("fixed for a deployment"), "{log}");
+    // So does one with the default, a single partition.
+    let mut c = Vigil::spawn(&server.url(), &dir.path().join("c"), &[], &[]);
+    assert!(!c.wait_exit(Duration::from_secs(30)).success());
+    assert!(c.log().contains("is split into 4 partitions, but `partitions` is 1"), "{}", c.log());
 }

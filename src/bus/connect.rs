@@ -57,29 +57,35 @@ pub async fn connect(cfg: &ServeConfig, name: &str) -> Result<async_nats::Client
     opts.connect(urls).await.map_err(|source| BusError::Connect { url: cfg.nats_url.clone(), source })
 }
 
-/// Creates or updates the input, output and DLQ streams, and the durable input consumer.
+/// The input stream's metadata key that records its partition count (absent: one partition).
+pub const PARTITIONS_KEY: &str = "vigil_partitions";
+
+/// Creates or updates the input, output and DLQ streams, and the durable input consumer of the
+/// partition `subjects` are scoped to (of the whole stream, unscoped).
 pub async fn declare(
     js: &jetstream::Context,
     subjects: &Subjects,
     cfg: &ServeConfig,
 ) -> Result<consumer::PullConsumer, BusError> {
+    declare_streams(js, subjects, cfg).await?;
+    declare_consumer(js, subjects, cfg).await
+}
+
+/// Creates or updates the input, output and DLQ streams. An input stream partitioned otherwise
+/// than `cfg.partitions` says is refused ([`BusError::PartitionsChanged`]), untouched.
+pub async fn declare_streams(js: &jetstream::Context, subjects: &Subjects, cfg: &ServeConfig) -> Result<(), BusError> {
+    check_partitions(js, subjects, cfg.partitions).await?;
     let dlq_max_bytes = i64::try_from(cfg.dlq_max_bytes).unwrap_or(i64::MAX);
     let streams = [
         // The input stream is the log: producers' inputs and vigil's own records, in one order.
-        (
-            subjects.input_stream(),
-            vec![subjects.inputs(), subjects.log()],
-            cfg.input_max_age,
-            cfg.input_duplicate_window,
-            -1,
-        ),
+        (subjects.input_stream(), subjects.input_stream_subjects(), cfg.input_max_age, cfg.input_duplicate_window, -1),
         (subjects.output_stream(), vec![subjects.outputs()], cfg.output_max_age, cfg.output_duplicate_window, -1),
         (subjects.dlq_stream(), vec![subjects.dlq()], cfg.input_max_age, cfg.input_duplicate_window, dlq_max_bytes),
     ];
-    for (name, subjects, max_age, duplicate_window, max_bytes) in streams {
-        let config = stream::Config {
+    for (name, stream_subjects, max_age, duplicate_window, max_bytes) in streams {
+        let mut config = stream::Config {
             name: name.clone(),
-            subjects,
+            subjects: stream_subjects,
             storage: stream::StorageType::File,
             max_age,
             duplicate_window,
@@ -88,20 +94,65 @@ pub async fn declare(
             num_replicas: cfg.stream_replicas,
             ..Default::default()
         };
+        if name == subjects.input_stream() {
+            // Each input stored under its partition's subject: `{{partition(P,2)}}` of the workspace.
+            config.subject_transform = subjects
+                .input_transform(cfg.partitions)
+                .map(|(source, destination)| stream::SubjectTransform { source, destination });
+            config.metadata.insert(PARTITIONS_KEY.into(), cfg.partitions.to_string());
+        }
         js.create_or_update_stream(config)
             .await
             .map_err(|e| BusError::Declare { what: format!("stream {name}"), source: e.into() })?;
     }
+    Ok(())
+}
+
+/// Refuses an existing input stream whose partition count differs from `configured`: its
+/// records are stored under the other count's partitions, and every workspace's state is in the
+/// logs of those.
+async fn check_partitions(js: &jetstream::Context, subjects: &Subjects, configured: u32) -> Result<(), BusError> {
+    let name = subjects.input_stream();
+    let Ok(mut stream) = js.get_stream(&name).await else { return Ok(()) };
+    let info = stream.info().await.map_err(|e| BusError::nats(format!("reading the stream {name}'s info"), e))?;
+    let recorded = match info.config.metadata.get(PARTITIONS_KEY) {
+        Some(text) => text.parse::<u32>().ok(),
+        // A stream from before partitions existed, without a transform, is one partition.
+        None if info.config.subject_transform.is_none() => Some(1),
+        None => None,
+    };
+    match recorded {
+        Some(n) if n == configured => Ok(()),
+        _ => Err(BusError::PartitionsChanged {
+            stream: name,
+            configured,
+            recorded: info.config.metadata.get(PARTITIONS_KEY).cloned().unwrap_or_else(|| "1".into()),
+        }),
+    }
+}
+
+/// The durable consumer of the partition `subjects` are scoped to: `<consumer>` for the whole
+/// stream (one partition), `<consumer>-p<K>` reading partition K's inputs and records.
+pub async fn declare_consumer(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    cfg: &ServeConfig,
+) -> Result<consumer::PullConsumer, BusError> {
     let stream = js
         .get_stream(subjects.input_stream())
         .await
         .map_err(|e| BusError::Declare { what: format!("stream {}", subjects.input_stream()), source: e.into() })?;
+    let (name, filter_subjects) = match subjects.part() {
+        Some(part) => (format!("{}-p{}", cfg.consumer, part.index), subjects.partition_filters()),
+        None => (cfg.consumer.clone(), Vec::new()),
+    };
     stream
         .get_or_create_consumer(
-            &cfg.consumer,
+            &name,
             consumer::pull::Config {
-                durable_name: Some(cfg.consumer.clone()),
+                durable_name: Some(name.clone()),
                 description: Some("vigil's input consumer: applied, made durable, then acknowledged".into()),
+                filter_subjects,
                 // One ack per group commit covers every message up to it.
                 ack_policy: consumer::AckPolicy::All,
                 ack_wait: Duration::from_secs(30),
@@ -110,5 +161,5 @@ pub async fn declare(
             },
         )
         .await
-        .map_err(|e| BusError::Declare { what: format!("consumer {}", cfg.consumer), source: e.into() })
+        .map_err(|e| BusError::Declare { what: format!("consumer {name}"), source: e.into() })
 }

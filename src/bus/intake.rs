@@ -96,6 +96,20 @@ impl Intake {
         if input.kind.workspace().is_none_or(|w| w.as_str() != subject.workspace) {
             return Err(Rejection::new("subject_mismatch", "the subject's workspace is not the payload's"));
         }
+        // Published straight onto a partition's subject (not through the stream's transform), and
+        // the wrong one: its partition's owner would never see it.
+        if let (Some(ws), Some(part)) = (input.kind.workspace(), self.subjects.part())
+            && !self.subjects.holds(ws)
+        {
+            return Err(Rejection::new(
+                "subject_mismatch",
+                format!(
+                    "stored under partition {}, but workspace {ws} belongs to partition {}",
+                    part.index,
+                    Subjects::partition(ws, part.of)
+                ),
+            ));
+        }
         Ok(input)
     }
 }
@@ -182,5 +196,29 @@ mod tests {
         ] {
             assert!(REASONS.contains(&e.code()), "{}", e.code());
         }
+    }
+
+    #[test]
+    fn a_partition_reads_its_own_inputs_and_refuses_another_partitions() {
+        use crate::core::event::WorkspaceId;
+        use Value::*;
+        // Given partition 3 of 16, and workspaces in it and elsewhere,
+        let intake = Intake::new(Subjects::new("vigil").scoped(3, 16), 1000);
+        let ids = ["ws-0", "ws-1", "ws-2", "ws-3", "ws-4", "ws-5", "ws-6", "ws-7", "ws-8", "ws-9", "ws-10", "ws-11"];
+        let part = |ws: &str| Subjects::partition(&WorkspaceId::parse(ws).unwrap(), 16);
+        let ours = *ids.iter().find(|ws| part(ws) == 3).expect("one of a dozen ids lands in partition 3");
+        let theirs = *ids.iter().find(|ws| part(ws) != 3).unwrap();
+        let hb = |ws: &'static str| map(&[("v", U(1)), ("type", S("heartbeat")), ("workspace", S(ws))]);
+        // then its own, as the stream's transform stores them, are read;
+        let own = intake.decode(&format!("vigil.in.3.heartbeat.{ours}"), &hb(ours), At(0));
+        assert!(own.is_ok(), "{own:?}");
+        assert!(intake.decode("vigil.log.3.tick", &map(&[("v", U(1)), ("type", S("tick"))]), At(0)).is_ok());
+        // one published straight onto partition 3's subject for another partition's workspace is
+        // refused, and so is the unpartitioned shape the transform never leaves in the stream.
+        let wrong = intake.decode(&format!("vigil.in.3.heartbeat.{theirs}"), &hb(theirs), At(0)).unwrap_err();
+        assert_eq!(wrong.code, "subject_mismatch");
+        assert!(wrong.detail.contains(&format!("belongs to partition {}", part(theirs))), "{}", wrong.detail);
+        let bare = intake.decode(&format!("vigil.in.heartbeat.{ours}"), &hb(ours), At(0)).unwrap_err();
+        assert_eq!(bare.code, "bad_subject");
     }
 }

@@ -10,6 +10,7 @@
 //! vigil crashes between committing and publishing it.
 
 mod admission;
+pub mod api;
 pub mod connect;
 pub mod dlq;
 mod fault;
@@ -80,6 +81,13 @@ pub enum BusError {
     /// A stream read in order stopped delivering (the connection closed under it).
     #[error("{0} ended")]
     StreamEnded(&'static str),
+    /// The input stream was created for another number of partitions than the one configured.
+    #[error(
+        "the input stream {stream} is split into {recorded} partitions, but `partitions` is {configured}: the \
+         number of partitions is fixed for a deployment (set it back to {recorded}, or start a new deployment \
+         under another prefix)"
+    )]
+    PartitionsChanged { stream: String, configured: u32, recorded: String },
     #[error("stepping down did not finish within {0:?}")]
     StepDownOverran(std::time::Duration),
 }

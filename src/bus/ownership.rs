@@ -4,7 +4,7 @@
 //! (SIGSTOP, a stuck disk, a GC-like stall) cannot append a tick or a snapshot once another has
 //! taken over (SPEC §4 "ownership").
 //!
-//! - The lease is one key in the `<PREFIX>_LEASES` bucket, whose `max_age` is the lease time: the
+//! - The lease of a partition is its key `p.<partition>` in the `<PREFIX>_LEASES` bucket, whose `max_age` is the lease time: the
 //!   owner creates it (create fails while another holds it), renews it with `update` against its
 //!   revision every quarter of the lease, and gives it up on a clean stop. Per-key TTLs are not
 //!   used (async-nats 0.51 drops them on `update`). An owner that has not renewed for the lease
@@ -36,10 +36,6 @@ use crate::bus::{BusError, NatsError};
 /// constant for it in async-nats 0.51).
 pub const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
-/// The lease key of the one partition there is today (the multi-partition design keeps one key
-/// per partition: `p.<k>`).
-const LEASE_KEY: &str = "p.0";
-
 /// How often a standby tries to take the lease.
 const TRY_EVERY: Duration = Duration::from_millis(250);
 
@@ -68,6 +64,7 @@ struct Validity {
 /// expires); [`Lease::release`] gives it up at once.
 pub struct Lease {
     kv: kv::Store,
+    key: String,
     validity: Arc<Mutex<Validity>>,
     revision: Arc<Mutex<u64>>,
     renewing: Option<tokio::task::JoinHandle<()>>,
@@ -88,6 +85,7 @@ impl Lease {
     /// necessarily `configured`. Returns `None` if `stop` completes first.
     pub async fn acquire(
         kv: &kv::Store,
+        key: &str,
         holder: &Holder,
         configured: Duration,
         stop: impl std::future::Future<Output = ()>,
@@ -95,11 +93,11 @@ impl Lease {
         tokio::pin!(stop);
         let mut said = None;
         loop {
-            match Lease::try_acquire(kv, holder, configured).await {
+            match Lease::try_acquire(kv, key, holder, configured).await {
                 Attempt::Taken(lease) => return Ok(Some(*lease)),
                 Attempt::HeldBy(owner) => {
                     if said.as_ref() != Some(&owner) {
-                        tracing::info!(owner = %owner, "standby: another instance owns the log");
+                        tracing::info!(owner = %owner, lease = key, "standby: another instance owns the log");
                         said = Some(owner);
                     }
                 }
@@ -113,7 +111,7 @@ impl Lease {
     }
 
     /// One try at taking the lease (see [`Lease::acquire`]).
-    pub async fn try_acquire(kv: &kv::Store, holder: &Holder, configured: Duration) -> Attempt {
+    pub async fn try_acquire(kv: &kv::Store, key: &str, holder: &Holder, configured: Duration) -> Attempt {
         let value = Bytes::from(serde_json::to_vec(holder).expect("a holder always encodes"));
         let ttl = match kv.status().await {
             Ok(status) if status.max_age() > Duration::ZERO => status.max_age(),
@@ -123,17 +121,17 @@ impl Lease {
             tracing::warn!(bucket_max_age = ?ttl, ?configured, "the lease bucket's max_age is not this instance's lease");
         }
         let sent = Instant::now();
-        match kv.create(LEASE_KEY, value.clone()).await {
-            Ok(revision) => Attempt::Taken(Box::new(Lease::held(kv.clone(), holder, revision, sent, ttl))),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match kv.entry(LEASE_KEY).await {
+        match kv.create(key, value.clone()).await {
+            Ok(revision) => Attempt::Taken(Box::new(Lease::held(kv.clone(), key, holder, revision, sent, ttl))),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match kv.entry(key).await {
                 // Ours: held by this directory before a crash or a restart. Taken back against
                 // its revision, so a standby that took it meanwhile wins.
                 Ok(Some(entry)) if is_ours(&entry.value, holder) => {
                     let sent = Instant::now();
-                    match kv.update(LEASE_KEY, value, entry.revision).await {
+                    match kv.update(key, value, entry.revision).await {
                         Ok(revision) => {
-                            tracing::info!("took back this directory's own lease");
-                            Attempt::Taken(Box::new(Lease::held(kv.clone(), holder, revision, sent, ttl)))
+                            tracing::info!(lease = key, "took back this directory's own lease");
+                            Attempt::Taken(Box::new(Lease::held(kv.clone(), key, holder, revision, sent, ttl)))
                         }
                         Err(_) => Attempt::Failed,
                     }
@@ -155,14 +153,14 @@ impl Lease {
         }
     }
 
-    fn held(kv: kv::Store, holder: &Holder, revision: u64, sent: Instant, ttl: Duration) -> Lease {
+    fn held(kv: kv::Store, key: &str, holder: &Holder, revision: u64, sent: Instant, ttl: Duration) -> Lease {
         let counts_for = ttl - ttl / MARGIN_DIVISOR;
         let validity =
             Arc::new(Mutex::new(Validity { until: sent + counts_for, lost: false, touched: Instant::now() }));
         let revision = Arc::new(Mutex::new(revision));
-        let renewal = Renewal { kv: kv.clone(), holder: holder.clone(), ttl, counts_for };
+        let renewal = Renewal { kv: kv.clone(), key: key.to_string(), holder: holder.clone(), ttl, counts_for };
         let renewing = tokio::spawn(renewal.run(revision.clone(), validity.clone()));
-        Lease { kv, validity, revision, renewing: Some(renewing) }
+        Lease { kv, key: key.to_string(), validity, revision, renewing: Some(renewing) }
     }
 
     /// A view of whether the lease holds, for the loop that acts under it.
@@ -180,7 +178,7 @@ impl Lease {
         }
         let revision = *self.revision.lock().unwrap_or_else(|e| e.into_inner());
         if self.view().valid()
-            && let Err(e) = self.kv.delete_expect_revision(LEASE_KEY, Some(revision)).await
+            && let Err(e) = self.kv.delete_expect_revision(&self.key, Some(revision)).await
         {
             tracing::warn!(error = %e, "cannot give the lease up; it expires by itself");
         }
@@ -236,6 +234,7 @@ impl Drop for Lease {
 /// What renewing a lease needs.
 struct Renewal {
     kv: kv::Store,
+    key: String,
     holder: Holder,
     ttl: Duration,
     counts_for: Duration,
@@ -257,7 +256,7 @@ impl Renewal {
                 // Bounded by the lease, not a quarter of it: an update that lands after a shorter
                 // timeout would move the revision on behind our back.
                 let outcome =
-                    tokio::time::timeout(self.counts_for, self.kv.update(LEASE_KEY, value.clone(), current)).await;
+                    tokio::time::timeout(self.counts_for, self.kv.update(&self.key, value.clone(), current)).await;
                 match outcome {
                     // Renewed against our own revision: nobody else can have held it meanwhile.
                     Ok(Ok(next)) => {
@@ -266,7 +265,7 @@ impl Renewal {
                     }
                     Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         // Perhaps an earlier renewal of ours landed late: the entry says.
-                        match self.kv.entry(LEASE_KEY).await {
+                        match self.kv.entry(&self.key).await {
                             Ok(Some(entry)) if is_ours(&entry.value, &self.holder) => {
                                 *revision.lock().unwrap_or_else(|e| e.into_inner()) = entry.revision;
                             }

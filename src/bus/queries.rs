@@ -1,5 +1,6 @@
-//! Answers to `<prefix>.query.state.<workspace>` and `<prefix>.query.fleet`, as JSON: what a proxy
-//! needs to answer a 503 with `Retry-After`, and what an operator needs at a glance.
+//! A partition owner's answers to `<prefix>.query.state.<workspace>` and `<prefix>.query.fleet`, as
+//! JSON (forwarded to it by [`crate::bus::api`]): what a proxy needs to answer a 503 with
+//! `Retry-After`, and what an operator needs at a glance.
 //!
 //! Answers come from the live engine, which may be a group commit ahead of the local copy (the
 //! group being flushed): a state can be shown a few milliseconds before the copy holds it, and a
@@ -7,25 +8,21 @@
 //! `input_stream_seq` is the copy's durable position, so "everything up to N is applied" holds when
 //! it says N.
 
-use async_nats::service::{Request, error::Error as ServiceError};
+use async_nats::service::error::Error as ServiceError;
 use bytes::Bytes;
 
-use crate::bus::headers::HeaderText;
+use crate::bus::api::error;
 use crate::core::Engine;
 use crate::core::event::WorkspaceId;
 
-/// The workspace named by the last token of the request subject: 404 if vigil does not know it,
-/// 400 if the token is not a workspace id at all.
-pub fn state(engine: &Engine, request: &Request) -> Result<Bytes, ServiceError> {
-    let ws = request.message.subject.rsplit('.').next().unwrap_or_default();
-    // The status goes into a header; the subject's token is the requester's text.
-    let error = |code, status: String| ServiceError { status: HeaderText::escape(&status).to_string(), code };
+/// The workspace `ws`: 404 if vigil does not know it, 400 if it is not a workspace id at all.
+pub fn state(engine: &Engine, ws: &str) -> Result<Bytes, ServiceError> {
     if let Err(e) = WorkspaceId::parse(ws) {
-        return Err(error(400, format!("{ws:?} is not a workspace id: it {e}")));
+        return Err(error(400, &format!("{ws:?} is not a workspace id: it {e}")));
     }
     match engine.view(ws) {
         Some(view) => Ok(serde_json::to_vec(&view).expect("views serialise").into()),
-        None => Err(error(404, format!("no workspace {ws:?}"))),
+        None => Err(error(404, &format!("no workspace {ws:?}"))),
     }
 }
 

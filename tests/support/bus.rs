@@ -182,3 +182,70 @@ impl World {
         World { server, client, js, producer, dir, config }
     }
 }
+
+/// Each of the workspaces `deaths` got exactly one restart command, and nothing was said twice.
+pub async fn each_restarted_once(js: &jetstream::Context, deaths: std::ops::Range<usize>, logs: &str) {
+    let published = outputs(js, "vigil").await;
+    let expected: std::collections::BTreeMap<String, usize> = deaths.map(|i| (format!("ws-{i:02}:1"), 1)).collect();
+    assert_eq!(restarts(&published), expected, "{logs}");
+    let twice = said_twice(&published);
+    assert!(twice.is_empty(), "said twice: {twice:#?}\n{logs}");
+}
+
+/// Kills `n` workspaces from `first` on: a definitive not-found probe of each.
+pub async fn kill_workspaces(producer: &vigil::client::Client, first: usize, n: usize) {
+    for i in first..first + n {
+        producer.publish(&not_found(&format!("ws-{i:02}"))).await.unwrap();
+    }
+}
+
+/// How many restart commands each workspace got.
+pub fn restarts(outputs: &[Output]) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for o in outputs {
+        if let vigil::core::event::OutputBody::Restart { restart_id, .. } = &o.body {
+            *seen.entry(untagged(restart_id).to_string()).or_default() += 1;
+        }
+    }
+    seen
+}
+
+/// Outputs that say the same thing twice under different ids (two deciders would).
+pub fn said_twice(outputs: &[Output]) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::new();
+    for o in outputs {
+        let mut body = format!("{:?} {:?}", o.workspace, o.body);
+        if let vigil::core::event::OutputBody::Restart { .. } = o.body {
+            body = format!("{:?} restart", o.workspace);
+        }
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    seen.into_iter().filter(|(_, n)| *n > 1).map(|(b, n)| format!("{n}x {b}")).collect()
+}
+
+/// Waits until each of the `partitions` partitions has an owner named in `owners`, and that owner
+/// has applied everything in its partition's log (its lag is 0); returns the partitions query's
+/// answer.
+pub async fn wait_partitions_level(
+    client: &async_nats::Client,
+    partitions: usize,
+    owners: &[&str],
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let answer = match client.request("vigil.query.partitions", "".into()).await {
+            Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let list = answer["partitions"].as_array().cloned().unwrap_or_default();
+        let level = list.len() == partitions
+            && list
+                .iter()
+                .all(|p| p["owner"].as_str().is_some_and(|o| owners.contains(&o)) && p["lag"].as_u64() == Some(0));
+        if level {
+            return answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "partitions not level with {owners:?}: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

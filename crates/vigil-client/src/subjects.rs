@@ -9,6 +9,14 @@
 //! | `<prefix>.dlq`                        | inputs that are not valid events, `<PREFIX>_DLQ`    |
 //! | `<prefix>.query.state.<workspace>`    | request/reply: one workspace's state as JSON        |
 //! | `<prefix>.query.fleet`                | request/reply: counts per state, breaker status     |
+//! | `<prefix>.query.partitions`           | request/reply: each partition's owner, epoch, lag   |
+//!
+//! With more than one partition (SPEC §4 "Partitions") the input stream stores an input as
+//! `<prefix>.in.<partition>.<type>.<workspace>` (its subject transform `{{partition(P,2)}}` adds the
+//! token; producers publish as above), vigil's own records of a partition are
+//! `<prefix>.log.<partition>.<kind>`, and the owner of a partition answers its part of the queries on
+//! `<prefix>.query.p.<partition>.<what>`. A [`Subjects`] scoped to one partition
+//! ([`Subjects::scoped`]) names that partition's subjects.
 
 use vigil_core::event::{Output, WorkspaceId};
 
@@ -16,6 +24,16 @@ use vigil_core::event::{Output, WorkspaceId};
 #[derive(Clone, Debug)]
 pub struct Subjects {
     prefix: String,
+    /// The partition these subjects are scoped to, of how many; `None` with one partition (whose
+    /// subjects carry no partition token).
+    part: Option<Part>,
+}
+
+/// One partition of several.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub index: u32,
+    pub of: u32,
 }
 
 /// What an input subject says (before the payload is read).
@@ -27,7 +45,78 @@ pub struct InputSubject<'a> {
 
 impl Subjects {
     pub fn new(prefix: &str) -> Subjects {
-        Subjects { prefix: prefix.to_string() }
+        Subjects { prefix: prefix.to_string(), part: None }
+    }
+
+    /// These subjects, scoped to partition `index` of `of` (unscoped when `of` is 1).
+    pub fn scoped(&self, index: u32, of: u32) -> Subjects {
+        let part = (of > 1).then_some(Part { index, of });
+        Subjects { prefix: self.prefix.clone(), part }
+    }
+
+    /// The partition these subjects are scoped to, if any.
+    pub fn part(&self) -> Option<Part> {
+        self.part
+    }
+
+    /// The partition's number (0 when there is only one).
+    pub fn partition_index(&self) -> u32 {
+        self.part.map_or(0, |p| p.index)
+    }
+
+    /// What the input stream captures: `<prefix>.in.>` and `<prefix>.log.>`, whatever the scope.
+    pub fn input_stream_subjects(&self) -> Vec<String> {
+        vec![self.inputs(), format!("{}.log.>", self.prefix)]
+    }
+
+    /// The subject transform of the input stream for `partitions` partitions (none for one):
+    /// `<prefix>.in.*.*` stored as `<prefix>.in.{{partition(P,2)}}.{{wildcard(1)}}.{{wildcard(2)}}`.
+    pub fn input_transform(&self, partitions: u32) -> Option<(String, String)> {
+        (partitions > 1).then(|| {
+            let p = &self.prefix;
+            (
+                format!("{p}.in.*.*"),
+                format!("{p}.in.{{{{partition({partitions},2)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}"),
+            )
+        })
+    }
+
+    /// What the partition's consumer reads: its inputs and its own records. Unscoped, the whole
+    /// stream.
+    pub fn partition_filters(&self) -> Vec<String> {
+        match self.part {
+            Some(Part { index, .. }) => {
+                vec![format!("{}.in.{index}.>", self.prefix), format!("{}.log.{index}.>", self.prefix)]
+            }
+            None => self.input_stream_subjects(),
+        }
+    }
+
+    /// Whether a subject of the input stream is in the scoped partition's log (every one is,
+    /// unscoped).
+    pub fn is_own(&self, subject: &str) -> bool {
+        let Some(Part { index, .. }) = self.part else { return true };
+        let Some(rest) = subject.strip_prefix(self.prefix.as_str()) else { return false };
+        let index = index.to_string();
+        [".in.", ".log."].iter().any(|head| {
+            rest.strip_prefix(head).and_then(|r| r.strip_prefix(index.as_str())).is_some_and(|r| r.starts_with('.'))
+        })
+    }
+
+    /// The partition's key in the leases bucket: `p.<partition>`.
+    pub fn lease_key(&self) -> String {
+        format!("p.{}", self.partition_index())
+    }
+
+    /// Where the owner of partition `index` answers its part of query `what` (`state.<ws>`,
+    /// `fleet`, `partition`).
+    pub fn partition_query(&self, index: u32, what: &str) -> String {
+        format!("{}.query.p.{index}.{what}", self.prefix)
+    }
+
+    /// Whether `workspace` belongs to the partition these subjects are scoped to (always, unscoped).
+    pub fn holds(&self, workspace: &WorkspaceId) -> bool {
+        self.part.is_none_or(|p| Subjects::partition(workspace, p.of) == p.index)
     }
 
     pub fn prefix(&self) -> &str {
@@ -73,14 +162,23 @@ impl Subjects {
         format!("{}.log.>", self.prefix)
     }
 
-    /// The subject vigil appends its own record of `kind` (`tick`, `resume`) on.
+    /// The subject vigil appends its own record of `kind` (`tick`, `resume`) on (in the scoped
+    /// partition's log).
     pub fn log_record(&self, kind: &str) -> String {
-        format!("{}.log.{kind}", self.prefix)
+        match self.part {
+            Some(Part { index, .. }) => format!("{}.log.{index}.{kind}", self.prefix),
+            None => format!("{}.log.{kind}", self.prefix),
+        }
     }
 
-    /// The `<kind>` of `<prefix>.log.<kind>`; `None` for any other subject.
+    /// The `<kind>` of `<prefix>.log.<kind>` (scoped: `<prefix>.log.<partition>.<kind>`); `None`
+    /// for any other subject.
     pub fn parse_log<'a>(&self, subject: &'a str) -> Option<&'a str> {
-        let kind = subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?;
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?;
+        let kind = match self.part {
+            Some(Part { index, .. }) => rest.strip_prefix(index.to_string().as_str())?.strip_prefix('.')?,
+            None => rest,
+        };
         (!kind.contains('.')).then_some(kind)
     }
 
@@ -118,9 +216,14 @@ impl Subjects {
         }
     }
 
-    /// Splits `<prefix>.in.<type>.<workspace>`; `None` if the subject has another shape.
+    /// Splits `<prefix>.in.<type>.<workspace>` (scoped: as the input stream stores it,
+    /// `<prefix>.in.<partition>.<type>.<workspace>`); `None` if the subject has another shape.
     pub fn parse_input<'a>(&self, subject: &'a str) -> Option<InputSubject<'a>> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".in.")?;
+        let rest = match self.part {
+            Some(Part { index, .. }) => rest.strip_prefix(index.to_string().as_str())?.strip_prefix('.')?,
+            None => rest,
+        };
         let (kind, workspace) = rest.split_once('.')?;
         (!workspace.contains('.')).then_some(InputSubject { kind, workspace })
     }
@@ -145,5 +248,32 @@ mod tests {
         assert_eq!(s.parse_log("acme.vigil.log.tick"), Some("tick"));
         assert_eq!(s.parse_log("acme.vigil.log.tick.x"), None);
         assert_eq!(s.parse_log("acme.vigil.in.tick"), None);
+        assert_eq!(s.lease_key(), "p.0");
+    }
+
+    #[test]
+    fn a_scoped_partition_names_its_own_log_and_inputs() {
+        let all = Subjects::new("v");
+        assert_eq!(all.scoped(0, 1).part(), None, "one partition is the unscoped layout");
+        let s = all.scoped(3, 16);
+        assert_eq!(s.log_record("tick"), "v.log.3.tick");
+        assert_eq!(s.parse_log("v.log.3.tick"), Some("tick"));
+        assert_eq!(s.parse_log("v.log.13.tick"), None);
+        assert_eq!(s.parse_log("v.log.tick"), None);
+        assert_eq!(s.parse_input("v.in.3.heartbeat.ws-a"), Some(InputSubject { kind: "heartbeat", workspace: "ws-a" }));
+        assert_eq!(s.parse_input("v.in.heartbeat.ws-a"), None);
+        assert_eq!(s.parse_input("v.in.31.heartbeat.ws-a"), None);
+        assert_eq!(s.partition_filters(), ["v.in.3.>", "v.log.3.>"]);
+        assert_eq!(s.lease_key(), "p.3");
+        assert!(s.is_own("v.in.3.heartbeat.ws-a") && s.is_own("v.log.3.tick"));
+        assert!(!s.is_own("v.in.31.heartbeat.ws-a") && !s.is_own("v.log.0.epoch") && !s.is_own("v.in.heartbeat.ws-a"));
+        assert!(all.is_own("v.log.0.epoch"));
+        assert_eq!(s.input_stream_subjects(), ["v.in.>", "v.log.>"]);
+        let (source, dest) = s.input_transform(16).unwrap();
+        assert_eq!(
+            (source.as_str(), dest.as_str()),
+            ("v.in.*.*", "v.in.{{partition(16,2)}}.{{wildcard(1)}}.{{wildcard(2)}}")
+        );
+        assert_eq!(all.input_transform(1), None);
     }
 }

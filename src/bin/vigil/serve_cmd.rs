@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// How many NATS servers keep a copy of each of vigil's streams: 1, 3 or 5 [default: 1]
     #[arg(long, env = "VIGIL_STREAM_REPLICAS")]
     stream_replicas: Option<usize>,
+    /// How many partitions the workspaces are split into; fixed for a deployment [default: 1]
+    #[arg(long, env = "VIGIL_PARTITIONS")]
+    partitions: Option<u32>,
     /// Serve Prometheus metrics here, or `off` [default: 127.0.0.1:9464]
     #[arg(long, env = "VIGIL_METRICS_ADDR", value_name = "ADDR|off")]
     metrics_addr: Option<String>,
@@ -82,6 +85,9 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     if let Some(n) = args.stream_replicas {
         cfg.stream_replicas = n;
+    }
+    if let Some(n) = args.partitions {
+        cfg.partitions = n;
     }
     match args.metrics_addr.as_deref() {
         None => {}

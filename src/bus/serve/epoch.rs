@@ -20,7 +20,8 @@ impl Serve {
         let others = catch_up && epoch.previous != 0 && epoch.previous != self.store.epoch();
         let others_through = others.then(|| epoch.fence.seq - 1);
         if others {
-            metrics::counter!("vigil_takeovers_total").increment(1);
+            metrics::counter!("vigil_takeovers_total", "partition" => self.subjects.partition_index().to_string())
+                .increment(1);
             // A standby that followed the log has at most the last few records to catch up.
             tracing::info!(
                 epoch = epoch.fence.seq,
@@ -69,16 +70,20 @@ impl Serve {
 
     fn adopt_fence(&mut self, fence: Fence, others_through: Option<u64>) -> Result<(), BusError> {
         tokio::task::block_in_place(|| self.store.take_over(fence.seq, others_through))?;
-        metrics::gauge!("vigil_epoch").set(fence.seq as f64);
+        metrics::gauge!("vigil_epoch", "partition" => self.subjects.partition_index().to_string())
+            .set(fence.seq as f64);
         self.fence = Some(fence);
         self.epoch_at = Instant::now();
         Ok(())
     }
 
-    /// The answer to `<prefix>.query.partitions`: one partition today, owned by this instance,
-    /// the instances up besides it as standbys, how far it has applied the log and how far behind
-    /// the stream's end that is.
-    pub(super) async fn partitions(&mut self) -> Result<bytes::Bytes, async_nats::service::error::Error> {
+    /// This partition's entry in `<prefix>.query.partitions`: owned by this instance, the other
+    /// instances up as standbys, how far it has applied its log and how far behind the end of its
+    /// log that is (the consumer's count of records not yet delivered).
+    pub(super) async fn partition(
+        &mut self,
+        consumer: &jetstream::consumer::PullConsumer,
+    ) -> Result<bytes::Bytes, async_nats::service::error::Error> {
         let failed = |e: BusError| async_nats::service::error::Error {
             status: crate::bus::headers::HeaderText::escape(&crate::report::Chain(&e).to_string()).to_string(),
             code: 503,
@@ -87,22 +92,24 @@ impl Serve {
             .await
             .map_err(failed)?
             .into_iter()
-            .filter(|h| h.token != self.holder.token)
+            // Each partition an instance holds announces itself; one name is one instance.
+            .filter(|h| h.instance != self.holder.instance)
             .map(|h| h.instance)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        let last = match self.input_stream.info().await {
-            Ok(info) => info.state.last_sequence,
-            Err(e) => return Err(failed(BusError::nats("reading the input stream's info", e))),
+        let lag = match consumer.clone().info().await {
+            Ok(info) => info.num_pending + info.num_ack_pending as u64,
+            Err(e) => return Err(failed(BusError::nats("reading the input consumer's info", e))),
         };
-        let log_seq = self.store.stream_seq();
-        let answer = serde_json::json!({"partitions": [{
-            "partition": 0,
+        let answer = serde_json::json!({
+            "partition": self.subjects.partition_index(),
             "owner": self.holder.instance,
             "epoch": self.fence.as_ref().map_or(0, |f| f.seq),
             "standbys": standbys,
-            "log_seq": log_seq,
-            "lag": last.saturating_sub(log_seq),
-        }]});
+            "log_seq": self.store.stream_seq(),
+            "lag": lag,
+        });
         Ok(serde_json::to_vec(&answer).expect("json always encodes").into())
     }
 }

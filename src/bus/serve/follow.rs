@@ -147,6 +147,7 @@ impl Serve {
             .input_stream
             .create_consumer(OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                filter_subjects: self.own_filters(),
                 ..Default::default()
             })
             .await

@@ -22,14 +22,18 @@ impl Serve {
                     continue;
                 }
             };
-            let Ok((seq, stored, pending)) =
-                message.info().map(|i| (i.stream_sequence, stored_at(i.published), i.pending))
+            let Ok((seq, stored, pending, delivered)) =
+                message.info().map(|i| (i.stream_sequence, stored_at(i.published), i.pending, i.consumer_sequence))
             else {
                 let subject = HeaderText::escape(&message.subject);
                 tracing::warn!(%subject, "a message without JetStream metadata; ignored");
                 continue;
             };
             self.note_record(&message.subject, stored, pending);
+            // A partition's consumer skips the other partitions' records: a gap in stream
+            // positions is a gap in its log only if deliveries went elsewhere (the server numbers
+            // every delivery of the consumer, redeliveries too).
+            let contiguous = self.delivered.replace(delivered).is_some_and(|before| delivered == before + 1);
             match sequencer::delivery(seq, last_seq) {
                 sequencer::Delivery::Redelivered => {
                     // Redelivered after a lost acknowledgement or a crash: already applied. (Acked
@@ -41,6 +45,7 @@ impl Serve {
                     continue;
                 }
                 sequencer::Delivery::Next => {}
+                sequencer::Delivery::AfterGap { .. } if contiguous && self.subjects.part().is_some() => {}
                 sequencer::Delivery::AfterGap { from, to } => {
                     // Messages the consumer delivered elsewhere (to an instance that crashed before
                     // committing them, or to a pull request lost with the connection) come back
@@ -211,6 +216,7 @@ impl Serve {
         consumer: &mut jetstream::consumer::PullConsumer,
     ) -> Result<(), BusError> {
         let next = self.store.stream_seq() + 1;
+        self.delivered = None;
         match consumer.reset(Some(next)).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -233,6 +239,33 @@ impl Serve {
             self.submit(inputs, Some(to)).await?;
         }
         self.wait_durable().await
+    }
+
+    /// The first record of this partition's log at or after stream position `from`.
+    pub(super) async fn next_own(&self, from: u64) -> Result<Option<jetstream::message::StreamMessage>, BusError> {
+        let mut first: Option<jetstream::message::StreamMessage> = None;
+        for filter in self.subjects.partition_filters() {
+            match self.input_stream.get_first_raw_message_by_subject(&filter, from).await {
+                Ok(m) if first.as_ref().is_none_or(|f| m.sequence < f.sequence) => first = Some(m),
+                Ok(_) => {}
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(BusError::nats(format!("reading the input stream's next record of {filter}"), e)),
+            }
+        }
+        Ok(first)
+    }
+
+    /// The stream position of this partition's last record, if it has any.
+    pub(super) async fn last_own(&self) -> Result<Option<u64>, BusError> {
+        let mut last = None;
+        for filter in self.subjects.partition_filters() {
+            match self.input_stream.get_last_raw_message_by_subject(&filter).await {
+                Ok(m) => last = last.max(Some(m.sequence)),
+                Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(BusError::nats(format!("reading the input stream's last record of {filter}"), e)),
+            }
+        }
+        Ok(last)
     }
 
     /// Reads the input messages with stream sequences in `missing` directly from the stream.
@@ -261,6 +294,17 @@ impl Serve {
             return Ok(());
         }
         tracing::info!(from = missing.start, to = missing.end - 1, "reading undelivered inputs from the stream");
+        if self.subjects.part().is_some() {
+            // Only the partition's own records, found by subject rather than read one position at
+            // a time among every partition's.
+            let mut from = missing.start;
+            while let Some(m) = self.next_own(from).await?.filter(|m| m.sequence < missing.end) {
+                metrics::counter!("vigil_gap_filled_total").increment(1);
+                self.accept(&m.subject, &m.payload, m.sequence, stored_at(m.time), inputs);
+                from = m.sequence + 1;
+            }
+            return Ok(());
+        }
         for seq in missing {
             let mut attempt = 0;
             loop {

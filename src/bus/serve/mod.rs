@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use async_nats::service::ServiceExt;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
@@ -58,9 +57,10 @@ const DECLARE_ATTEMPTS: u32 = 30;
 /// How long an append of vigil's own record waits for the stream's confirmation.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs the service until `shutdown` completes or a fatal error occurs: waits as a standby while
-/// another instance owns the log, serves while this one does (see [`ownership`]), and goes back to
-/// waiting if it loses the log.
+/// Runs the service until `shutdown` completes or a fatal error occurs: the services API (see
+/// [`crate::bus::api`]), and for each partition, a term after term (see [`term`]) — waiting as a
+/// standby while another instance owns the partition's log, serving while this one does, and
+/// going back to waiting if it loses it.
 pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
     let subjects = Subjects::new(&cfg.prefix);
     let client = connect::connect(&cfg, "vigil").await?;
@@ -68,9 +68,9 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     // A cluster that has just started (or lost a node) answers JetStream requests only once its
     // streams have leaders: declaring is retried for a while before vigil gives up.
     let mut attempt = 0;
-    let leases = loop {
-        let declared = match connect::declare(&js, &subjects, &cfg).await {
-            Ok(_) => {
+    let buckets = loop {
+        let declared = match connect::declare_streams(&js, &subjects, &cfg).await {
+            Ok(()) => {
                 let buckets = async {
                     let leases =
                         ownership::declare_bucket(&js, &subjects.lease_bucket(), cfg.lease, cfg.stream_replicas)
@@ -85,7 +85,8 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
             Err(e) => Err(e),
         };
         match declared {
-            Ok(leases) => break leases,
+            Ok(buckets) => break buckets,
+            Err(e @ BusError::PartitionsChanged { .. }) => return Err(e),
             Err(e) if attempt < DECLARE_ATTEMPTS => {
                 attempt += 1;
                 tracing::warn!(error = %crate::report::Chain(&e), "cannot declare vigil's streams yet; retrying");
@@ -95,19 +96,51 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         }
     };
     let shutdown = shutdown.shared();
-    metrics::gauge!("vigil_owner").set(0.0);
+    let partitions = (0..cfg.partitions).map(|index| {
+        let scoped = subjects.scoped(index, cfg.partitions);
+        let mut part_cfg = cfg.clone();
+        if cfg.partitions > 1 {
+            part_cfg.data_dir = cfg.data_dir.join(format!("p{index}"));
+        }
+        let (policy, client, buckets, shutdown) = (&policy, &client, &buckets, shutdown.clone());
+        async move { terms(&part_cfg, &scoped, policy, client, buckets, shutdown).await }
+    });
+    // The first partition to stop with an error stops the process (the others with it); a clean
+    // stop is every partition's. The services API runs until the shutdown.
+    let all = futures::future::try_join_all(partitions);
+    tokio::pin!(all);
+    tokio::select! {
+        served = &mut all => served.map(|_| ()),
+        api = crate::bus::api::serve(client.clone(), subjects.clone(), cfg.partitions, shutdown.clone()) => match api {
+            Ok(()) => all.await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// One partition's terms, one after another, until `shutdown` completes or a fatal error occurs.
+async fn terms(
+    cfg: &ServeConfig,
+    subjects: &Subjects,
+    policy: &Policy,
+    client: &async_nats::Client,
+    (leases, members): &(jetstream::kv::Store, jetstream::kv::Store),
+    shutdown: impl Future<Output = ()> + Clone,
+) -> Result<(), BusError> {
+    let partition = subjects.partition_index().to_string();
+    metrics::gauge!("vigil_owner", "partition" => partition.clone()).set(0.0);
     loop {
-        match term::serve(&cfg, &policy, &client, (&leases.0, &leases.1), shutdown.clone()).await {
+        match term::serve(cfg, subjects, policy, client, (leases, members), shutdown.clone()).await {
             Err(BusError::SteppedDown(why)) => {
-                metrics::counter!("vigil_stepped_down_total").increment(1);
-                tracing::warn!(why, "stepped down: waiting as a standby");
+                metrics::counter!("vigil_stepped_down_total", "partition" => partition.clone()).increment(1);
+                tracing::warn!(why, partition, "stepped down: waiting as a standby");
             }
             // NATS trouble is when takeovers happen: an owner that cannot reach the stream gives
             // the log up and waits as a standby, rather than leave the fleet to a lease's lapse
             // and a restart by its supervisor. (The store's errors stay fatal.)
             Err(e) if e.goes_on_as_standby() => {
-                metrics::counter!("vigil_stepped_down_total").increment(1);
-                tracing::warn!(error = %crate::report::Chain(&e), "stepped down after a NATS failure: waiting as a standby");
+                metrics::counter!("vigil_stepped_down_total", "partition" => partition.clone()).increment(1);
+                tracing::warn!(error = %crate::report::Chain(&e), partition, "stepped down after a NATS failure: waiting as a standby");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             other => return other,
@@ -165,6 +198,9 @@ struct Serve {
     epoch_at: Instant,
     /// The members bucket: who else is up (for the partitions query).
     members: async_nats::jetstream::kv::Store,
+    /// The consumer's number of the last delivery (see [`Serve::handle_batch`]); `None` until the
+    /// first since the consumer was brought level.
+    delivered: Option<u64>,
     /// While a standby follows the log (see [`follow`]): what it decided and has not yet seen
     /// published, and what the output stream holds.
     following: Option<follow::Following>,
@@ -195,7 +231,7 @@ impl Serve {
     async fn run_loop(
         &mut self,
         consumer: &jetstream::consumer::PullConsumer,
-        endpoints: Endpoints,
+        mut queries: async_nats::Subscriber,
         confirmed: &mut mpsc::UnboundedReceiver<Vec<OutboxKey>>,
         (tick_results, snapshots_done): (
             &mut mpsc::UnboundedReceiver<Result<(), AppendError>>,
@@ -204,8 +240,6 @@ impl Serve {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), BusError> {
         tokio::pin!(shutdown);
-        let Endpoints { state: mut state_endpoint, fleet: mut fleet_endpoint, partitions: mut partitions_endpoint } =
-            endpoints;
         let mut messages = self.pull(consumer).await;
         let lease = self.lease.clone();
         loop {
@@ -233,26 +267,28 @@ impl Serve {
                     }
                     None => messages = self.pull(consumer).await,
                 },
-                Some(request) = state_endpoint.next() => {
-                    let answer = queries::state(self.store.engine(), &request);
-                    if let Err(e) = request.respond(answer).await {
-                        tracing::warn!(error = %e, "answering a state query failed");
-                    }
-                }
-                Some(request) = fleet_endpoint.next() => {
-                    let answer = queries::fleet(self.store.engine(), self.store.durable_stream_seq());
-                    if let Err(e) = request.respond(answer).await {
-                        tracing::warn!(error = %e, "answering a fleet query failed");
-                    }
-                }
-                Some(request) = partitions_endpoint.next() => {
-                    let answer = self.partitions().await;
-                    if let Err(e) = request.respond(answer).await {
-                        tracing::warn!(error = %e, "answering a partitions query failed");
-                    }
-                }
+                Some(query) = queries.next() => self.answer(consumer, query).await,
                 _ = tokio::time::sleep_until(wake) => self.on_clock().await?,
             }
+        }
+    }
+
+    /// Answers a query forwarded to this partition's owner (see [`crate::bus::api`]).
+    async fn answer(&mut self, consumer: &jetstream::consumer::PullConsumer, query: async_nats::Message) {
+        let Some(reply) = query.reply.clone() else { return };
+        let base = self.subjects.partition_query(self.subjects.partition_index(), "");
+        let what = query.subject.as_str().strip_prefix(base.as_str()).unwrap_or_default();
+        let answer = match what {
+            "fleet" => queries::fleet(self.store.engine(), self.store.durable_stream_seq()),
+            "partition" => self.partition(consumer).await,
+            _ => match what.strip_prefix("state.") {
+                Some(ws) => queries::state(self.store.engine(), ws),
+                None => Err(crate::bus::api::error(404, &format!("no query {what:?}"))),
+            },
+        };
+        let (headers, body) = crate::bus::api::encode(answer);
+        if let Err(e) = self.js.client().publish_with_headers(reply, headers, body).await {
+            tracing::warn!(error = %e, "answering a query failed");
         }
     }
 
@@ -356,7 +392,7 @@ impl Serve {
             Err(AppendError::Fenced) => {
                 // Another instance's epoch — or this one's own, renewed while the tick was on its
                 // way, or expired: the stream says which.
-                metrics::counter!("vigil_fenced_appends_total").increment(1);
+                metrics::counter!("vigil_fenced_appends_total", "partition" => self.subjects.partition_index().to_string()).increment(1);
                 self.recheck_fence().await?;
                 let now = self.mono();
                 self.ticks.tick_failed(now);
@@ -452,6 +488,7 @@ impl Serve {
 
     fn record_gauges(&self) {
         let fleet = self.store.engine().fleet_view();
+        let partition = self.subjects.partition_index().to_string();
         for (state, n) in [
             (StateName::Alive, fleet.alive),
             (StateName::Suspect, fleet.suspect),
@@ -459,10 +496,12 @@ impl Serve {
             (StateName::Dead, fleet.dead),
             (StateName::Parked, fleet.parked),
         ] {
-            metrics::gauge!("vigil_workspaces", "state" => state.as_str()).set(f64::from(n));
+            metrics::gauge!("vigil_workspaces", "state" => state.as_str(), "partition" => partition.clone())
+                .set(f64::from(n));
         }
-        metrics::gauge!("vigil_breaker_open").set(if fleet.breaker_open { 1.0 } else { 0.0 });
-        metrics::gauge!("vigil_restarts_in_flight").set(f64::from(fleet.restarts_in_flight));
+        let open = if fleet.breaker_open { 1.0 } else { 0.0 };
+        metrics::gauge!("vigil_breaker_open", "partition" => partition.clone()).set(open);
+        metrics::gauge!("vigil_restarts_in_flight", "partition" => partition).set(f64::from(fleet.restarts_in_flight));
     }
 }
 
@@ -488,13 +527,6 @@ fn new_id_key() -> Result<IdKey, BusError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(BusError::Random)?;
     Ok(IdKey::from_bytes(bytes))
-}
-
-/// The query endpoints the loop answers.
-struct Endpoints {
-    state: async_nats::service::endpoint::Endpoint,
-    fleet: async_nats::service::endpoint::Endpoint,
-    partitions: async_nats::service::endpoint::Endpoint,
 }
 
 /// Input messages in batches of whatever is ready.

@@ -115,12 +115,39 @@ impl Serve {
         Ok(())
     }
 
-    /// Reads and applies the input stream's records `from..=through`.
+    /// What an ordered reader of this partition's log filters on (nothing: the whole stream, with
+    /// one partition).
+    pub(super) fn own_filters(&self) -> Vec<String> {
+        match self.subjects.part() {
+            Some(_) => self.subjects.partition_filters(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Reads and applies the input stream's records `from..=through` (of this partition).
     async fn apply_rebuilt(&mut self, from: u64, through: u64) -> Result<(), BusError> {
+        if self.subjects.part().is_some() {
+            // The partition's log may end before `through` (the rest is other partitions'): read
+            // to its last record, then stand at `through`.
+            let end = self.last_own().await?.unwrap_or(0).min(through);
+            if end >= from {
+                self.apply_rebuilt_records(from, end).await?;
+            }
+            if self.store.stream_seq() < through {
+                self.submit(Vec::new(), Some(through)).await?;
+                self.collect().await?;
+            }
+            return Ok(());
+        }
+        self.apply_rebuilt_records(from, through).await
+    }
+
+    async fn apply_rebuilt_records(&mut self, from: u64, through: u64) -> Result<(), BusError> {
         let consumer = self
             .input_stream
             .create_consumer(OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                filter_subjects: self.own_filters(),
                 ..Default::default()
             })
             .await

@@ -78,7 +78,7 @@ impl Serve {
                     match append_snapshot(&js, &subjects, &fence, covers, &bytes, fnv, part_max).await {
                         Ok(parts) => tracing::info!(covers, bytes = bytes.len(), parts, taken_ms, "snapshot appended"),
                         Err(AppendError::Fenced) => {
-                            metrics::counter!("vigil_fenced_appends_total").increment(1);
+                            metrics::counter!("vigil_fenced_appends_total", "partition" => subjects.partition_index().to_string()).increment(1);
                             tracing::warn!(covers, "a snapshot was refused by the fence: the epoch moved on");
                         }
                         Err(e) => tracing::warn!(covers, error = %e, "cannot append a snapshot to the input stream"),

@@ -11,6 +11,7 @@ use super::*;
 /// ([`BusError::SteppedDown`]), or a fatal error occurs.
 pub(super) async fn serve(
     cfg: &ServeConfig,
+    subjects: &Subjects,
     policy: &Policy,
     client: &async_nats::Client,
     (leases, members): (&async_nats::jetstream::kv::Store, &async_nats::jetstream::kv::Store),
@@ -27,7 +28,7 @@ pub(super) async fn serve(
     let token = tokio::task::block_in_place(|| store.owner_token())?;
     let holder = Holder { instance: cfg.instance.clone(), token };
     let announcing = Announcing(tokio::spawn(ownership::announce(members.clone(), holder.clone(), cfg.lease)));
-    let (mut serve, mut loose) = assemble(cfg, policy, client, store, &recovery, &holder, members).await?;
+    let (mut serve, mut loose) = assemble(cfg, subjects, policy, client, store, &recovery, &holder, members).await?;
     let restored = match serve.adopt_input_stream(&mut loose.consumer).await {
         Ok(restored) => restored,
         Err(e) => return loose.stop(serve, Err(e)).await,
@@ -35,10 +36,11 @@ pub(super) async fn serve(
     let pending = [recovery.pending, restored].concat();
     // Nobody else holds the lease (one instance, or this one's own lease after a restart): taken
     // at once, without following first.
-    let (lease, taken) = match Lease::try_acquire(leases, &holder, cfg.lease).await {
+    let key = subjects.lease_key();
+    let (lease, taken) = match Lease::try_acquire(leases, &key, &holder, cfg.lease).await {
         ownership::Attempt::Taken(lease) => (*lease, Taken::AtOnce(pending)),
         _ => {
-            let acquire = Lease::acquire(leases, &holder, cfg.lease, shutdown.clone());
+            let acquire = Lease::acquire(leases, &key, &holder, cfg.lease, shutdown.clone());
             match serve.follow(acquire, pending).await {
                 Ok(Some(lease)) => {
                     let following = serve.following.take().expect("a follower's state while it follows");
@@ -52,24 +54,20 @@ pub(super) async fn serve(
             }
         }
     };
-    tracing::info!(instance = %holder.instance, "took the lease: this instance owns the log");
-    metrics::gauge!("vigil_owner").set(1.0);
+    let partition = subjects.partition_index().to_string();
+    tracing::info!(instance = %holder.instance, partition, "took the lease: this instance owns the partition's log");
+    metrics::gauge!("vigil_owner", "partition" => partition.clone()).set(1.0);
     serve.lease = lease.view();
     *serve.held.0.lock().await = Some(lease);
-    // The services API and the queries are answered by the owner only, while it owns the log.
-    let service = match client
-        .service_builder()
-        .description("vigil: liveness and restart decisions for agent workspaces")
-        .start("vigil", env!("CARGO_PKG_VERSION"))
-        .await
-    {
-        Ok(service) => service,
-        Err(e) => return loose.stop(serve, Err(BusError::Service(e))).await,
+    // The partition's part of the queries is answered by its owner only, while it owns the log
+    // (every instance's services API forwards them here: see `bus::api`).
+    let queries = match client.subscribe(subjects.partition_query(subjects.partition_index(), ">")).await {
+        Ok(queries) => queries,
+        Err(e) => return loose.stop(serve, Err(BusError::nats("subscribing to the partition's queries", e))).await,
     };
     let held = serve.held.clone();
-    let served = owned(serve, loose, taken, &service, shutdown).await;
-    let _ = service.stop().await;
-    metrics::gauge!("vigil_owner").set(0.0);
+    let served = owned(serve, loose, taken, queries, shutdown).await;
+    metrics::gauge!("vigil_owner", "partition" => partition).set(0.0);
     held.release().await;
     drop(announcing);
     served
@@ -123,8 +121,10 @@ impl Loose {
 }
 
 /// Everything a term needs, set up around the store: the streams, the publisher, the DLQ.
+#[allow(clippy::too_many_arguments)]
 async fn assemble(
     cfg: &ServeConfig,
+    subjects: &Subjects,
     policy: &Policy,
     client: &async_nats::Client,
     mut store: Store,
@@ -133,12 +133,12 @@ async fn assemble(
     members: &async_nats::jetstream::kv::Store,
 ) -> Result<(Serve, Loose), BusError> {
     let (cfg, policy) = (cfg.clone(), policy.clone());
-    let subjects = Subjects::new(&cfg.prefix);
+    let subjects = subjects.clone();
     let js = jetstream::new(client.clone());
     // vigil's own records go through a context of their own: a tick must never wait for a
     // publish permit behind a burst of outputs.
     let appends = jetstream::new(client.clone());
-    let consumer = connect::declare(&js, &subjects, &cfg).await?;
+    let consumer = connect::declare_consumer(&js, &subjects, &cfg).await?;
     let cfg_tick_every = cfg.tick_every;
     // The store's writer thread wakes the loop when a group is durable.
     let durable = Arc::new(Notify::new());
@@ -209,6 +209,7 @@ async fn assemble(
         holder: holder.clone(),
         epoch_at: Instant::now(),
         members: members.clone(),
+        delivered: None,
         following: None,
     };
     let loose = Loose { consumer, publisher, dlq_task, confirmed, tick_results, snapshots_done };
@@ -220,28 +221,16 @@ async fn owned(
     mut serve: Serve,
     mut loose: Loose,
     taken: Taken,
-    service: &async_nats::service::Service,
+    queries: async_nats::Subscriber,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BusError> {
-    let endpoints = async {
-        let group = service.group(serve.subjects.query_group());
-        Ok::<_, BusError>(Endpoints {
-            state: group.endpoint("state.*").await.map_err(BusError::Service)?,
-            fleet: group.endpoint("fleet").await.map_err(BusError::Service)?,
-            partitions: group.endpoint("partitions").await.map_err(BusError::Service)?,
-        })
-    };
-    let endpoints = match endpoints.await {
-        Ok(endpoints) => endpoints,
-        Err(e) => return loose.stop(serve, Err(e)).await,
-    };
     match level(&mut serve, &mut loose, taken, shutdown).await {
         Ok(Some(shutdown)) => {
-            tracing::info!(prefix = serve.subjects.prefix(), "serving");
+            tracing::info!(prefix = serve.subjects.prefix(), partition = serve.subjects.partition_index(), "serving");
             let result = serve
                 .run_loop(
                     &loose.consumer,
-                    endpoints,
+                    queries,
                     &mut loose.confirmed,
                     (&mut loose.tick_results, &mut loose.snapshots_done),
                     shutdown,
