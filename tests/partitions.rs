@@ -4,8 +4,10 @@
 //!   the one a real nats-server's subject transform `{{partition(P,2)}}` stores its inputs under:
 //!   for 10 000 workspace ids of every shape the contract allows (1–128 of `[A-Za-z0-9_-]`), and
 //!   for a partition count that is not a power of two as well as 16.
-//! - Two vigils over four partitions: each partition is owned once, folded on its own, and taken
-//!   over when its owner is killed; every death is restarted once.
+//! - Two vigils over four partitions: the partitions spread over them by rendezvous hashing,
+//!   each is owned once and folded on its own, and taken over when its owner is killed; a vigil
+//!   that joins gets its share by planned handover and gives it back when it leaves; every death
+//!   is restarted once.
 //! - The number of partitions is fixed for a deployment: another is refused, by name.
 
 mod support;
@@ -117,36 +119,70 @@ fn start(url: &str, dir: &std::path::Path, name: &str, partitions: u32) -> Vigil
     Vigil::spawn(url, &dir.join(name), &args, &[])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_partitions_are_owned_once_each_and_taken_over_when_their_owner_dies() {
-    let World { server, client, js, producer, dir, .. } = World::new().await;
+/// Partition K's owner as rendezvous hashing over `instances` places it.
+fn placed(instances: &[&str], k: u32) -> String {
+    vigil::bus::placement::rendezvous(instances.iter().copied(), k).unwrap().to_string()
+}
 
-    // Given a vigil over four partitions, and a second one started beside it,
-    let a = start(&server.url(), dir.path(), "a", 4);
-    wait_partitions_level(&client, 4, &["a"]).await;
-    let b = start(&server.url(), dir.path(), "b", 4);
-    b.wait_for("standby: another instance owns the log", Duration::from_secs(30));
-    // (each partition has its owner, and the other instance as its standby),
+/// Two instance names that rendezvous hashing gives two of four partitions each.
+fn even_pair() -> (&'static str, &'static str) {
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let pairs = names.iter().flat_map(|x| names.iter().filter(move |y| *x < **y).map(move |y| (*x, *y)));
+    let even = |&(x, y): &(&str, &str)| (0..4).filter(|k| placed(&[x, y], *k) == x).count() == 2;
+    pairs.into_iter().find(even).expect("an evenly placed pair of names")
+}
+
+/// Waits until each of four partitions is owned as rendezvous hashing over `instances` places
+/// it, and level with its log.
+async fn wait_placed(client: &async_nats::Client, instances: &[&str]) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = wait_partitions_level(client, 4, instances).await;
+        let owners: Vec<String> = answer["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["owner"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let expected: Vec<String> = (0..4).map(|k| placed(instances, k)).collect();
+        if owners == expected {
+            return answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "owners {owners:?}, placed {expected:?}: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_partitions_spread_over_two_vigils_and_are_taken_over_when_their_owner_dies() {
+    let World { server, client, js, producer, dir, .. } = World::new().await;
+    let (x, y) = even_pair();
+
+    // Given two vigils over four partitions, each owning the partitions rendezvous hashing gives it
+    // (the other following them),
+    let a = start(&server.url(), dir.path(), x, 4);
+    let b = start(&server.url(), dir.path(), y, 4);
     let started = std::time::Instant::now();
     let answer = loop {
-        let answer = wait_partitions_level(&client, 4, &["a"]).await;
-        let all_followed =
-            answer["partitions"].as_array().unwrap().iter().all(|p| p["standbys"] == serde_json::json!(["b"]));
-        if all_followed || started.elapsed() > Duration::from_secs(10) {
+        // (each owner sees the other up within a quarter of the lease)
+        let answer = wait_placed(&client, &[x, y]).await;
+        let listed = |p: &serde_json::Value| p["standbys"].as_array().is_some_and(|s| s.len() == 1);
+        if answer["partitions"].as_array().unwrap().iter().all(listed) || started.elapsed() > Duration::from_secs(10) {
             break answer;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for (k, p) in answer["partitions"].as_array().unwrap().iter().enumerate() {
-        assert_eq!((p["partition"].as_u64(), p["owner"].as_str()), (Some(k as u64), Some("a")), "{answer}");
-        assert_eq!(p["standbys"], serde_json::json!(["b"]), "{answer}");
+        let other = if p["owner"] == x { y } else { x };
+        assert_eq!(p["partition"].as_u64(), Some(k as u64), "{answer}");
+        assert_eq!(p["standbys"], serde_json::json!([other]), "{answer}");
     }
-    // when twenty workspaces die, the owner is killed, and twenty more die,
+    // when twenty workspaces die, one of the vigils is killed, and twenty more die,
     kill_workspaces(&producer, 0, 20).await;
-    wait_partitions_level(&client, 4, &["a"]).await;
+    wait_partitions_level(&client, 4, &[x, y]).await;
     a.kill();
     kill_workspaces(&producer, 20, 20).await;
-    let answer = wait_partitions_level(&client, 4, &["b"]).await;
+    let answer = wait_partitions_level(&client, 4, &[y]).await;
     // (and a heartbeat published straight onto another partition's subject goes to the DLQ),
     let ws00 = WorkspaceId::parse("ws-00").unwrap();
     let wrong = (Subjects::partition(&ws00, 4) + 1) % 4;
@@ -155,15 +191,15 @@ async fn four_partitions_are_owned_once_each_and_taken_over_when_their_owner_die
     let dlq = support::bus::wait_stream(&js, "VIGIL_DLQ", 1).await;
     let reason = dlq[0].headers.get("Vigil-Reason").map(|v| v.as_str().to_string());
     assert_eq!(reason.as_deref(), Some("subject_mismatch"), "{:?}", dlq[0].headers);
-    // The fleet is the sum of the partitions.
+    // (the fleet is the sum of the partitions),
     let fleet: serde_json::Value =
         serde_json::from_slice(&client.request("vigil.query.fleet", "".into()).await.unwrap().payload).unwrap();
     assert_eq!(fleet["partitions"].as_array().map(Vec::len), Some(4), "{fleet}");
     assert_eq!(fleet["workspaces"], 40, "{fleet}");
     let log = b.stop();
 
-    // then every partition was taken over by the standby,
-    assert_eq!(log.matches("taking over from another instance").count(), 4, "{answer}\n{log}");
+    // then the survivor took over the killed one's two partitions,
+    assert_eq!(log.matches("taking over from another instance").count(), 2, "{answer}\n{log}");
     // each input was stored under its workspace's partition, and folded in that partition's own
     // data directory,
     let stored = read_stream(&js, "VIGIL_IN").await;
@@ -180,10 +216,47 @@ async fn four_partitions_are_owned_once_each_and_taken_over_when_their_owner_die
     }
     assert_eq!(inputs, 41);
     for k in 0..4 {
-        assert!(dir.path().join("b").join(format!("p{k}")).is_dir(), "b's partition {k}");
+        assert!(dir.path().join(y).join(format!("p{k}")).is_dir(), "{y}'s partition {k}");
     }
     // and each workspace was restarted exactly once, nothing said twice.
-    each_restarted_once(&js, 0..40, &format!("log of b:\n{log}")).await;
+    each_restarted_once(&js, 0..40, &format!("log of {y}:\n{log}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_spread_to_a_vigil_that_joins_and_come_back_when_it_leaves() {
+    let World { server, client, js, producer, dir, .. } = World::new().await;
+    let (x, y) = even_pair();
+    // Given one vigil owning all four partitions,
+    let a = start(&server.url(), dir.path(), x, 4);
+    wait_placed(&client, &[x]).await;
+    kill_workspaces(&producer, 0, 10).await;
+    // when a second one joins, the partitions rendezvous hashing gives it are handed over to it
+    // (after a lease of it being up: hysteresis),
+    let joined = std::time::Instant::now();
+    let b = start(&server.url(), dir.path(), y, 4);
+    kill_workspaces(&producer, 10, 10).await;
+    wait_placed(&client, &[x, y]).await;
+    let spread_in = joined.elapsed();
+    kill_workspaces(&producer, 20, 10).await;
+    wait_partitions_level(&client, 4, &[x, y]).await;
+    // and when it leaves (SIGTERM), they come back by planned handover,
+    let left = std::time::Instant::now();
+    let log_b = b.stop();
+    wait_placed(&client, &[x]).await;
+    let back_in = left.elapsed();
+    kill_workspaces(&producer, 30, 10).await;
+    wait_partitions_level(&client, 4, &[x]).await;
+    let log_a = a.stop();
+
+    // then each move was a planned handover, level with the log,
+    let logs = format!("log of {x}:\n{log_a}\nlog of {y}:\n{log_b}");
+    assert_eq!(log_a.matches("handed the partition over").count(), 2, "{logs}");
+    assert_eq!(log_b.matches("taking over from another instance").count(), 2, "{logs}");
+    assert_eq!(log_a.matches("taking over from another instance").count(), 2, "{logs}");
+    assert!(spread_in < Duration::from_secs(20), "spread after {spread_in:?}");
+    assert!(back_in < Duration::from_secs(5), "back after {back_in:?}\n{logs}");
+    // and every death was restarted exactly once, nothing said twice.
+    each_restarted_once(&js, 0..40, &logs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ pub mod dlq;
 mod fault;
 pub mod intake;
 pub mod ownership;
+pub mod placement;
 mod publisher;
 mod queries;
 pub mod sequencer;
@@ -88,6 +89,10 @@ pub enum BusError {
          under another prefix)"
     )]
     PartitionsChanged { stream: String, configured: u32, recorded: String },
+    /// Another instance has been this partition's preferred owner for a whole lease: this one
+    /// hands the partition over (a planned handover) and follows it as a standby.
+    #[error("handing the partition over to {0}, its preferred owner")]
+    HandingOver(String),
     #[error("stepping down did not finish within {0:?}")]
     StepDownOverran(std::time::Duration),
 }
@@ -104,7 +109,11 @@ impl BusError {
     pub fn goes_on_as_standby(&self) -> bool {
         matches!(
             self,
-            BusError::SteppedDown(_) | BusError::Nats { .. } | BusError::Stalled { .. } | BusError::StreamEnded(_)
+            BusError::SteppedDown(_)
+                | BusError::HandingOver(_)
+                | BusError::Nats { .. }
+                | BusError::Stalled { .. }
+                | BusError::StreamEnded(_)
         )
     }
 }

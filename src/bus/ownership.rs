@@ -30,6 +30,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::headers::{self, HeaderText};
+use crate::bus::placement::Membership;
 use crate::bus::{BusError, NatsError};
 
 /// The header naming the subject `Nats-Expected-Last-Subject-Sequence` is checked against (no
@@ -65,6 +66,7 @@ struct Validity {
 pub struct Lease {
     kv: kv::Store,
     key: String,
+    holder: Holder,
     validity: Arc<Mutex<Validity>>,
     revision: Arc<Mutex<u64>>,
     renewing: Option<tokio::task::JoinHandle<()>>,
@@ -80,34 +82,77 @@ fn is_ours(value: &[u8], holder: &Holder) -> bool {
 }
 
 impl Lease {
-    /// Takes the lease, waiting as a standby while another instance holds it (saying who, once).
-    /// The lease lasts what the bucket's `max_age` says (the last instance to start set it), not
-    /// necessarily `configured`. Returns `None` if `stop` completes first.
+    /// Takes the lease, waiting as a standby while another instance holds it (saying who, once),
+    /// and trying a vacant one when `membership` says this instance may (see
+    /// [`crate::bus::placement`]). The lease lasts what the bucket's `max_age` says (the last
+    /// instance to start set it), not necessarily `configured`. Returns `None` if `stop` completes
+    /// first.
     pub async fn acquire(
         kv: &kv::Store,
-        key: &str,
+        (key, partition): (&str, u32),
         holder: &Holder,
         configured: Duration,
+        membership: &Membership,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Option<Lease>, BusError> {
         tokio::pin!(stop);
-        let mut said = None;
+        let mut said: Option<String> = None;
+        let mut vacant_since: Option<Instant> = None;
         loop {
-            match Lease::try_acquire(kv, key, holder, configured).await {
-                Attempt::Taken(lease) => return Ok(Some(*lease)),
-                Attempt::HeldBy(owner) => {
+            let entry = kv.entry(key).await;
+            let held_by = match &entry {
+                Ok(Some(e)) if e.operation == kv::Operation::Put && !is_ours(&e.value, holder) => {
+                    Some(serde_json::from_slice::<Holder>(&e.value).map_or_else(|_| "?".to_string(), |h| h.instance))
+                }
+                _ => None,
+            };
+            match (held_by, entry) {
+                (Some(owner), _) => {
+                    vacant_since = None;
                     if said.as_ref() != Some(&owner) {
                         tracing::info!(owner = %owner, lease = key, "standby: another instance owns the log");
                         said = Some(owner);
                     }
                 }
-                Attempt::Failed => {}
+                (None, Ok(entry)) => {
+                    // Given up (a delete marker): its holder lives on and stays a candidate.
+                    // Expired (no entry): the holder is likely dead.
+                    let ours = entry.as_ref().is_some_and(|e| e.operation == kv::Operation::Put);
+                    let gone = if entry.is_none() { said.as_deref() } else { None };
+                    let since = *vacant_since.get_or_insert_with(Instant::now);
+                    if ours || membership.may_take(partition, since.elapsed(), gone).await {
+                        match Lease::try_acquire(kv, key, holder, configured).await {
+                            Attempt::Taken(lease) => return Ok(Some(*lease)),
+                            Attempt::HeldBy(_) | Attempt::Failed => {}
+                        }
+                    }
+                }
+                (None, Err(e)) => tracing::warn!(error = %e, lease = key, "cannot read the lease; retrying"),
             }
             tokio::select! {
                 _ = &mut stop => return Ok(None),
                 _ = tokio::time::sleep(TRY_EVERY) => {}
             }
         }
+    }
+
+    /// One try at taking the lease at a term's start: this directory's own lease is taken back, a
+    /// vacant one only by the partition's preferred owner (see [`crate::bus::placement`]; an
+    /// owner that just handed the partition over must not take it straight back).
+    pub async fn try_at_start(
+        kv: &kv::Store,
+        (key, partition): (&str, u32),
+        holder: &Holder,
+        configured: Duration,
+        membership: &Membership,
+    ) -> Attempt {
+        match kv.entry(key).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put && is_ours(&e.value, holder) => {}
+            Ok(Some(e)) if e.operation == kv::Operation::Put => return Attempt::Failed,
+            Ok(_) if membership.may_take(partition, Duration::ZERO, None).await => {}
+            _ => return Attempt::Failed,
+        }
+        Lease::try_acquire(kv, key, holder, configured).await
     }
 
     /// One try at taking the lease (see [`Lease::acquire`]).
@@ -160,7 +205,7 @@ impl Lease {
         let revision = Arc::new(Mutex::new(revision));
         let renewal = Renewal { kv: kv.clone(), key: key.to_string(), holder: holder.clone(), ttl, counts_for };
         let renewing = tokio::spawn(renewal.run(revision.clone(), validity.clone()));
-        Lease { kv, key: key.to_string(), validity, revision, renewing: Some(renewing) }
+        Lease { kv, key: key.to_string(), holder: holder.clone(), validity, revision, renewing: Some(renewing) }
     }
 
     /// A view of whether the lease holds, for the loop that acts under it.
@@ -177,10 +222,23 @@ impl Lease {
             let _ = renewing.await;
         }
         let revision = *self.revision.lock().unwrap_or_else(|e| e.into_inner());
-        if self.view().valid()
-            && let Err(e) = self.kv.delete_expect_revision(&self.key, Some(revision)).await
-        {
-            tracing::warn!(error = %e, "cannot give the lease up; it expires by itself");
+        if !self.view().valid() {
+            return;
+        }
+        if self.kv.delete_expect_revision(&self.key, Some(revision)).await.is_ok() {
+            return;
+        }
+        // A renewal that landed after its answer was given up on moved the revision on: the
+        // entry says whether it is still ours.
+        let deleted = match self.kv.entry(&self.key).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put && is_ours(&entry.value, &self.holder) => {
+                self.kv.delete_expect_revision(&self.key, Some(entry.revision)).await.map_err(|e| e.to_string())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, lease = self.key, "cannot give the lease up; it expires by itself");
         }
     }
 }
@@ -313,42 +371,6 @@ pub async fn declare_bucket(
             source: format!("{created}; updating it: {updated}").into(),
         }),
     }
-}
-
-/// Says, every quarter of `ttl`, that this instance is up (owner or standby): its key in the
-/// members bucket (whose `max_age` is the lease) is its directory's token, its value the holder.
-/// Runs until aborted.
-pub async fn announce(members: kv::Store, holder: Holder, ttl: Duration) {
-    let value = Bytes::from(serde_json::to_vec(&holder).expect("a holder always encodes"));
-    loop {
-        if let Err(e) = members.put(holder.token.as_str(), value.clone()).await {
-            tracing::warn!(error = %e, "cannot say this instance is up in the members bucket");
-        }
-        tokio::time::sleep(ttl / 4).await;
-    }
-}
-
-/// The instances up now (their members keys not expired), sorted by name.
-pub async fn members(members: &kv::Store) -> Result<Vec<Holder>, BusError> {
-    use futures::TryStreamExt;
-    let doing = "reading the members bucket";
-    let keys: Vec<String> = members
-        .keys()
-        .await
-        .map_err(|e| BusError::nats(doing, e))?
-        .try_collect()
-        .await
-        .map_err(|e| BusError::nats(doing, e))?;
-    let mut up = Vec::new();
-    for key in keys {
-        if let Ok(Some(value)) = members.get(key.as_str()).await
-            && let Ok(holder) = serde_json::from_slice::<Holder>(&value)
-        {
-            up.push(holder);
-        }
-    }
-    up.sort_by(|a, b| a.instance.cmp(&b.instance));
-    Ok(up)
 }
 
 /// The epoch an owner acts under: the stream position of its epoch record.

@@ -88,16 +88,8 @@ impl Serve {
             status: crate::bus::headers::HeaderText::escape(&crate::report::Chain(&e).to_string()).to_string(),
             code: 503,
         };
-        let standbys: Vec<String> = ownership::members(&self.members)
-            .await
-            .map_err(failed)?
-            .into_iter()
-            // Each partition an instance holds announces itself; one name is one instance.
-            .filter(|h| h.instance != self.holder.instance)
-            .map(|h| h.instance)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let standbys: Vec<String> =
+            self.membership.up().into_iter().filter(|name| *name != self.holder.instance).collect();
         let lag = match consumer.clone().info().await {
             Ok(info) => info.num_pending + info.num_ack_pending as u64,
             Err(e) => return Err(failed(BusError::nats("reading the input consumer's info", e))),

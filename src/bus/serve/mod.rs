@@ -30,6 +30,7 @@ use crate::bus::fault::wall_clock;
 use crate::bus::headers::HeaderText;
 use crate::bus::intake::Intake;
 use crate::bus::ownership::{self, AppendError, Fence, Holder, Lease, LeaseView};
+use crate::bus::placement::Membership;
 use crate::bus::publisher::Released;
 use crate::bus::sequencer::{self, Ticks, start};
 use crate::bus::subjects::Subjects;
@@ -53,6 +54,9 @@ pub use shutdown::{SHUTDOWN_LIMIT, watchdog};
 
 /// How many times (a second apart) declaring the streams is retried at start.
 const DECLARE_ATTEMPTS: u32 = 30;
+
+/// How often an owner looks at whether another instance should own its partition.
+const REBALANCE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long an append of vigil's own record waits for the stream's confirmation.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -96,14 +100,16 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
         }
     };
     let shutdown = shutdown.shared();
+    let membership = Membership::join(buckets.1.clone(), &cfg.instance, cfg.lease);
     let partitions = (0..cfg.partitions).map(|index| {
         let scoped = subjects.scoped(index, cfg.partitions);
         let mut part_cfg = cfg.clone();
         if cfg.partitions > 1 {
             part_cfg.data_dir = cfg.data_dir.join(format!("p{index}"));
         }
-        let (policy, client, buckets, shutdown) = (&policy, &client, &buckets, shutdown.clone());
-        async move { terms(&part_cfg, &scoped, policy, client, buckets, shutdown).await }
+        let (policy, client, leases, membership, shutdown) =
+            (&policy, &client, &buckets.0, &membership, shutdown.clone());
+        async move { terms(&part_cfg, &scoped, policy, client, (leases, membership), shutdown).await }
     });
     // The first partition to stop with an error stops the process (the others with it); a clean
     // stop is every partition's. The services API runs until the shutdown.
@@ -124,13 +130,20 @@ async fn terms(
     subjects: &Subjects,
     policy: &Policy,
     client: &async_nats::Client,
-    (leases, members): &(jetstream::kv::Store, jetstream::kv::Store),
+    (leases, membership): (&jetstream::kv::Store, &Membership),
     shutdown: impl Future<Output = ()> + Clone,
 ) -> Result<(), BusError> {
     let partition = subjects.partition_index().to_string();
     metrics::gauge!("vigil_owner", "partition" => partition.clone()).set(0.0);
+    let mut handed_over = false;
     loop {
-        match term::serve(cfg, subjects, policy, client, (leases, members), shutdown.clone()).await {
+        let served = term::serve(cfg, subjects, policy, client, leases, membership, handed_over, shutdown.clone());
+        handed_over = false;
+        match served.await {
+            Err(BusError::HandingOver(to)) => {
+                tracing::info!(to, partition, "handed the partition over: following it as a standby");
+                handed_over = true;
+            }
             Err(BusError::SteppedDown(why)) => {
                 metrics::counter!("vigil_stepped_down_total", "partition" => partition.clone()).increment(1);
                 tracing::warn!(why, partition, "stepped down: waiting as a standby");
@@ -196,8 +209,11 @@ struct Serve {
     /// the stream's `max_age` could take it away).
     holder: Holder,
     epoch_at: Instant,
-    /// The members bucket: who else is up (for the partitions query).
-    members: async_nats::jetstream::kv::Store,
+    /// Who is up, and who should own this partition (see [`crate::bus::placement`]): for the
+    /// partitions query and planned handovers.
+    membership: Membership,
+    /// Another instance preferred for this partition, and since when (see [`Serve::rebalance`]).
+    preferred_since: Option<(String, Instant)>,
     /// The consumer's number of the last delivery (see [`Serve::handle_batch`]); `None` until the
     /// first since the consumer was brought level.
     delivered: Option<u64>,
@@ -242,6 +258,7 @@ impl Serve {
         tokio::pin!(shutdown);
         let mut messages = self.pull(consumer).await;
         let lease = self.lease.clone();
+        let mut rebalance = tokio::time::interval(REBALANCE_EVERY);
         loop {
             // Checked before anything else, each time round: after a pause (SIGSTOP, a stall) the
             // lease may have lapsed while inputs and deadlines wait.
@@ -268,9 +285,29 @@ impl Serve {
                     None => messages = self.pull(consumer).await,
                 },
                 Some(query) = queries.next() => self.answer(consumer, query).await,
+                _ = rebalance.tick() => self.rebalance()?,
                 _ = tokio::time::sleep_until(wake) => self.on_clock().await?,
             }
         }
+    }
+
+    /// Hands the partition over once another instance has been its preferred owner for a whole
+    /// lease (see [`crate::bus::placement`]). With one partition there is nothing to spread.
+    fn rebalance(&mut self) -> Result<(), BusError> {
+        if self.cfg.partitions < 2 {
+            return Ok(());
+        }
+        let preferred = self.membership.preferred_other(self.subjects.partition_index());
+        match (preferred, &self.preferred_since) {
+            (None, _) => self.preferred_since = None,
+            (Some(other), Some((name, since))) if *name == other => {
+                if since.elapsed() >= self.cfg.lease {
+                    return Err(BusError::HandingOver(other));
+                }
+            }
+            (Some(other), _) => self.preferred_since = Some((other, Instant::now())),
+        }
+        Ok(())
     }
 
     /// Answers a query forwarded to this partition's owner (see [`crate::bus::api`]).

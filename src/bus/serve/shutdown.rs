@@ -29,6 +29,11 @@ impl Serve {
             // Not a shutdown: the process goes on as a standby, so no watchdog may end it later;
             // the stop is bounded here instead, and one that overruns is fatal.
             tracing::info!(why = %crate::report::Chain(e), "stepping down: stopping the loop");
+            // A planned handover: the loop appends nothing more, so the successor may take over
+            // now, while this one drains and checkpoints.
+            if matches!(e, BusError::HandingOver(_)) {
+                self.held.release().await;
+            }
             return match tokio::time::timeout(limit, self.stop(publisher, dlq_task, confirmed, result)).await {
                 Ok(stopped) => stopped,
                 Err(_) => Err(BusError::StepDownOverran(limit)),
@@ -39,6 +44,8 @@ impl Serve {
             tracing::error!(error = %crate::report::Chain(e), "stopping after an error");
         }
         watchdog(limit);
+        // Gone from the members first, so the standbys see who should take over without it.
+        self.membership.leave().await;
         // The loop appends nothing more: a standby may take over now, while this one drains its
         // publisher (outputs it publishes from here on are the successor's too, under the same
         // ids) and checkpoints its own copy.

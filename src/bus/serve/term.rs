@@ -9,12 +9,15 @@ use super::*;
 /// One term: opens the store, waits as a standby until this instance holds the lease, then serves
 /// until `shutdown` completes (`Ok`), the lease lapses or another instance's epoch fences this one
 /// ([`BusError::SteppedDown`]), or a fatal error occurs.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     cfg: &ServeConfig,
     subjects: &Subjects,
     policy: &Policy,
     client: &async_nats::Client,
-    (leases, members): (&async_nats::jetstream::kv::Store, &async_nats::jetstream::kv::Store),
+    leases: &async_nats::jetstream::kv::Store,
+    membership: &Membership,
+    handed_over: bool,
     shutdown: impl Future<Output = ()> + Clone,
 ) -> Result<(), BusError> {
     let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
@@ -27,8 +30,7 @@ pub(super) async fn serve(
     // locks it) can be the holder it names, so a restarted vigil takes its own lease back at once.
     let token = tokio::task::block_in_place(|| store.owner_token())?;
     let holder = Holder { instance: cfg.instance.clone(), token };
-    let announcing = Announcing(tokio::spawn(ownership::announce(members.clone(), holder.clone(), cfg.lease)));
-    let (mut serve, mut loose) = assemble(cfg, subjects, policy, client, store, &recovery, &holder, members).await?;
+    let (mut serve, mut loose) = assemble(cfg, subjects, policy, client, store, &recovery, &holder, membership).await?;
     let restored = match serve.adopt_input_stream(&mut loose.consumer).await {
         Ok(restored) => restored,
         Err(e) => return loose.stop(serve, Err(e)).await,
@@ -37,10 +39,16 @@ pub(super) async fn serve(
     // Nobody else holds the lease (one instance, or this one's own lease after a restart): taken
     // at once, without following first.
     let key = subjects.lease_key();
-    let (lease, taken) = match Lease::try_acquire(leases, &key, &holder, cfg.lease).await {
+    let partition = (key.as_str(), subjects.partition_index());
+    // (Not a partition this instance has just handed over: its successor takes it.)
+    let at_once = match handed_over {
+        false => Lease::try_at_start(leases, partition, &holder, cfg.lease, membership).await,
+        true => ownership::Attempt::Failed,
+    };
+    let (lease, taken) = match at_once {
         ownership::Attempt::Taken(lease) => (*lease, Taken::AtOnce(pending)),
         _ => {
-            let acquire = Lease::acquire(leases, &key, &holder, cfg.lease, shutdown.clone());
+            let acquire = Lease::acquire(leases, partition, &holder, cfg.lease, membership, shutdown.clone());
             match serve.follow(acquire, pending).await {
                 Ok(Some(lease)) => {
                     let following = serve.following.take().expect("a follower's state while it follows");
@@ -69,7 +77,6 @@ pub(super) async fn serve(
     let served = owned(serve, loose, taken, queries, shutdown).await;
     metrics::gauge!("vigil_owner", "partition" => partition).set(0.0);
     held.release().await;
-    drop(announcing);
     served
 }
 
@@ -78,15 +85,6 @@ pub(super) async fn serve(
 enum Taken {
     AtOnce(Vec<Pending>),
     Following(follow::Following),
-}
-
-/// The task saying this instance is up, stopped with the term.
-struct Announcing(tokio::task::JoinHandle<()>);
-
-impl Drop for Announcing {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The lease while it is held, for whoever gives it up first: a stopping owner gives it up as soon
@@ -130,7 +128,7 @@ async fn assemble(
     mut store: Store,
     recovery: &crate::store::Recovery,
     holder: &Holder,
-    members: &async_nats::jetstream::kv::Store,
+    membership: &Membership,
 ) -> Result<(Serve, Loose), BusError> {
     let (cfg, policy) = (cfg.clone(), policy.clone());
     let subjects = subjects.clone();
@@ -208,7 +206,8 @@ async fn assemble(
         fence: None,
         holder: holder.clone(),
         epoch_at: Instant::now(),
-        members: members.clone(),
+        membership: membership.clone(),
+        preferred_since: None,
         delivered: None,
         following: None,
     };
