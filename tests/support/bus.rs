@@ -19,11 +19,13 @@ pub async fn wait_processed(js: &jetstream::Context, prefix: &str) {
     let started = Instant::now();
     loop {
         let last = js.get_stream(&name).await.unwrap().info().await.unwrap().state.last_sequence;
+        // No answer, or an error answer (no owner yet, 503): vigil is starting or taking over.
         let read = match js.client().request(format!("{prefix}.query.fleet"), "".into()).await {
-            Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()["input_stream_seq"]
-                .as_u64()
-                .unwrap(),
-            Err(_) => 0, // restarting
+            Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                .ok()
+                .and_then(|fleet| fleet["input_stream_seq"].as_u64())
+                .unwrap_or(0),
+            Err(_) => 0,
         };
         if read >= last {
             return;
