@@ -4,6 +4,9 @@
 //! nothing stored is lost, vigil goes on deciding, and no healthy workspace is accused because of
 //! it.
 //!
+//! The last story runs three vigils over three partitions and kills the owner of each partition
+//! in turn (SIGKILL, leases of 4 s): every input is applied once by each partition's last owner.
+//!
 //! The TTL is 8 s here (`ttl_min = "8s"`), heartbeats come every second.
 
 mod support;
@@ -35,6 +38,41 @@ fn heartbeats(client: async_nats::Client, secs: u64) -> tokio::task::JoinHandle<
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         stored
+    })
+}
+
+/// Waits until every partition is level, owned by one of `names` with the others as standbys.
+async fn all_up(client: &async_nats::Client, names: &[&str]) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let answer = support::bus::wait_partitions_level(client, 3, names).await;
+        let standbys = |p: &serde_json::Value| p["standbys"].as_array().map_or(0, Vec::len);
+        if answer["partitions"].as_array().unwrap().iter().all(|p| standbys(p) == names.len() - 1) {
+            return answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not every vigil is up: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Heartbeats every workspace once a second until `stop` is told; returns how many the stream
+/// confirmed.
+fn heartbeats_until(
+    client: async_nats::Client,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<usize> {
+    let producer = Client::with(client, "vigil");
+    tokio::spawn(async move {
+        let mut stored = 0;
+        loop {
+            for id in WORKSPACES {
+                stored += usize::from(producer.publish(&beat(id)).await.is_ok());
+            }
+            tokio::select! {
+                _ = &mut stop => return stored,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     })
 }
 
@@ -99,4 +137,90 @@ async fn killing_the_node_that_leads_the_log_loses_nothing_and_accuses_nobody() 
         quiet.iter().any(|o| matches!(o.body, OutputBody::ProbeRequest { .. })),
         "the silent workspace was never suspected: vigil stopped deciding\nlog:\n{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_owner_of_every_partition_in_turn_applies_every_input_once_and_accuses_nobody() {
+    let cluster = NatsCluster::start(3);
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    cluster.wait_ready(&js).await;
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "ttl_min = \"8s\"\nttl_factor = 1\nbreaker_min = 10000\nmax_restarts_in_flight = 1000\n")
+        .unwrap();
+    let names = ["a", "b", "c"];
+    let spawn = |name: &str| {
+        let args = ["--stream-replicas", "3", "--partitions", "3", "--lease", "4s", "--instance", name];
+        let args = [&args[..], &["--policy", policy.to_str().unwrap()]].concat();
+        Vigil::spawn(&cluster.urls(), &data.path().join(name), &args, &[])
+    };
+    // Given three vigils over three partitions on R3 streams, heartbeats flowing,
+    let mut vigils: Vec<Option<Vigil>> = names.iter().map(|n| Some(spawn(n))).collect();
+    support::bus::wait_partitions_level(&client, 3, &names).await;
+    let producer = Client::with(client.clone(), "vigil");
+    let (stop_beating, stop) = tokio::sync::oneshot::channel();
+    let beating = heartbeats_until(client.clone(), stop);
+    // when the owner of each partition in turn is killed (SIGKILL) while workspaces die, and
+    // comes back,
+    let mut logs = String::new();
+    all_up(&client, &names).await;
+    let kills_from = support::bus::last_in_stream(&js, "vigil").await;
+    for partition in 0..3 {
+        // (all three up: each partition's owner has the other two as standbys)
+        let answer = all_up(&client, &names).await;
+        let owner = answer["partitions"][partition]["owner"].as_str().unwrap().to_string();
+        let i = names.iter().position(|n| *n == owner).unwrap();
+        let victim = vigils[i].take().unwrap();
+        logs += &format!("--- log of {owner}, killed as the owner of partition {partition}:\n{}", victim.log());
+        victim.kill();
+        support::bus::kill_workspaces(&producer, partition * 5, 5).await;
+        let survivors: Vec<&str> = names.iter().copied().filter(|n| *n != owner).collect();
+        support::bus::wait_partitions_level(&client, 3, &survivors).await;
+        vigils[i] = Some(spawn(&owner));
+    }
+    let answer = support::bus::wait_partitions_level(&client, 3, &names).await;
+    // (every restart decided is published, before anything stops),
+    let started = std::time::Instant::now();
+    while support::bus::restarts(&outputs(&js, "vigil").await).len() < 15 && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_beating.send(()).unwrap();
+    assert!(beating.await.unwrap() > 0);
+    for (i, vigil) in vigils.into_iter().enumerate() {
+        logs += &format!("--- log of {}:\n{}", names[i], vigil.unwrap().stop());
+    }
+
+    // then every death was restarted exactly once, nothing said twice,
+    support::bus::each_restarted_once(&js, 0..15, &logs).await;
+    // no heartbeating workspace was accused,
+    let published = outputs(&js, "vigil").await;
+    let beating: Vec<Output> = published
+        .into_iter()
+        .filter(|o| o.workspace.as_ref().is_some_and(|w| WORKSPACES.contains(&w.as_str())))
+        .collect();
+    let accused = accusations(&beating);
+    assert!(accused.is_empty(), "healthy workspaces accused across the takeovers: {accused:#?}\n{logs}");
+    // and each partition's last owner applied every input of its partition exactly once — all of
+    // them, or (a directory that joined restored from a snapshot record) all after the snapshot,
+    // which was taken before the first kill.
+    let stored = support::bus::read_stream(&js, "VIGIL_IN").await;
+    for k in 0..3u64 {
+        let owner = answer["partitions"][k as usize]["owner"].as_str().unwrap();
+        let in_stream: Vec<u64> =
+            stored.iter().filter(|m| m.subject.starts_with(&format!("vigil.in.{k}."))).map(|m| m.sequence).collect();
+        let applied: Vec<u64> = export(&data.path().join(owner).join(format!("p{k}")))
+            .lines()
+            .map(|l| wire::decode_json(l, Stamping::Logged).unwrap())
+            .filter(|i| i.kind.workspace().is_some())
+            .filter_map(|i| i.stream_seq)
+            .collect();
+        let first_during = in_stream.iter().copied().find(|seq| *seq > kills_from);
+        let first_during = first_during.unwrap_or_else(|| panic!("partition {k} got no inputs during the kills"));
+        let from = applied.first().copied().unwrap_or(u64::MAX);
+        assert!(from <= first_during, "partition {k}: {owner}'s log starts at {from}, after {first_during}\n{logs}");
+        let expected: Vec<u64> = in_stream.into_iter().filter(|seq| *seq >= from).collect();
+        assert_eq!(applied, expected, "partition {k}, last owned by {owner}\n{logs}");
+    }
 }

@@ -23,6 +23,10 @@ pub struct ExportArgs {
     /// Only this workspace's events (and the clock events every workspace shares).
     #[arg(long, value_name = "ID")]
     workspace: Option<String>,
+    /// Only this partition's log, of a data directory split into partitions (`<DIR>/p<K>`);
+    /// without it, every partition's, merged in the input stream's order.
+    #[arg(long, value_name = "K")]
+    partition: Option<u32>,
 }
 
 /// Where an export starts.
@@ -41,50 +45,90 @@ fn parse_since(s: &str) -> anyhow::Result<Since> {
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let workspace = args.workspace.as_deref().map(WorkspaceId::parse).transpose().context("--workspace")?;
-    let reader = LogReader::open(&args.data_dir)?;
-    for repair in reader.repairs() {
-        eprintln!("vigil export: {repair}");
+    let dirs = partition_dirs(&args.data_dir, args.partition)?;
+    let merged = dirs.len() > 1;
+    let mut records = Vec::new();
+    let mut held = Vec::new();
+    for (partition, dir) in &dirs {
+        let name = partition.map_or_else(String::new, |k| format!(" (partition {k})"));
+        let reader = LogReader::open(dir)?;
+        for repair in reader.repairs() {
+            eprintln!("vigil export{name}: {repair}");
+        }
+        let from = match since {
+            Some(Since::Seq(n)) if !merged => n,
+            _ => 1,
+        };
+        if let Some((_, since)) = reader.policy()?
+            && from < since
+        {
+            eprintln!(
+                "vigil export{name}: warning: the log before sequence {since} was applied under an earlier policy; a \
+                 replay of this export with the current one (`vigil inspect --show-policy`) reproduces the recorded \
+                 outputs only from there on"
+            );
+        }
+        if from < reader.first_seq() {
+            eprintln!(
+                "vigil export{name}: warning: the log before sequence {} was compacted away; a replay of this export \
+                 starts without the history those entries carried",
+                reader.first_seq()
+            );
+        }
+        for record in reader.records(from) {
+            let (_, input) = record?;
+            if let Some(Since::Time(t)) = since
+                && input.at < t
+            {
+                continue;
+            }
+            if let Some(ws) = &workspace
+                && input.kind.workspace().is_some_and(|w| w != ws)
+            {
+                continue;
+            }
+            records.push(input);
+        }
+        held.push(format!(
+            "{}{}..={}",
+            partition.map_or_else(String::new, |k| format!("p{k} ")),
+            reader.first_seq(),
+            reader.last_seq()
+        ));
     }
-    let from = match since {
-        Some(Since::Seq(n)) => n,
-        _ => 1,
-    };
-    if let Some((_, since)) = reader.policy()?
-        && from < since
-    {
-        eprintln!(
-            "vigil export: warning: the log before sequence {since} was applied under an earlier policy; a replay \
-             of this export with the current one (`vigil inspect --show-policy`) reproduces the recorded outputs \
-             only from there on"
-        );
-    }
-    if from < reader.first_seq() {
-        eprintln!(
-            "vigil export: warning: the log before sequence {} was compacted away; a replay of this export \
-             starts without the history those entries carried",
-            reader.first_seq()
-        );
+    if merged {
+        if matches!(since, Some(Since::Seq(_))) {
+            bail!("--since SEQ names a position in one partition's log: give --partition too, or a time");
+        }
+        // Each partition's log in the input stream's order; together, the stream's.
+        records.sort_by_key(|input| (input.stream_seq, input.at));
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut written = 0u64;
-    for record in reader.records(from) {
-        let (_, input) = record?;
-        if let Some(Since::Time(t)) = since
-            && input.at < t
-        {
-            continue;
-        }
-        if let Some(ws) = &workspace
-            && input.kind.workspace().is_some_and(|w| w != ws)
-        {
-            continue;
-        }
-        writeln!(out, "{}", wire::encode_json(&input)).context("writing the export")?;
-        written += 1;
+    for input in &records {
+        writeln!(out, "{}", wire::encode_json(input)).context("writing the export")?;
     }
     out.flush().context("writing the export")?;
-    eprintln!("vigil export: {written} events (log holds {}..={})", reader.first_seq(), reader.last_seq());
+    eprintln!("vigil export: {} events (log holds {})", records.len(), held.join(", "));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The data directories an export or an inspection reads: `dir` itself; of a directory split into
+/// partitions (`<dir>/p0`, `<dir>/p1`, …), partition `partition`'s or every one.
+fn partition_dirs(dir: &std::path::Path, partition: Option<u32>) -> anyhow::Result<Vec<(Option<u32>, PathBuf)>> {
+    let mut parts = Vec::new();
+    while dir.join(format!("p{}", parts.len())).is_dir() {
+        parts.push((Some(parts.len() as u32), dir.join(format!("p{}", parts.len()))));
+    }
+    match partition {
+        None if parts.is_empty() => Ok(vec![(None, dir.to_path_buf())]),
+        None => Ok(parts),
+        Some(k) => match parts.into_iter().find(|(p, _)| *p == Some(k)) {
+            Some(part) => Ok(vec![part]),
+            None => {
+                bail!("{} holds no partition {k} (no directory {})", dir.display(), dir.join(format!("p{k}")).display())
+            }
+        },
+    }
 }
 
 #[derive(clap::Args)]
@@ -105,12 +149,49 @@ pub struct InspectArgs {
     /// needs to reproduce an export), and nothing else.
     #[arg(long, conflicts_with_all = ["workspace", "json", "policy"])]
     show_policy: bool,
+    /// Only this partition, of a data directory split into partitions (`<DIR>/p<K>`); without it,
+    /// every partition in turn (with --json, one document each), or the one holding WORKSPACE.
+    #[arg(long, value_name = "K")]
+    partition: Option<u32>,
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let dirs = partition_dirs(&args.data_dir, args.partition)?;
+    if dirs.len() == 1 {
+        return inspect_dir(&dirs[0].1, &args);
+    }
+    // Several partitions: each in turn; a workspace in the one that holds it.
+    if let Some(ws) = &args.workspace {
+        for (_, dir) in &dirs {
+            if holds(dir, ws, &args)? {
+                return inspect_dir(dir, &args);
+            }
+        }
+        bail!("no workspace {ws:?} in any partition of {}", args.data_dir.display());
+    }
+    for (k, dir) in &dirs {
+        if !args.json {
+            println!("partition {}:", k.unwrap_or(0));
+        }
+        inspect_dir(dir, &args)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the partition directory `dir` holds workspace `ws`.
+fn holds(dir: &std::path::Path, ws: &str, args: &InspectArgs) -> anyhow::Result<bool> {
+    let policy = match LogReader::open(dir)?.policy()? {
+        Some((stored, _)) => stored,
+        None => load_policy(args.policy.as_ref())?,
+    };
+    let (store, _) = Store::open(dir, policy, StoreConfig::default(), OpenMode::Inspect)?;
+    Ok(store.engine().view(ws).is_some())
+}
+
+fn inspect_dir(data_dir: &std::path::Path, args: &InspectArgs) -> anyhow::Result<ExitCode> {
     // Read first, without recovering: opening the store under another policy would change it.
     let stored = {
-        let reader = LogReader::open(&args.data_dir)?;
+        let reader = LogReader::open(data_dir)?;
         for repair in reader.repairs() {
             eprintln!("vigil inspect: {repair}");
         }
@@ -118,9 +199,9 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     };
     if args.show_policy {
         let Some((policy, since)) = stored else {
-            bail!("{} does not record its policy (written by an earlier vigil)", args.data_dir.display())
+            bail!("{} does not record its policy (written by an earlier vigil)", data_dir.display())
         };
-        println!("# the policy of {}, applied from log sequence {since} on", args.data_dir.display());
+        println!("# the policy of {}, applied from log sequence {since} on", data_dir.display());
         print!("{}", toml::to_string(&policy).context("writing the policy as TOML")?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -129,7 +210,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             if load_policy(Some(path))? != stored {
                 bail!(
                     "{} runs under its stored policy, not {}; omit --policy (see it with --show-policy)",
-                    args.data_dir.display(),
+                    data_dir.display(),
                     path.display()
                 );
             }
@@ -138,12 +219,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         (Some((stored, _)), None) => stored,
         (None, path) => load_policy(path)?,
     };
-    let (store, recovery) = Store::open(&args.data_dir, policy, StoreConfig::default(), OpenMode::Inspect)?;
+    let (store, recovery) = Store::open(data_dir, policy, StoreConfig::default(), OpenMode::Inspect)?;
     let engine = store.engine();
     let mut out = std::io::stdout().lock();
-    match args.workspace {
+    match &args.workspace {
         Some(ws) => {
-            let Some(view) = engine.view(&ws) else { bail!("no workspace {ws:?} in {}", args.data_dir.display()) };
+            let Some(view) = engine.view(ws) else { bail!("no workspace {ws:?} in {}", data_dir.display()) };
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
             } else {
