@@ -18,6 +18,13 @@
 //!    with every stream kept on all three nodes, the heartbeats published with acknowledgements a
 //!    window at a time on both sides (plain publishes overrun a replicated stream). Target: ≥ 0.7.
 //!
+//! 5. **The same, over three partitions** (`VIGIL_BENCH_ONLY=r3` too): three vigils on the R3
+//!    cluster with `--partitions 3`, each owning the partition rendezvous hashing gives it and
+//!    following the other two; events/s until every partition's consumer has acknowledged
+//!    everything, next to the single vigil and the ceiling of the same run — and three vigils on
+//!    one partition (an owner and two following), to tell what partitions cost from what
+//!    following costs.
+//!
 //! Both servers run on this machine, sharing its 2 cores with the publisher and the consumer.
 
 #[path = "../tests/support/cluster.rs"]
@@ -398,6 +405,89 @@ async fn through_vigil_r3(payloads: &[Vec<u8>]) -> f64 {
     rate
 }
 
+/// Waits until each of `partitions` partition consumers has acknowledged everything it was given.
+async fn wait_partitions_acked(js: &jetstream::Context, partitions: u32) {
+    let stream = js.get_stream("VIGIL_IN").await.unwrap();
+    let (mut left, mut moved) = (u64::MAX, Instant::now());
+    loop {
+        let mut now = 0;
+        for k in 0..partitions {
+            let name = if partitions == 1 { "vigil".to_string() } else { format!("vigil-p{k}") };
+            let mut consumer = stream.get_consumer::<consumer::pull::Config>(&name).await.unwrap();
+            let info = consumer.info().await.unwrap();
+            now += info.num_pending + info.num_ack_pending as u64;
+        }
+        if now == 0 {
+            return;
+        }
+        if now < left {
+            (left, moved) = (now, Instant::now());
+        }
+        assert!(moved.elapsed() < STALL, "the partitions' consumers have {left} records unacknowledged for {STALL:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Three vigils over `partitions` partitions on R3 streams: the fleet first, then the payloads.
+async fn through_partitions_r3(payloads: &[Vec<u8>], partitions: u32) -> f64 {
+    let cluster = cluster::NatsCluster::start(3);
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    cluster.wait_ready(&js).await;
+    let data = tempfile::tempdir().unwrap();
+    let vigils: Vec<Vigil> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let p = partitions.to_string();
+            let args = ["--stream-replicas", "3", "--partitions", &p, "--instance", name, "--metrics-addr", "off"];
+            Vigil::spawn(&cluster.urls(), &data.path().join(name), &args, &[])
+        })
+        .collect();
+    // Spread: every partition owned as rendezvous hashing places it (a lease of hysteresis).
+    let started = Instant::now();
+    loop {
+        let placed = async {
+            let reply = client.request("vigil.query.partitions", "".into()).await.ok()?;
+            let answer: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+            let owners: Vec<String> = answer["partitions"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["owner"].as_str().map(str::to_string))
+                .collect();
+            // (One partition is not spread: whoever took it first keeps it.)
+            let expected: Vec<String> = (0..partitions)
+                .map(|k| vigil::bus::placement::rendezvous(["a", "b", "c"], k).unwrap().to_string())
+                .collect();
+            Some(if partitions == 1 { owners.len() == 1 } else { owners == expected })
+        };
+        if placed.await == Some(true) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let logs: Vec<String> = vigils.iter().map(Vigil::log).collect();
+            panic!("the partitions never spread; logs:\n{}", logs.join("\n---\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let messages = |range: std::ops::Range<usize>| {
+        payloads[range.clone()]
+            .iter()
+            .zip(range)
+            .map(|(p, i)| (format!("vigil.in.heartbeat.ws-{:07}", i % WORKSPACES), p.clone()))
+            .collect::<Vec<_>>()
+    };
+    publish::publish_acked(&js, messages(0..WORKSPACES)).await;
+    wait_partitions_acked(&js, partitions).await;
+    let started = Instant::now();
+    publish::publish_acked(&js, messages(0..payloads.len())).await;
+    wait_partitions_acked(&js, partitions).await;
+    let rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
+    for vigil in vigils {
+        vigil.stop();
+    }
+    rate
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -406,6 +496,11 @@ fn main() {
     runtime.block_on(async {
         // `VIGIL_BENCH_ONLY=ingest` or `=latency` runs one half.
         let only = std::env::var("VIGIL_BENCH_ONLY").unwrap_or_default();
+        if only == "r3-followed" {
+            let payloads: Vec<Vec<u8>> = (0..R3_EVENTS).map(heartbeat).collect();
+            println!("one partition, three vigils: {:.0} events/s", through_partitions_r3(&payloads, 1).await);
+            return;
+        }
         if only.is_empty() || only == "r3" {
             let payloads: Vec<Vec<u8>> = (0..R3_EVENTS).map(heartbeat).collect();
             let raw = ceiling_r3(&payloads).await;
@@ -414,6 +509,19 @@ fn main() {
                 "durable ingest on a 3-node cluster, R3 streams, {R3_EVENTS} heartbeats over {WORKSPACES} workspaces: \
                  {vigil:.0} events/s through vigil; raw R3 JetStream ceiling {raw:.0} events/s; ratio {:.2} (target ≥ 0.7)",
                 vigil / raw
+            );
+            let spread = through_partitions_r3(&payloads, 3).await;
+            println!(
+                "  over three partitions and three vigils: {spread:.0} events/s; ratio {:.2} to the ceiling, {:.2} to one vigil",
+                spread / raw,
+                spread / vigil
+            );
+            let followed = through_partitions_r3(&payloads, 1).await;
+            println!(
+                "  one partition, three vigils (one owner, two following): {followed:.0} events/s; ratio {:.2} to the \
+                 ceiling, {:.2} to one vigil",
+                followed / raw,
+                followed / vigil
             );
         }
         if only == "r3" {

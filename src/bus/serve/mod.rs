@@ -135,11 +135,19 @@ async fn terms(
 ) -> Result<(), BusError> {
     let partition = subjects.partition_index().to_string();
     metrics::gauge!("vigil_owner", "partition" => partition.clone()).set(0.0);
-    let mut handed_over = false;
+    let (mut handed_over, mut declare_failures) = (false, 0);
     loop {
         let served = term::serve(cfg, subjects, policy, client, leases, membership, handed_over, shutdown.clone());
         handed_over = false;
-        match served.await {
+        let served = served.await;
+        declare_failures = if matches!(served, Err(BusError::Declare { .. })) { declare_failures + 1 } else { 0 };
+        match served {
+            // The partition's consumer not declared yet (a cluster still electing its leaders):
+            // retried for a while, as the streams are at start, before the process gives up.
+            Err(e @ BusError::Declare { .. }) if declare_failures <= DECLARE_ATTEMPTS => {
+                tracing::warn!(error = %crate::report::Chain(&e), partition, "cannot declare the partition's consumer yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             Err(BusError::HandingOver(to)) => {
                 tracing::info!(to, partition, "handed the partition over: following it as a standby");
                 handed_over = true;
