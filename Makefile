@@ -37,8 +37,9 @@ run: build nats-server
 
 # A local 3-node NATS cluster and three vigils on it (one owns the log, two wait as standbys),
 # every stream kept on all three nodes; stores and logs under .data/cluster. Ctrl-C stops all.
+# Three vigils on a local 3-node cluster; flags for every vigil in ARGS, e.g. ARGS="--partitions 3".
 run-cluster: build nats-server
-	./scripts/run-cluster.sh
+	./scripts/run-cluster.sh $(ARGS)
 
 # Replay every incident in replays/ and print its transcript.
 replays: build

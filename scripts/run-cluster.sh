@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run-cluster`: a local 3-node NATS cluster (client ports 4222-4224) and three vigils on it
-# (vigil-a, vigil-b, vigil-c) with every stream kept on all three nodes. One vigil owns the log; the
-# others wait as standbys. Everything lives under .data/cluster (stores and logs); Ctrl-C stops all.
+# (vigil-a, vigil-b, vigil-c) with every stream kept on all three nodes. One vigil owns the log (or,
+# with `--partitions N` among the arguments, each partition has its owner); the others follow it as
+# standbys. Arguments go to every `vigil serve`. Everything lives under .data/cluster (stores and
+# logs); Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +67,7 @@ cat <<HINT
     $vigil watch --nats-url $urls
     $vigil emit --nats-url $urls probe ws-b --result not_found     # a dead workspace: restarted once
     kill -9 \$(pgrep -f 'instance vigil-a')                          # a standby takes over within the lease
+    nats --server 127.0.0.1:4222 request vigil.query.partitions ''   # who owns what (with the nats CLI)
 
   Ctrl-C stops them all.
 
