@@ -181,8 +181,30 @@ async fn four_partitions_spread_over_two_vigils_and_are_taken_over_when_their_ow
     kill_workspaces(&producer, 0, 20).await;
     wait_partitions_level(&client, 4, &[x, y]).await;
     a.kill();
+    // (while the killed vigil's partitions have no owner, their state queries are answered by the
+    // standby, which says so),
+    let orphan = (0..20)
+        .map(|i| format!("ws-{i:02}"))
+        .find(|ws| placed(&[x, y], Subjects::partition(&WorkspaceId::parse(ws).unwrap(), 4)) == x)
+        .expect("a dead workspace in the killed vigil's partitions");
+    let started = std::time::Instant::now();
+    let view = loop {
+        let reply = client.request(format!("vigil.query.state.{orphan}"), "".into()).await.unwrap();
+        let view: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+        if view["served_by"]["role"] == "standby" || started.elapsed() > Duration::from_secs(3) {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(view["served_by"]["role"], "standby", "{view}");
+    assert_eq!(view["served_by"]["instance"], y, "{view}");
+    assert!(view["served_by"]["behind"].is_u64() && view["workspace"] == orphan.as_str(), "{view}");
     kill_workspaces(&producer, 20, 20).await;
     let answer = wait_partitions_level(&client, 4, &[y]).await;
+    // (and once the standby owns them, it answers as their owner),
+    let reply = client.request(format!("vigil.query.state.{orphan}"), "".into()).await.unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!((view["served_by"]["role"].as_str(), view["served_by"]["instance"].as_str()), (Some("owner"), Some(y)));
     // (and a heartbeat published straight onto another partition's subject goes to the DLQ),
     let ws00 = WorkspaceId::parse("ws-00").unwrap();
     let wrong = (Subjects::partition(&ws00, 4) + 1) % 4;

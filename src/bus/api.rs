@@ -115,7 +115,10 @@ struct Forward {
 impl Forward {
     /// Asks partition `index`'s owner `what`.
     async fn ask(&self, index: u32, what: &str) -> Result<Bytes, ServiceError> {
-        let subject = self.subjects.partition_query(index, what);
+        self.ask_on(index, self.subjects.partition_query(index, what)).await
+    }
+
+    async fn ask_on(&self, index: u32, subject: String) -> Result<Bytes, ServiceError> {
         match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(subject, Bytes::new())).await {
             Ok(Ok(message)) => decode(&message),
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Err(error(
@@ -132,7 +135,14 @@ impl Forward {
         let ws = request.message.subject.rsplit('.').next().unwrap_or_default();
         let id = WorkspaceId::parse(ws).map_err(|e| error(400, &format!("{ws:?} is not a workspace id: it {e}")))?;
         let index = Subjects::partition(&id, self.partitions);
-        self.ask(index, &format!("state.{ws}")).await
+        match self.ask(index, &format!("state.{ws}")).await {
+            // No owner to answer (a takeover under way): a standby answers from its copy, saying
+            // so and how far behind it is.
+            Err(e) if e.code == 503 || e.code == 504 => {
+                self.ask_on(index, self.subjects.standby_query(index, &format!("state.{ws}"))).await.map_err(|_| e)
+            }
+            answer => answer,
+        }
     }
 
     /// The fleet: one partition's answer as it is; several summed (see [`sum_fleet`]).
@@ -163,6 +173,18 @@ impl Forward {
             .collect();
         Ok(serde_json::to_vec(&serde_json::json!({"partitions": list})).expect("json always encodes").into())
     }
+}
+
+/// A state answer marked with who gave it: the partition's owner, or a standby `behind` records
+/// of the log.
+pub fn served_by(body: Bytes, instance: &str, behind: Option<u64>) -> Bytes {
+    let Ok(mut view) = serde_json::from_slice::<Value>(&body) else { return body };
+    let by = match behind {
+        None => serde_json::json!({"instance": instance, "role": "owner"}),
+        Some(behind) => serde_json::json!({"instance": instance, "role": "standby", "behind": behind}),
+    };
+    view["served_by"] = by;
+    serde_json::to_vec(&view).expect("json always encodes").into()
 }
 
 /// The fleet over several partitions: counts summed, the breaker open if any partition's is (it

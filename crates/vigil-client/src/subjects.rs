@@ -114,6 +114,12 @@ impl Subjects {
         format!("{}.query.p.{index}.{what}", self.prefix)
     }
 
+    /// Where the standbys of partition `index` answer a state query (`state.<ws>`) while it has
+    /// no owner: one of them, from its own copy.
+    pub fn standby_query(&self, index: u32, what: &str) -> String {
+        format!("{}.query.s.{index}.{what}", self.prefix)
+    }
+
     /// Whether `workspace` belongs to the partition these subjects are scoped to (always, unscoped).
     pub fn holds(&self, workspace: &WorkspaceId) -> bool {
         self.part.is_none_or(|p| Subjects::partition(workspace, p.of) == p.index)

@@ -34,6 +34,8 @@ pub(super) struct Following {
     pending: Vec<Pending>,
     /// The stored time of the last record applied.
     applied_at: At,
+    /// How many of the log's records the stream held past the last one applied, when it was read.
+    behind: u64,
 }
 
 impl Following {
@@ -156,7 +158,15 @@ impl Serve {
             .await
             .map_err(|e| BusError::nats(doing("input"), e))?
             .ready_chunks(self.cfg.batch_max);
-        self.following = Some(Following { watched, pending, applied_at: At(i64::MIN) });
+        // While the partition has no owner, one standby answers its state queries from its copy.
+        let index = self.subjects.partition_index();
+        let mut queries = self
+            .js
+            .client()
+            .queue_subscribe(self.subjects.standby_query(index, "state.*"), format!("vigil-standby-{index}"))
+            .await
+            .map_err(|e| BusError::nats("subscribing to the standby's queries", e))?;
+        self.following = Some(Following { watched, pending, applied_at: At(i64::MIN), behind: 0 });
         tracing::info!(from, "standby: following the log");
         let mut settle = tokio::time::interval(SETTLE_EVERY);
         tokio::pin!(acquire);
@@ -173,11 +183,25 @@ impl Serve {
                     let batch = batch.ok_or(BusError::StreamEnded("the output stream, watched as a standby,"))?;
                     self.note_published(batch)?;
                 }
+                Some(query) = queries.next() => self.answer_as_standby(query).await,
                 _ = settle.tick() => {
                     self.settle_followed()?;
                     self.checkpoint_if_due()?;
                 }
             }
+        }
+    }
+
+    /// Answers a state query from this standby's copy, saying how far behind the log it is.
+    async fn answer_as_standby(&mut self, query: async_nats::Message) {
+        let Some(reply) = query.reply.clone() else { return };
+        let ws = query.subject.rsplit('.').next().unwrap_or_default();
+        let behind = self.following.as_ref().map_or(0, |f| f.behind);
+        let answer = super::queries::state(self.store.engine(), ws)
+            .map(|body| crate::bus::api::served_by(body, &self.holder.instance, Some(behind)));
+        let (headers, body) = crate::bus::api::encode(answer);
+        if let Err(e) = self.js.client().publish_with_headers(reply, headers, body).await {
+            tracing::warn!(error = %e, "answering a query as a standby failed");
         }
     }
 
@@ -187,9 +211,11 @@ impl Serve {
         batch: Vec<Result<jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>>,
     ) -> Result<(), BusError> {
         let last_stored = batch.iter().rev().find_map(|m| Some(stored_at(m.as_ref().ok()?.info().ok()?.published)));
+        let behind = batch.iter().rev().find_map(|m| Some(m.as_ref().ok()?.info().ok()?.pending));
         self.apply_records(batch, u64::MAX, "following the input stream as a standby").await?;
         if let (Some(following), Some(at)) = (self.following.as_mut(), last_stored) {
             following.applied_at = following.applied_at.max(at);
+            following.behind = behind.unwrap_or(following.behind);
         }
         // A new directory, restored from a snapshot record or started from the first record, is
         // rebuilt by following: level with where the rebuild had to go, it is an ordinary copy.

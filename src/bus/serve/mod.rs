@@ -327,7 +327,8 @@ impl Serve {
             "fleet" => queries::fleet(self.store.engine(), self.store.durable_stream_seq()),
             "partition" => self.partition(consumer).await,
             _ => match what.strip_prefix("state.") {
-                Some(ws) => queries::state(self.store.engine(), ws),
+                Some(ws) => queries::state(self.store.engine(), ws)
+                    .map(|body| crate::bus::api::served_by(body, &self.holder.instance, None)),
                 None => Err(crate::bus::api::error(404, &format!("no query {what:?}"))),
             },
         };
