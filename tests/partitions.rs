@@ -274,6 +274,23 @@ async fn four_partitions_spread_over_two_vigils_and_are_taken_over_when_their_ow
     // a partition it does not hold is named.
     let (ok, _, stderr) = export(&["--partition", "9"]);
     assert!(!ok && stderr.contains("holds no partition 9"), "{stderr}");
+    // `vigil inspect` shows every partition in one JSON document, and finds a workspace in its own.
+    let inspect = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["inspect", "--data-dir"])
+            .arg(dir.path().join(y))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all: serde_json::Value = serde_json::from_str(&inspect(&["--json"])).unwrap();
+    let parts = all["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4);
+    let tracked: u64 = parts.iter().map(|p| p["fleet"]["workspaces"].as_u64().unwrap()).sum();
+    assert_eq!(tracked, 40, "{all}");
+    assert!(inspect(&["ws-00"]).contains("workspace        ws-00"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

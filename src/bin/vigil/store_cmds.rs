@@ -150,30 +150,44 @@ pub struct InspectArgs {
     #[arg(long, conflicts_with_all = ["workspace", "json", "policy"])]
     show_policy: bool,
     /// Only this partition, of a data directory split into partitions (`<DIR>/p<K>`); without it,
-    /// every partition in turn (with --json, one document each), or the one holding WORKSPACE.
+    /// every partition in turn (with --json, one document: `{"partitions": [...]}`), or the one
+    /// holding WORKSPACE.
     #[arg(long, value_name = "K")]
     partition: Option<u32>,
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let dirs = partition_dirs(&args.data_dir, args.partition)?;
+    let mut stdout = std::io::stdout().lock();
     if dirs.len() == 1 {
-        return inspect_dir(&dirs[0].1, &args);
+        return inspect_dir(&dirs[0].1, &args, &mut stdout);
     }
     // Several partitions: each in turn; a workspace in the one that holds it.
     if let Some(ws) = &args.workspace {
         for (_, dir) in &dirs {
             if holds(dir, ws, &args)? {
-                return inspect_dir(dir, &args);
+                return inspect_dir(dir, &args, &mut stdout);
             }
         }
         bail!("no workspace {ws:?} in any partition of {}", args.data_dir.display());
     }
-    for (k, dir) in &dirs {
-        if !args.json {
-            println!("partition {}:", k.unwrap_or(0));
+    if args.json && !args.show_policy {
+        // One document: each partition's fleet and workspaces under its number.
+        let mut parts = Vec::new();
+        for (k, dir) in &dirs {
+            let mut one = Vec::new();
+            inspect_dir(dir, &args, &mut one)?;
+            let mut part: serde_json::Value =
+                serde_json::from_slice(&one).context("reading back a partition's JSON")?;
+            part["partition"] = k.unwrap_or(0).into();
+            parts.push(part);
         }
-        inspect_dir(dir, &args)?;
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&serde_json::json!({ "partitions": parts }))?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (k, dir) in &dirs {
+        writeln!(stdout, "partition {}:", k.unwrap_or(0))?;
+        inspect_dir(dir, &args, &mut stdout)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -188,7 +202,7 @@ fn holds(dir: &std::path::Path, ws: &str, args: &InspectArgs) -> anyhow::Result<
     Ok(store.engine().view(ws).is_some())
 }
 
-fn inspect_dir(data_dir: &std::path::Path, args: &InspectArgs) -> anyhow::Result<ExitCode> {
+fn inspect_dir(data_dir: &std::path::Path, args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     // Read first, without recovering: opening the store under another policy would change it.
     let stored = {
         let reader = LogReader::open(data_dir)?;
@@ -201,8 +215,8 @@ fn inspect_dir(data_dir: &std::path::Path, args: &InspectArgs) -> anyhow::Result
         let Some((policy, since)) = stored else {
             bail!("{} does not record its policy (written by an earlier vigil)", data_dir.display())
         };
-        println!("# the policy of {}, applied from log sequence {since} on", data_dir.display());
-        print!("{}", toml::to_string(&policy).context("writing the policy as TOML")?);
+        writeln!(out, "# the policy of {}, applied from log sequence {since} on", data_dir.display())?;
+        write!(out, "{}", toml::to_string(&policy).context("writing the policy as TOML")?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let policy = match (stored, args.policy.as_ref()) {
@@ -221,7 +235,6 @@ fn inspect_dir(data_dir: &std::path::Path, args: &InspectArgs) -> anyhow::Result
     };
     let (store, recovery) = Store::open(data_dir, policy, StoreConfig::default(), OpenMode::Inspect)?;
     let engine = store.engine();
-    let mut out = std::io::stdout().lock();
     match &args.workspace {
         Some(ws) => {
             let Some(view) = engine.view(ws) else { bail!("no workspace {ws:?} in {}", data_dir.display()) };
