@@ -380,6 +380,15 @@ async fn ceiling_r3(payloads: &[Vec<u8>]) -> f64 {
     payloads.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The payloads in `range`, each on its workspace's heartbeat subject.
+fn heartbeats_on(payloads: &[Vec<u8>], range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+    payloads[range.clone()]
+        .iter()
+        .zip(range)
+        .map(|(p, i)| (format!("vigil.in.heartbeat.ws-{:07}", i % WORKSPACES), p.clone()))
+        .collect()
+}
+
 /// vigil on R3 streams: the fleet first, then the payloads, published the same way as the ceiling's.
 async fn through_vigil_r3(payloads: &[Vec<u8>]) -> f64 {
     let cluster = cluster::NatsCluster::start(3);
@@ -388,13 +397,7 @@ async fn through_vigil_r3(payloads: &[Vec<u8>]) -> f64 {
     cluster.wait_ready(&js).await;
     let data = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&cluster.urls(), data.path(), &["--stream-replicas", "3"], &[]);
-    let messages = |range: std::ops::Range<usize>| {
-        payloads[range.clone()]
-            .iter()
-            .zip(range)
-            .map(|(p, i)| (format!("vigil.in.heartbeat.ws-{:07}", i % WORKSPACES), p.clone()))
-            .collect::<Vec<_>>()
-    };
+    let messages = |range: std::ops::Range<usize>| heartbeats_on(payloads, range);
     publish::publish_acked(&js, messages(0..WORKSPACES)).await;
     wait_acked(&js, &vigil).await;
     let started = Instant::now();
@@ -469,13 +472,7 @@ async fn through_partitions_r3(payloads: &[Vec<u8>], partitions: u32) -> f64 {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let messages = |range: std::ops::Range<usize>| {
-        payloads[range.clone()]
-            .iter()
-            .zip(range)
-            .map(|(p, i)| (format!("vigil.in.heartbeat.ws-{:07}", i % WORKSPACES), p.clone()))
-            .collect::<Vec<_>>()
-    };
+    let messages = |range: std::ops::Range<usize>| heartbeats_on(payloads, range);
     publish::publish_acked(&js, messages(0..WORKSPACES)).await;
     wait_partitions_acked(&js, partitions).await;
     let started = Instant::now();

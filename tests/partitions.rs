@@ -244,15 +244,17 @@ async fn four_partitions_spread_over_two_vigils_and_are_taken_over_when_their_ow
     each_restarted_once(&js, 0..40, &format!("log of {y}:\n{log}")).await;
 
     // `vigil export` reads one partition's log, or all of them merged in the stream's order;
-    let export = |extra: &[&str]| {
+    // (`vigil <command> --data-dir <y's directory> <extra>`: whether it succeeded, stdout, stderr)
+    let run = |command: &str, extra: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["export", "--data-dir"])
+            .args([command, "--data-dir"])
             .arg(dir.path().join(y))
             .args(extra)
             .output()
             .unwrap();
         (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     };
+    let export = |extra: &[&str]| run("export", extra);
     let seqs = |jsonl: &str| -> Vec<u64> {
         jsonl
             .lines()
@@ -276,14 +278,9 @@ async fn four_partitions_spread_over_two_vigils_and_are_taken_over_when_their_ow
     assert!(!ok && stderr.contains("holds no partition 9"), "{stderr}");
     // `vigil inspect` shows every partition in one JSON document, and finds a workspace in its own.
     let inspect = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["inspect", "--data-dir"])
-            .arg(dir.path().join(y))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+        let (ok, stdout, stderr) = run("inspect", extra);
+        assert!(ok, "{stderr}");
+        stdout
     };
     let all: serde_json::Value = serde_json::from_str(&inspect(&["--json"])).unwrap();
     let parts = all["partitions"].as_array().unwrap();

@@ -23,6 +23,10 @@ use crate::core::event::WorkspaceId;
 /// How long a forwarded query waits for the partition's owner.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// At most this many queries are being forwarded at once; more are answered `503` at once, so a
+/// flood of queries costs a bounded number of tasks.
+const MAX_IN_FLIGHT: usize = 1024;
+
 /// An error answer: its status goes into a header, so it is escaped.
 pub fn error(code: usize, status: &str) -> ServiceError {
     ServiceError { status: HeaderText::escape(status).to_string(), code }
@@ -72,6 +76,7 @@ pub async fn serve(
     let mut fleet = group.endpoint("fleet").await.map_err(BusError::Service)?;
     let mut partitions_endpoint = group.endpoint("partitions").await.map_err(BusError::Service)?;
     let forward = Forward { client, subjects, partitions };
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     tokio::pin!(stop);
     loop {
         // Each answer on its own task: one partition slow to answer holds up no other query.
@@ -82,8 +87,16 @@ pub async fn serve(
             Some(request) = partitions_endpoint.next() => (request, What::Partitions),
             else => break,
         };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            let busy = error(503, &format!("{MAX_IN_FLIGHT} queries are being answered already; ask again"));
+            if let Err(e) = request.respond(Err(busy)).await {
+                tracing::warn!(error = %e, "answering a query failed");
+            }
+            continue;
+        };
         let forward = forward.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let answer = match what {
                 What::State => forward.state(&request).await,
                 What::Fleet => forward.fleet().await,

@@ -92,17 +92,6 @@ impl Subjects {
         }
     }
 
-    /// Whether a subject of the input stream is in the scoped partition's log (every one is,
-    /// unscoped).
-    pub fn is_own(&self, subject: &str) -> bool {
-        let Some(Part { index, .. }) = self.part else { return true };
-        let Some(rest) = subject.strip_prefix(self.prefix.as_str()) else { return false };
-        let index = index.to_string();
-        [".in.", ".log."].iter().any(|head| {
-            rest.strip_prefix(head).and_then(|r| r.strip_prefix(index.as_str())).is_some_and(|r| r.starts_with('.'))
-        })
-    }
-
     /// The partition's key in the leases bucket: `p.<partition>`.
     pub fn lease_key(&self) -> String {
         format!("p.{}", self.partition_index())
@@ -271,9 +260,6 @@ mod tests {
         assert_eq!(s.parse_input("v.in.31.heartbeat.ws-a"), None);
         assert_eq!(s.partition_filters(), ["v.in.3.>", "v.log.3.>"]);
         assert_eq!(s.lease_key(), "p.3");
-        assert!(s.is_own("v.in.3.heartbeat.ws-a") && s.is_own("v.log.3.tick"));
-        assert!(!s.is_own("v.in.31.heartbeat.ws-a") && !s.is_own("v.log.0.epoch") && !s.is_own("v.in.heartbeat.ws-a"));
-        assert!(all.is_own("v.log.0.epoch"));
         assert_eq!(s.input_stream_subjects(), ["v.in.>", "v.log.>"]);
         let (source, dest) = s.input_transform(16).unwrap();
         assert_eq!(

@@ -78,30 +78,37 @@ impl Serve {
     }
 
     /// This partition's entry in `<prefix>.query.partitions`: owned by this instance, the other
-    /// instances up as standbys, how far it has applied its log and how far behind the end of its
-    /// log that is (the consumer's count of records not yet delivered).
-    pub(super) async fn partition(
-        &mut self,
-        consumer: &jetstream::consumer::PullConsumer,
-    ) -> Result<bytes::Bytes, async_nats::service::error::Error> {
-        let failed = |e: BusError| async_nats::service::error::Error {
-            status: crate::bus::headers::HeaderText::escape(&crate::report::Chain(&e).to_string()).to_string(),
-            code: 503,
-        };
+    /// instances up as standbys, how far it has applied its log — all from the loop's own state —
+    /// and, filled in by [`with_lag`] away from the loop, how far behind the end of its log that is.
+    pub(super) fn partition_entry(&self) -> serde_json::Value {
         let standbys: Vec<String> =
             self.membership.up().into_iter().filter(|name| *name != self.holder.instance).collect();
-        let lag = match consumer.clone().info().await {
-            Ok(info) => info.num_pending + info.num_ack_pending as u64,
-            Err(e) => return Err(failed(BusError::nats("reading the input consumer's info", e))),
-        };
-        let answer = serde_json::json!({
+        serde_json::json!({
             "partition": self.subjects.partition_index(),
             "owner": self.holder.instance,
             "epoch": self.fence.as_ref().map_or(0, |f| f.seq),
             "standbys": standbys,
             "log_seq": self.store.stream_seq(),
-            "lag": lag,
-        });
-        Ok(serde_json::to_vec(&answer).expect("json always encodes").into())
+        })
     }
+}
+
+/// How long the partitions query waits for the consumer's info.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A partition's entry with its `lag`: the records of its log the consumer has not yet delivered
+/// or had acknowledged. Asked of the server on a task of its own, so a slow JetStream never holds
+/// up the loop; `503` if it does not answer in time.
+pub(super) async fn with_lag(
+    mut entry: serde_json::Value,
+    mut consumer: jetstream::consumer::PullConsumer,
+) -> Result<bytes::Bytes, async_nats::service::error::Error> {
+    let failed = |e: String| crate::bus::api::error(503, &format!("reading the input consumer's info: {e}"));
+    let info = match tokio::time::timeout(LAG_TIMEOUT, consumer.info()).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(_) => return Err(failed(format!("no answer within {LAG_TIMEOUT:?}"))),
+    };
+    entry["lag"] = (info.num_pending + info.num_ack_pending as u64).into();
+    Ok(serde_json::to_vec(&entry).expect("json always encodes").into())
 }

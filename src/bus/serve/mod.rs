@@ -325,7 +325,16 @@ impl Serve {
         let what = query.subject.as_str().strip_prefix(base.as_str()).unwrap_or_default();
         let answer = match what {
             "fleet" => queries::fleet(self.store.engine(), self.store.durable_stream_seq()),
-            "partition" => self.partition(consumer).await,
+            "partition" => {
+                let (entry, consumer, client) = (self.partition_entry(), consumer.clone(), self.js.client());
+                tokio::spawn(async move {
+                    let (headers, body) = crate::bus::api::encode(epoch::with_lag(entry, consumer).await);
+                    if let Err(e) = client.publish_with_headers(reply, headers, body).await {
+                        tracing::warn!(error = %e, "answering a partitions query failed");
+                    }
+                });
+                return;
+            }
             _ => match what.strip_prefix("state.") {
                 Some(ws) => queries::state(self.store.engine(), ws)
                     .map(|body| crate::bus::api::served_by(body, &self.holder.instance, None)),
