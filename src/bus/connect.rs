@@ -78,7 +78,13 @@ pub async fn declare_streams(js: &jetstream::Context, subjects: &Subjects, cfg: 
     let dlq_max_bytes = i64::try_from(cfg.dlq_max_bytes).unwrap_or(i64::MAX);
     let streams = [
         // The input stream is the log: producers' inputs and vigil's own records, in one order.
-        (subjects.input_stream(), subjects.input_stream_subjects(), cfg.input_max_age, cfg.input_duplicate_window, -1),
+        (
+            subjects.input_stream(),
+            subjects.input_stream_subjects(cfg.partitions),
+            cfg.input_max_age,
+            cfg.input_duplicate_window,
+            -1,
+        ),
         (subjects.output_stream(), vec![subjects.outputs()], cfg.output_max_age, cfg.output_duplicate_window, -1),
         (subjects.dlq_stream(), vec![subjects.dlq()], cfg.input_max_age, cfg.input_duplicate_window, dlq_max_bytes),
     ];

@@ -64,9 +64,20 @@ impl Subjects {
         self.part.map_or(0, |p| p.index)
     }
 
-    /// What the input stream captures: `<prefix>.in.>` and `<prefix>.log.>`, whatever the scope.
-    pub fn input_stream_subjects(&self) -> Vec<String> {
-        vec![self.inputs(), format!("{}.log.>", self.prefix)]
+    /// What the input stream of a deployment with `partitions` partitions captures. With one:
+    /// `<prefix>.in.>` and `<prefix>.log.>`, so that any subject a producer gets wrong is read and
+    /// dead-lettered. With several, only what some partition reads: `<prefix>.in.*.*` (stored
+    /// under its partition by the transform) and each partition's `<prefix>.log.<K>.*`. A subject
+    /// of another shape — or published straight onto a partition's — is not stored at all (a
+    /// JetStream publish is told no stream answers), rather than stored where nobody reads it.
+    pub fn input_stream_subjects(&self, partitions: u32) -> Vec<String> {
+        let p = &self.prefix;
+        if partitions <= 1 {
+            return vec![self.inputs(), format!("{p}.log.>")];
+        }
+        let mut subjects = vec![format!("{p}.in.*.*")];
+        subjects.extend((0..partitions).map(|k| format!("{p}.log.{k}.*")));
+        subjects
     }
 
     /// The subject transform of the input stream for `partitions` partitions (none for one):
@@ -88,7 +99,7 @@ impl Subjects {
             Some(Part { index, .. }) => {
                 vec![format!("{}.in.{index}.>", self.prefix), format!("{}.log.{index}.>", self.prefix)]
             }
-            None => self.input_stream_subjects(),
+            None => self.input_stream_subjects(1),
         }
     }
 
@@ -260,7 +271,8 @@ mod tests {
         assert_eq!(s.parse_input("v.in.31.heartbeat.ws-a"), None);
         assert_eq!(s.partition_filters(), ["v.in.3.>", "v.log.3.>"]);
         assert_eq!(s.lease_key(), "p.3");
-        assert_eq!(s.input_stream_subjects(), ["v.in.>", "v.log.>"]);
+        assert_eq!(s.input_stream_subjects(1), ["v.in.>", "v.log.>"]);
+        assert_eq!(s.input_stream_subjects(3), ["v.in.*.*", "v.log.0.*", "v.log.1.*", "v.log.2.*"]);
         let (source, dest) = s.input_transform(16).unwrap();
         assert_eq!(
             (source.as_str(), dest.as_str()),
