@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -55,17 +56,18 @@ async fn all_up(client: &async_nats::Client, names: &[&str]) -> serde_json::Valu
     }
 }
 
-/// Heartbeats every workspace once a second until `stop` is told; returns how many the stream
+/// Heartbeats each of `ids` once a second until `stop` is told; returns how many the stream
 /// confirmed.
 fn heartbeats_until(
     client: async_nats::Client,
+    ids: Vec<String>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<usize> {
     let producer = Client::with(client, "vigil");
     tokio::spawn(async move {
         let mut stored = 0;
         loop {
-            for id in WORKSPACES {
+            for id in &ids {
                 stored += usize::from(producer.publish(&beat(id)).await.is_ok());
             }
             tokio::select! {
@@ -160,7 +162,7 @@ async fn killing_the_owner_of_every_partition_in_turn_applies_every_input_once_a
     support::bus::wait_partitions_level(&client, 3, &names).await;
     let producer = Client::with(client.clone(), "vigil");
     let (stop_beating, stop) = tokio::sync::oneshot::channel();
-    let beating = heartbeats_until(client.clone(), stop);
+    let beating = heartbeats_until(client.clone(), WORKSPACES.map(String::from).to_vec(), stop);
     // when the owner of each partition in turn is killed (SIGKILL) while workspaces die, and
     // comes back,
     let mut logs = String::new();
@@ -205,22 +207,114 @@ async fn killing_the_owner_of_every_partition_in_turn_applies_every_input_once_a
     // and each partition's last owner applied every input of its partition exactly once — all of
     // them, or (a directory that joined restored from a snapshot record) all after the snapshot,
     // which was taken before the first kill.
-    let stored = support::bus::read_stream(&js, "VIGIL_IN").await;
+    each_input_applied_once(&js, data.path(), &answer, kills_from, &logs).await;
+}
+
+/// Each partition's owner in `answer` applied every input the stream holds of its partition
+/// exactly once, in order: all of them, or all from a snapshot taken before position `from`.
+async fn each_input_applied_once(
+    js: &jetstream::Context,
+    data: &Path,
+    answer: &serde_json::Value,
+    from: u64,
+    logs: &str,
+) {
+    let stored = support::bus::read_stream(js, "VIGIL_IN").await;
     for k in 0..3u64 {
         let owner = answer["partitions"][k as usize]["owner"].as_str().unwrap();
         let in_stream: Vec<u64> =
             stored.iter().filter(|m| m.subject.starts_with(&format!("vigil.in.{k}."))).map(|m| m.sequence).collect();
-        let applied: Vec<u64> = export(&data.path().join(owner).join(format!("p{k}")))
+        let applied: Vec<u64> = export(&data.join(owner).join(format!("p{k}")))
             .lines()
             .map(|l| wire::decode_json(l, Stamping::Logged).unwrap())
             .filter(|i| i.kind.workspace().is_some())
             .filter_map(|i| i.stream_seq)
             .collect();
-        let first_during = in_stream.iter().copied().find(|seq| *seq > kills_from);
-        let first_during = first_during.unwrap_or_else(|| panic!("partition {k} got no inputs during the kills"));
-        let from = applied.first().copied().unwrap_or(u64::MAX);
-        assert!(from <= first_during, "partition {k}: {owner}'s log starts at {from}, after {first_during}\n{logs}");
-        let expected: Vec<u64> = in_stream.into_iter().filter(|seq| *seq >= from).collect();
+        let first_during = in_stream.iter().copied().find(|seq| *seq > from);
+        let first_during = first_during.unwrap_or_else(|| panic!("partition {k} got no inputs during the story"));
+        let start = applied.first().copied().unwrap_or(u64::MAX);
+        assert!(start <= first_during, "partition {k}: {owner}'s log starts at {start}, after {first_during}\n{logs}");
+        let expected: Vec<u64> = in_stream.into_iter().filter(|seq| *seq >= start).collect();
         assert_eq!(applied, expected, "partition {k}, last owned by {owner}\n{logs}");
     }
+}
+
+/// Three instance names rendezvous hashing gives one of three partitions each.
+fn one_each() -> [&'static str; 3] {
+    const NAMES: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut triples = Vec::new();
+    for (i, x) in NAMES.iter().enumerate() {
+        for (j, y) in NAMES.iter().enumerate().skip(i + 1) {
+            triples.extend(NAMES.iter().skip(j + 1).map(|z| [*x, *y, *z]));
+        }
+    }
+    let each_one = |t: &[&str; 3]| {
+        (0..3).map(|k| support::bus::placed(t, k)).collect::<std::collections::BTreeSet<_>>().len() == 3
+    };
+    triples.into_iter().find(each_one).expect("three names placed one partition each")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_vigil_with_heartbeats_flowing_loses_nothing_says_nothing_twice_and_accuses_nobody()
+{
+    let cluster = NatsCluster::start(3);
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    cluster.wait_ready(&js).await;
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "ttl_min = \"8s\"\nttl_factor = 1\nbreaker_min = 10000\nmax_restarts_in_flight = 1000\n")
+        .unwrap();
+    let names = one_each();
+    let spawn = |name: &str| {
+        let args = ["--stream-replicas", "3", "--partitions", "3", "--lease", "4s", "--instance", name];
+        let args = [&args[..], &["--policy", policy.to_str().unwrap()]].concat();
+        Vigil::spawn(&cluster.urls(), &data.path().join(name), &args, &[])
+    };
+    // Given three vigils over three partitions on R3 streams, one partition each, and forty
+    // workspaces heartbeating every second,
+    let mut vigils: Vec<Option<Vigil>> = names.iter().map(|n| Some(spawn(n))).collect();
+    support::bus::wait_placed(&client, 3, &names).await;
+    let beating_ids: Vec<String> = (0..40).map(|i| format!("ld-{i:02}")).collect();
+    let (stop_beating, stop) = tokio::sync::oneshot::channel();
+    let beating = heartbeats_until(client.clone(), beating_ids.clone(), stop);
+    let producer = Client::with(client.clone(), "vigil");
+    let from = support::bus::last_in_stream(&js, "vigil").await;
+    // when each vigil in turn is stopped (SIGTERM: a planned handover), five workspaces die while
+    // it is down, and it comes back and gets its partition back,
+    let mut logs = String::new();
+    for (i, name) in names.iter().enumerate() {
+        let stopped = vigils[i].take().unwrap().stop();
+        logs += &format!("--- log of {name}, stopped in turn:\n{stopped}");
+        let survivors: Vec<&str> = names.iter().copied().filter(|n| n != name).collect();
+        support::bus::wait_partitions_level(&client, 3, &survivors).await;
+        support::bus::kill_workspaces(&producer, i * 5, 5).await;
+        vigils[i] = Some(spawn(name));
+        support::bus::wait_placed(&client, 3, &names).await;
+    }
+    // (every restart decided is published, before anything stops),
+    let started = Instant::now();
+    while support::bus::restarts(&outputs(&js, "vigil").await).len() < 15 && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_beating.send(()).unwrap();
+    assert!(beating.await.unwrap() > 0);
+    let answer = support::bus::wait_partitions_level(&client, 3, &names).await;
+    for (i, vigil) in vigils.into_iter().enumerate() {
+        logs += &format!("--- log of {}:\n{}", names[i], vigil.unwrap().stop());
+    }
+
+    // then every death was restarted exactly once, nothing said twice,
+    support::bus::each_restarted_once(&js, 0..15, &logs).await;
+    // no heartbeating workspace was accused,
+    let published = outputs(&js, "vigil").await;
+    let beating: Vec<Output> = published
+        .into_iter()
+        .filter(|o| o.workspace.as_ref().is_some_and(|w| beating_ids.contains(&w.as_str().to_string())))
+        .collect();
+    let accused = accusations(&beating);
+    assert!(accused.is_empty(), "healthy workspaces accused across the rolling restart: {accused:#?}\n{logs}");
+    // and each partition's owner at the end applied every input of its partition exactly once.
+    each_input_applied_once(&js, data.path(), &answer, from, &logs).await;
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
-use support::bus::{World, each_restarted_once, kill_workspaces, nats, read_stream, wait_partitions_level};
+use support::bus::{World, each_restarted_once, kill_workspaces, nats, placed, read_stream, wait_partitions_level};
 use support::nats::{NatsServer, Vigil};
 use support::rng::Rng;
 use vigil::client::Subjects;
@@ -119,38 +119,12 @@ fn start(url: &str, dir: &std::path::Path, name: &str, partitions: u32) -> Vigil
     Vigil::spawn(url, &dir.join(name), &args, &[])
 }
 
-/// Partition K's owner as rendezvous hashing over `instances` places it.
-fn placed(instances: &[&str], k: u32) -> String {
-    vigil::bus::placement::rendezvous(instances.iter().copied(), k).unwrap().to_string()
-}
-
 /// Two instance names that rendezvous hashing gives two of four partitions each.
 fn even_pair() -> (&'static str, &'static str) {
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let pairs = names.iter().flat_map(|x| names.iter().filter(move |y| *x < **y).map(move |y| (*x, *y)));
     let even = |&(x, y): &(&str, &str)| (0..4).filter(|k| placed(&[x, y], *k) == x).count() == 2;
     pairs.into_iter().find(even).expect("an evenly placed pair of names")
-}
-
-/// Waits until each of four partitions is owned as rendezvous hashing over `instances` places
-/// it, and level with its log.
-async fn wait_placed(client: &async_nats::Client, instances: &[&str]) -> serde_json::Value {
-    let started = std::time::Instant::now();
-    loop {
-        let answer = wait_partitions_level(client, 4, instances).await;
-        let owners: Vec<String> = answer["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["owner"].as_str().unwrap_or_default().to_string())
-            .collect();
-        let expected: Vec<String> = (0..4).map(|k| placed(instances, k)).collect();
-        if owners == expected {
-            return answer;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "owners {owners:?}, placed {expected:?}: {answer}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +139,7 @@ async fn four_partitions_spread_over_two_vigils_and_are_taken_over_when_their_ow
     let started = std::time::Instant::now();
     let answer = loop {
         // (each owner sees the other up within a quarter of the lease)
-        let answer = wait_placed(&client, &[x, y]).await;
+        let answer = support::bus::wait_placed(&client, 4, &[x, y]).await;
         let listed = |p: &serde_json::Value| p["standbys"].as_array().is_some_and(|s| s.len() == 1);
         if answer["partitions"].as_array().unwrap().iter().all(listed) || started.elapsed() > Duration::from_secs(10) {
             break answer;
@@ -300,21 +274,21 @@ async fn partitions_spread_to_a_vigil_that_joins_and_come_back_when_it_leaves() 
     let (x, y) = even_pair();
     // Given one vigil owning all four partitions,
     let a = start(&server.url(), dir.path(), x, 4);
-    wait_placed(&client, &[x]).await;
+    support::bus::wait_placed(&client, 4, &[x]).await;
     kill_workspaces(&producer, 0, 10).await;
     // when a second one joins, the partitions rendezvous hashing gives it are handed over to it
     // (after a lease of it being up: hysteresis),
     let joined = std::time::Instant::now();
     let b = start(&server.url(), dir.path(), y, 4);
     kill_workspaces(&producer, 10, 10).await;
-    wait_placed(&client, &[x, y]).await;
+    support::bus::wait_placed(&client, 4, &[x, y]).await;
     let spread_in = joined.elapsed();
     kill_workspaces(&producer, 20, 10).await;
     wait_partitions_level(&client, 4, &[x, y]).await;
     // and when it leaves (SIGTERM), they come back by planned handover,
     let left = std::time::Instant::now();
     let log_b = b.stop();
-    wait_placed(&client, &[x]).await;
+    support::bus::wait_placed(&client, 4, &[x]).await;
     let back_in = left.elapsed();
     kill_workspaces(&producer, 30, 10).await;
     wait_partitions_level(&client, 4, &[x]).await;
@@ -350,4 +324,48 @@ async fn another_number_of_partitions_on_an_existing_deployment_is_refused() {
     let mut c = Vigil::spawn(&server.url(), &dir.path().join("c"), &[], &[]);
     assert!(!c.wait_exit(Duration::from_secs(30)).success());
     assert!(c.log().contains("is split into 4 partitions, but `partitions` is 1"), "{}", c.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_vigils_started_by_mistake_under_one_name_share_the_partitions_without_a_word_said_twice() {
+    let World { server, client, js, producer, dir, .. } = World::new().await;
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let twin = |dir: &std::path::Path| {
+        let args = ["--policy", policy.to_str().unwrap(), "--instance", "twin", "--lease", "4s", "--partitions", "4"];
+        Vigil::spawn(&server.url(), dir, &args, &[])
+    };
+    // Given two vigils started by mistake under one name (two on one host, both named after it),
+    // each with its own data directory, over four partitions,
+    let first = twin(&dir.path().join("first"));
+    let second = twin(&dir.path().join("second"));
+    wait_partitions_level(&client, 4, &["twin"]).await;
+    // when twenty workspaces die, the one that took more of the leases is killed (SIGKILL), and
+    // twenty more die,
+    kill_workspaces(&producer, 0, 20).await;
+    wait_partitions_level(&client, 4, &["twin"]).await;
+    let took = |log: &str| log.matches("took the lease").count();
+    let (victim, survivor) = if took(&first.log()) >= took(&second.log()) { (first, second) } else { (second, first) };
+    let victim_log = victim.log();
+    victim.kill();
+    kill_workspaces(&producer, 20, 20).await;
+    wait_partitions_level(&client, 4, &["twin"]).await;
+    let started = std::time::Instant::now();
+    while support::bus::restarts(&support::bus::outputs(&js, "vigil").await).len() < 40
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let survivor_log = survivor.stop();
+    let logs = format!("log of the killed one:\n{victim_log}\nlog of the survivor:\n{survivor_log}");
+
+    // then each partition had one owner at a time: the four leases were taken once each at the
+    // start, and the killed one's (at least two of them) taken over by the other,
+    let (killed_held, taken_over) =
+        (took(&victim_log), survivor_log.matches("taking over from another instance").count());
+    assert!(killed_held >= 2, "{logs}");
+    assert_eq!((killed_held + took(&survivor_log) - taken_over, taken_over), (4, killed_held), "{logs}");
+    assert!(!logs.contains("stepped down"), "{logs}");
+    // and every death was restarted exactly once, nothing said twice.
+    each_restarted_once(&js, 0..40, &logs).await;
 }

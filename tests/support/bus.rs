@@ -251,3 +251,29 @@ pub async fn wait_partitions_level(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The instance rendezvous hashing over `instances` makes partition `k`'s owner.
+pub fn placed(instances: &[&str], k: u32) -> String {
+    vigil::bus::placement::rendezvous(instances.iter().copied(), k).unwrap().to_string()
+}
+
+/// Waits until each of the `partitions` partitions is owned as rendezvous hashing over
+/// `instances` places it, and level with its log.
+pub async fn wait_placed(client: &async_nats::Client, partitions: u32, instances: &[&str]) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let answer = wait_partitions_level(client, partitions as usize, instances).await;
+        let owners: Vec<String> = answer["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["owner"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let expected: Vec<String> = (0..partitions).map(|k| placed(instances, k)).collect();
+        if owners == expected {
+            return answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "owners {owners:?}, placed {expected:?}: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
