@@ -97,6 +97,11 @@ pub struct ServeConfig {
     /// over on its own, so several instances share the work. Fixed for a deployment: a different
     /// value on an existing input stream is refused.
     pub partitions: u32,
+    /// How many instances besides a partition's preferred owner follow its log as standbys (SPEC
+    /// §4 "Partitions"): they fold every record as it comes, so a takeover needs no replay. Every
+    /// other instance waits without following; should the lease come to it, it catches up from
+    /// the stream first, like a rebuild.
+    pub standbys: u32,
     /// This instance's name, for people: in the lease it holds, the epoch records it appends and
     /// its logs. Several instances on one stream take turns: one owns the log, the others wait as
     /// standbys.
@@ -153,6 +158,7 @@ impl Default for ServeConfig {
             snapshot_every: Duration::from_secs(600),
             stream_replicas: 1,
             partitions: 1,
+            standbys: 1,
             instance: default_instance(),
             lease: Duration::from_secs(15),
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -234,6 +240,9 @@ impl ServeConfig {
         {
             return bad("lease must be between 2s and 10m, and at least four times tick_every");
         }
+        if self.standbys > MAX_STANDBYS {
+            return bad(&format!("standbys must be between 0 and {MAX_STANDBYS}"));
+        }
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
             return bad(&format!("partitions must be between 1 and {MAX_PARTITIONS}"));
         }
@@ -245,6 +254,9 @@ impl ServeConfig {
         Ok(())
     }
 }
+
+/// The most standbys a partition may have: each reads its whole log.
+pub const MAX_STANDBYS: u32 = 16;
 
 /// The most partitions a deployment may have: each is a durable consumer, a lease and a data
 /// directory on every instance that holds it.
@@ -306,6 +318,8 @@ mod tests {
         assert!(with(|c| c.partitions = 0).is_err());
         assert!(with(|c| c.partitions = MAX_PARTITIONS + 1).is_err());
         assert!(with(|c| c.partitions = 16).is_ok());
+        assert!(with(|c| c.standbys = 0).is_ok());
+        assert!(with(|c| c.standbys = MAX_STANDBYS + 1).is_err());
         assert!(with(|c| c.prefix = "acme.vigil".into()).is_ok());
     }
 }

@@ -369,3 +369,54 @@ async fn two_vigils_started_by_mistake_under_one_name_share_the_partitions_witho
     // and every death was restarted exactly once, nothing said twice.
     each_restarted_once(&js, 0..40, &logs).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vigil_that_waits_without_following_takes_over_when_the_owner_and_its_standby_die_together() {
+    let World { server, client, js, producer, dir, .. } = World::new().await;
+    // Given three vigils over one partition with one standby (the default): the preferred owner
+    // owns it, the next in rendezvous order follows it, and the third waits without following,
+    let order = vigil::bus::placement::ranked(["a", "b", "c"], 0);
+    let (owner, standby, waiting) = (order[0], order[1], order[2]);
+    let o = start(&server.url(), dir.path(), owner, 1);
+    support::bus::wait_placed(&client, 1, &[owner]).await;
+    let s = start(&server.url(), dir.path(), standby, 1);
+    let w = start(&server.url(), dir.path(), waiting, 1);
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let answer = wait_partitions_level(&client, 1, &[owner]).await;
+        if answer["partitions"][0]["standbys"] == serde_json::json!([standby]) && w.log().contains("without following")
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(answer["partitions"][0]["standbys"], serde_json::json!([standby]), "{answer}");
+    // when twenty workspaces die, the owner and its standby are killed together (SIGKILL), and
+    // twenty more die,
+    kill_workspaces(&producer, 0, 20).await;
+    wait_partitions_level(&client, 1, &[owner]).await;
+    let logs = format!("log of {owner}:\n{}\nlog of {standby}:\n{}", o.log(), s.log());
+    // (the third not following at that moment)
+    let before = w.log();
+    let not_following = before.rfind("waiting without following") > before.rfind("standby: following the log");
+    assert!(not_following, "{logs}\nlog of {waiting}:\n{before}");
+    o.kill();
+    s.kill();
+    kill_workspaces(&producer, 20, 20).await;
+    wait_partitions_level(&client, 1, &[waiting]).await;
+    let started = std::time::Instant::now();
+    while support::bus::restarts(&support::bus::outputs(&js, "vigil").await).len() < 40
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = w.stop();
+    let logs = format!("{logs}\nlog of {waiting}:\n{log}");
+
+    // then the third took over, once it had caught up on what the owner had applied,
+    assert!(log.contains("taking over from another instance"), "{logs}");
+    // and every death was restarted exactly once — none of the owner's restarts again — and
+    // nothing said twice.
+    each_restarted_once(&js, 0..40, &logs).await;
+}

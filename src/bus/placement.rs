@@ -30,6 +30,13 @@ pub fn rendezvous<'a>(instances: impl IntoIterator<Item = &'a str>, partition: u
     instances.into_iter().max_by_key(|name| (score(name, partition), *name))
 }
 
+/// `instances` in order of preference for `partition`: its preferred owner first.
+pub fn ranked<'a>(instances: impl IntoIterator<Item = &'a str>, partition: u32) -> Vec<&'a str> {
+    let mut ranked: Vec<&str> = instances.into_iter().collect();
+    ranked.sort_by_key(|name| std::cmp::Reverse((score(name, partition), *name)));
+    ranked
+}
+
 /// FNV-1a of the name and the partition, mixed (SplitMix64's finaliser): FNV alone spreads
 /// names that differ in one character poorly.
 fn score(name: &str, partition: u32) -> u64 {
@@ -133,6 +140,20 @@ impl Membership {
         rendezvous(candidates, partition) == Some(self.instance.as_str())
     }
 
+    /// The instances that should follow `partition` (its preferred owner and the next `standbys`
+    /// in rendezvous order), among those up as last read.
+    pub fn followers(&self, partition: u32, standbys: u32) -> Vec<String> {
+        let up = self.up();
+        let mut ranked = ranked(up.iter().map(String::as_str), partition);
+        ranked.truncate(1 + standbys as usize);
+        ranked.into_iter().map(str::to_string).collect()
+    }
+
+    /// Whether this instance should follow `partition` while another owns it.
+    pub fn follows(&self, partition: u32, standbys: u32) -> bool {
+        self.followers(partition, standbys).contains(&self.instance)
+    }
+
     /// The instance other than this one that should own `partition`, if there is one.
     pub fn preferred_other(&self, partition: u32) -> Option<String> {
         let up = self.up();
@@ -188,5 +209,18 @@ mod tests {
             assert!(after == before || after == "c", "{before} -> {after}");
         }
         assert_eq!(rendezvous(std::iter::empty(), 3), None);
+    }
+
+    #[test]
+    fn the_ranking_starts_with_the_preferred_owner_and_moves_little_when_an_instance_joins() {
+        let names = ["a", "b", "c", "d"];
+        for k in 0..64 {
+            let order = ranked(names, k);
+            assert_eq!(order.len(), 4);
+            assert_eq!(Some(order[0]), rendezvous(names, k));
+            // One more instance only slots in: the others keep their order.
+            let more: Vec<&str> = ranked(["a", "b", "c", "d", "e"], k).into_iter().filter(|n| *n != "e").collect();
+            assert_eq!(more, order, "partition {k}");
+        }
     }
 }

@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// How many partitions the workspaces are split into; fixed for a deployment [default: 1]
     #[arg(long, env = "VIGIL_PARTITIONS")]
     partitions: Option<u32>,
+    /// How many instances besides a partition's preferred owner follow its log [default: 1]
+    #[arg(long, env = "VIGIL_STANDBYS")]
+    standbys: Option<u32>,
     /// Serve Prometheus metrics here, or `off` [default: 127.0.0.1:9464]
     #[arg(long, env = "VIGIL_METRICS_ADDR", value_name = "ADDR|off")]
     metrics_addr: Option<String>,
@@ -88,6 +91,9 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     if let Some(n) = args.partitions {
         cfg.partitions = n;
+    }
+    if let Some(n) = args.standbys {
+        cfg.standbys = n;
     }
     match args.metrics_addr.as_deref() {
         None => {}

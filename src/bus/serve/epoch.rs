@@ -77,12 +77,16 @@ impl Serve {
         Ok(())
     }
 
-    /// This partition's entry in `<prefix>.query.partitions`: owned by this instance, the other
-    /// instances up as standbys, how far it has applied its log — all from the loop's own state —
+    /// This partition's entry in `<prefix>.query.partitions`: owned by this instance, the
+    /// instances up that follow it as standbys (`standbys`), how far it has applied its log — all from the loop's own state —
     /// and, filled in by [`with_lag`] away from the loop, how far behind the end of its log that is.
     pub(super) fn partition_entry(&self) -> serde_json::Value {
-        let standbys: Vec<String> =
-            self.membership.up().into_iter().filter(|name| *name != self.holder.instance).collect();
+        let standbys: Vec<String> = self
+            .membership
+            .followers(self.subjects.partition_index(), self.cfg.standbys)
+            .into_iter()
+            .filter(|name| *name != self.holder.instance)
+            .collect();
         serde_json::json!({
             "partition": self.subjects.partition_index(),
             "owner": self.holder.instance,

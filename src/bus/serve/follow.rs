@@ -122,15 +122,26 @@ impl Watched {
     }
 }
 
+/// How following the log ended.
+pub(super) enum Followed {
+    /// This instance took the lease (its follower's state is in `Serve::following`).
+    Lease(Box<Lease>),
+    /// The stop signal came.
+    Stopped,
+    /// Another instance is to follow the partition instead (one joined, preferred before this
+    /// one): what was decided and not yet seen published, still to be checked.
+    Dismissed(Vec<Pending>),
+}
+
 impl Serve {
-    /// Follows the log until `acquire` takes the lease (`Some`) or the stop signal inside it
-    /// completes (`None`). `pending`: what the outbox held at start, still to be checked against
-    /// the output stream.
+    /// Follows the log until `acquire` takes the lease, the stop signal inside it completes, or
+    /// this instance is no longer one of the partition's standbys. `pending`: what the outbox
+    /// held, still to be checked against the output stream.
     pub(super) async fn follow(
         &mut self,
         acquire: impl Future<Output = Result<Option<Lease>, BusError>>,
         pending: Vec<Pending>,
-    ) -> Result<Option<Lease>, BusError> {
+    ) -> Result<Followed, BusError> {
         let doing = |what: &str| format!("following the {what} stream as a standby");
         let mut output_stream =
             self.js.get_stream(self.subjects.output_stream()).await.map_err(|e| BusError::nats(doing("output"), e))?;
@@ -173,7 +184,7 @@ impl Serve {
         loop {
             tokio::select! {
                 biased;
-                lease = &mut acquire => return lease,
+                lease = &mut acquire => return Ok(lease?.map_or(Followed::Stopped, |lease| Followed::Lease(Box::new(lease)))),
                 _ = self.durable.notified() => self.collect().await?,
                 batch = inputs.next() => {
                     let batch = batch.ok_or(BusError::StreamEnded("the input stream, followed as a standby,"))?;
@@ -187,6 +198,10 @@ impl Serve {
                 _ = settle.tick() => {
                     self.settle_followed()?;
                     self.checkpoint_if_due()?;
+                    if !self.membership.follows(index, self.cfg.standbys) {
+                        let following = self.following.take().expect("a follower's state while it follows");
+                        return Ok(Followed::Dismissed(following.pending));
+                    }
                 }
             }
         }

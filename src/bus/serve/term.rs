@@ -49,11 +49,8 @@ pub(super) async fn serve(
         ownership::Attempt::Taken(lease) => (*lease, Taken::AtOnce(pending)),
         _ => {
             let acquire = Lease::acquire(leases, partition, &holder, cfg.lease, membership, shutdown.clone());
-            match serve.follow(acquire, pending).await {
-                Ok(Some(lease)) => {
-                    let following = serve.following.take().expect("a follower's state while it follows");
-                    (lease, Taken::Following(following))
-                }
+            match wait_for_lease(&mut serve, acquire, pending).await {
+                Ok(Some(taken)) => taken,
                 Ok(None) => {
                     tracing::info!("stopped while waiting as a standby");
                     return loose.stop(serve, Ok(())).await;
@@ -80,8 +77,47 @@ pub(super) async fn serve(
     served
 }
 
-/// How the lease came to this instance: at once, with what its outbox held; or after following
-/// the log.
+/// Waits until `acquire` takes the lease (`None`: the stop signal inside it came first). While
+/// this instance is one of the partition's standbys (see [`Membership::follows`]) it follows the
+/// log; otherwise, or once another instance takes its place, it waits without following, and
+/// looks again every [`LOOK_AGAIN`].
+async fn wait_for_lease(
+    serve: &mut Serve,
+    acquire: impl Future<Output = Result<Option<Lease>, BusError>>,
+    mut pending: Vec<Pending>,
+) -> Result<Option<(Lease, Taken)>, BusError> {
+    let (partition, standbys) = (serve.subjects.partition_index(), serve.cfg.standbys);
+    tokio::pin!(acquire);
+    let mut waiting = false;
+    loop {
+        if serve.membership.follows(partition, standbys) {
+            waiting = false;
+            match serve.follow(&mut acquire, pending).await? {
+                follow::Followed::Lease(lease) => {
+                    let following = serve.following.take().expect("a follower's state while it follows");
+                    return Ok(Some((*lease, Taken::Following(following))));
+                }
+                follow::Followed::Stopped => return Ok(None),
+                follow::Followed::Dismissed(still) => pending = still,
+            }
+            continue;
+        }
+        if !waiting {
+            tracing::info!(partition, standbys, "not one of the partition's standbys: waiting without following");
+            waiting = true;
+        }
+        tokio::select! {
+            lease = &mut acquire => return Ok(lease?.map(|lease| (lease, Taken::AtOnce(std::mem::take(&mut pending))))),
+            _ = tokio::time::sleep(LOOK_AGAIN) => {}
+        }
+    }
+}
+
+/// How often an instance that does not follow a partition looks whether it should.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
+/// How the lease came to this instance: at once (or after waiting without following), with what
+/// its outbox held; or after following the log.
 enum Taken {
     AtOnce(Vec<Pending>),
     Following(follow::Following),
