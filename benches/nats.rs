@@ -20,10 +20,10 @@
 //!
 //! 5. **The same, over three partitions** (`VIGIL_BENCH_ONLY=r3` too): three vigils on the R3
 //!    cluster with `--partitions 3`, each owning the partition rendezvous hashing gives it and
-//!    following the other two; events/s until every partition's consumer has acknowledged
-//!    everything, next to the single vigil and the ceiling of the same run — and three vigils on
-//!    one partition (an owner and two following), to tell what partitions cost from what
-//!    following costs.
+//!    following one other (`standbys = 1`, the default); events/s until every partition's
+//!    consumer has acknowledged everything, next to the single vigil and the ceiling of the same
+//!    run — and three vigils on one partition (an owner and two following, `--standbys 2`), to
+//!    tell what partitions cost from what following costs.
 //!
 //! Both servers run on this machine, sharing its 2 cores with the publisher and the consumer.
 
@@ -442,7 +442,20 @@ async fn through_partitions_r3(payloads: &[Vec<u8>], partitions: u32) -> f64 {
         .iter()
         .map(|name| {
             let p = partitions.to_string();
-            let args = ["--stream-replicas", "3", "--partitions", &p, "--instance", name, "--metrics-addr", "off"];
+            // One partition: both others follow it, to measure what following costs.
+            let standbys = if partitions == 1 { "2" } else { "1" };
+            let args = [
+                "--stream-replicas",
+                "3",
+                "--partitions",
+                &p,
+                "--standbys",
+                standbys,
+                "--instance",
+                name,
+                "--metrics-addr",
+                "off",
+            ];
             Vigil::spawn(&cluster.urls(), &data.path().join(name), &args, &[])
         })
         .collect();
