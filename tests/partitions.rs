@@ -9,6 +9,8 @@
 //!   that joins gets its share by planned handover and gives it back when it leaves; every death
 //!   is restarted once.
 //! - The number of partitions is fixed for a deployment: another is refused, by name.
+//! - The breaker is the fleet's, whichever partitions the deaths fall in: a cascade spread over
+//!   four partitions owned by two vigils opens it after the third restart, with one alert.
 
 mod support;
 
@@ -21,7 +23,7 @@ use support::bus::{World, each_restarted_once, kill_workspaces, nats, placed, re
 use support::nats::{NatsServer, Vigil};
 use support::rng::Rng;
 use vigil::client::Subjects;
-use vigil::core::event::WorkspaceId;
+use vigil::core::event::{AlertKind, Input, InputKind, Output, OutputBody, Reason, WorkspaceId};
 
 const IDS: usize = 10_000;
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
@@ -112,8 +114,13 @@ async fn vigils_partition_of_a_workspace_is_the_servers_for_ten_thousand_ids() {
 const POLICY: &str = "breaker_min = 10000\nmax_restarts_in_flight = 1000\n";
 
 fn start(url: &str, dir: &std::path::Path, name: &str, partitions: u32) -> Vigil {
-    let policy = dir.join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
+    start_with(url, dir, name, partitions, POLICY)
+}
+
+fn start_with(url: &str, dir: &std::path::Path, name: &str, partitions: u32, policy: &str) -> Vigil {
+    let file = dir.join(format!("policy-{name}.toml"));
+    std::fs::write(&file, policy).unwrap();
+    let policy = file;
     let partitions = partitions.to_string();
     let args = ["--policy", policy.to_str().unwrap(), "--instance", name, "--lease", "4s", "--partitions", &partitions];
     Vigil::spawn(url, &dir.join(name), &args, &[])
@@ -250,6 +257,8 @@ async fn four_partitions_spread_over_two_vigils_and_are_taken_over_when_their_ow
         parts.extend(seqs(&one));
     }
     parts.sort_unstable();
+    // (every partition's log holds every partition's death declarations: once in the merge)
+    parts.dedup();
     assert_eq!(parts, all, "the partitions' logs are the merged export");
     // a partition it does not hold is named.
     let (ok, _, stderr) = export(&["--partition", "9"]);
@@ -419,4 +428,99 @@ async fn a_vigil_that_waits_without_following_takes_over_when_the_owner_and_its_
     // and every death was restarted exactly once — none of the owner's restarts again — and
     // nothing said twice.
     each_restarted_once(&js, 0..40, &logs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_over_four_partitions_and_two_vigils_opens_one_breaker_for_the_fleet() {
+    let World { server, client, js, producer, dir, .. } = World::new().await;
+    let (x, y) = even_pair();
+    // Given two vigils over four partitions with the default breaker — max(3, 10 %) declarations
+    // within 30 s — and twenty workspaces heartbeating,
+    let a = start_with(&server.url(), dir.path(), x, 4, "");
+    let b = start_with(&server.url(), dir.path(), y, 4, "");
+    support::bus::wait_placed(&client, 4, &[x, y]).await;
+    let healthy: Vec<String> = (10..30).map(|i| format!("ws-{i:02}")).collect();
+    for ws in &healthy {
+        producer.publish(&support::bus::heartbeat(ws)).await.unwrap();
+    }
+    // when six workspaces in every partition are found "not found" at once (one sick observer:
+    // each partition alone sees at most two, below any threshold of its own),
+    let dying: Vec<u32> =
+        (0..6).map(|i| Subjects::partition(&WorkspaceId::parse(&format!("ws-{i:02}")).unwrap(), 4)).collect();
+    assert!((0..4).all(|k| dying.contains(&k)), "the six fall in every partition: {dying:?}");
+    kill_workspaces(&producer, 0, 6).await;
+    wait_partitions_level(&client, 4, &[x, y]).await;
+    // then the first three declarations in the stream are restarted and the other three held,
+    let started = std::time::Instant::now();
+    loop {
+        let published = support::bus::outputs(&js, "vigil").await;
+        let held = published
+            .iter()
+            .filter(|o| matches!(o.body, OutputBody::Suppressed { reason: Reason::BreakerOpen, .. }))
+            .count();
+        if held >= 3 || started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (la, lb) = (a.stop(), b.stop());
+    let logs = format!("{x}:\n{la}\n{y}:\n{lb}");
+    // (everything published, up to the vigils' stop)
+    let published = support::bus::outputs(&js, "vigil").await;
+    let restarted = support::bus::restarts(&published);
+    assert_eq!(restarted.len(), 3, "{restarted:?}\n{logs}");
+    assert!(restarted.values().all(|n| *n == 1), "{restarted:?}");
+    let held: Vec<&Output> = published
+        .iter()
+        .filter(|o| matches!(o.body, OutputBody::Suppressed { reason: Reason::BreakerOpen, .. }))
+        .collect();
+    assert_eq!(held.len(), 3, "{published:#?}");
+    // in the order the stream holds their declarations,
+    let stored = read_stream(&js, "VIGIL_IN").await;
+    let declared: Vec<String> = stored
+        .iter()
+        .filter(|m| m.subject.starts_with("vigil.log.fleet."))
+        .map(|m| match vigil::core::wire::decode_msgpack(&m.payload, vigil::core::wire::Stamping::Logged) {
+            Ok(Input { kind: InputKind::Declaration(d), .. }) => d.workspace.to_string(),
+            other => panic!("{}: {other:?}", m.subject),
+        })
+        .collect();
+    assert_eq!(declared.len(), 6, "each declaration appended once: {declared:?}");
+    let first_three: std::collections::BTreeSet<String> = declared[..3].iter().map(|w| format!("{w}:1")).collect();
+    assert_eq!(restarted.keys().cloned().collect::<std::collections::BTreeSet<_>>(), first_three);
+    // with one alert for the fleet, from partition 0's owner,
+    let alerts: Vec<&Output> =
+        published.iter().filter(|o| matches!(o.body, OutputBody::Alert { kind: AlertKind::BreakerOpen, .. })).collect();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    // and each partition's export, replayed on its own, decides exactly what was published —
+    // the declarations of the others included, the fleet's breaker is in every partition's log;
+    let mut replayed = std::collections::BTreeSet::new();
+    for k in 0..4 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["export", "--partition", &k.to_string(), "--data-dir"])
+            .arg(dir.path().join(y))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut engine = vigil::core::Engine::new(vigil::core::Policy::default());
+        let mut decided = Vec::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            engine.apply(
+                &vigil::core::wire::decode_json(line, vigil::core::wire::Stamping::Logged).unwrap(),
+                &mut decided,
+            );
+        }
+        replayed.extend(decided.iter().map(|o| format!("{} {:?} {:?}", o.id, o.workspace, o.body)));
+    }
+    let said: std::collections::BTreeSet<String> =
+        published.iter().map(|o| format!("{} {:?} {:?}", o.id, o.workspace, o.body)).collect();
+    assert_eq!(replayed, said, "the partitions' replays are what was published");
+    // and nothing said twice; no heartbeating workspace was touched.
+    let twice = support::bus::said_twice(&published);
+    assert!(twice.is_empty(), "{twice:#?}");
+    assert!(
+        published.iter().all(|o| o.workspace.as_ref().is_none_or(|w| !healthy.contains(&w.to_string()))
+            || matches!(o.body, OutputBody::StateChanged { reason: Reason::FirstSeen, .. })),
+        "a healthy workspace was touched"
+    );
 }

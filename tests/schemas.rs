@@ -270,6 +270,7 @@ fn enums_list_exactly_the_wire_names_of_the_code() {
         (Side::Out, "restart", "origin", origins),
         (Side::Out, "alert", "kind", names(AlertKind::ALL, AlertKind::as_str)),
         (Side::Out, "suppressed", "input", names(InputType::ALL, InputType::as_str)),
+        (Side::In, "declaration", "reason", names(Reason::ALL, Reason::as_str)),
     ];
     // Every output carries a reason, and any reason may appear on any of them.
     cases.extend(OUTPUT_TYPES.iter().map(|t| (Side::Out, *t, "reason", names(Reason::ALL, Reason::as_str))));
@@ -321,6 +322,10 @@ fn every_input_field() -> BTreeSet<String> {
         phase: s(),
         id_key: s(),
         unwatched_after_ms: Some(5000),
+        partition: Some(1),
+        partitions: Some(4),
+        monitored: Some(40),
+        awaits: Some(true),
         stream_seq: Some(7),
     };
     keys(&serde_json::to_value(&raw).unwrap())
@@ -413,7 +418,27 @@ fn input_examples() -> Vec<(Input, Input)> {
         pair(InputKind::Tick, InputKind::Tick),
         pair(
             InputKind::Resume(Resume::default()),
-            InputKind::Resume(Resume { id_key: Some(vigil::core::ids::IdKey([1, 2])), unwatched_after_ms: Some(5000) }),
+            InputKind::Resume(Resume {
+                id_key: Some(vigil::core::ids::IdKey([1, 2])),
+                unwatched_after_ms: Some(5000),
+                partition: Some(Partition { index: 3, of: 16 }),
+            }),
+        ),
+        pair(
+            InputKind::Declaration(Declaration {
+                partition: 0,
+                workspace: w(),
+                reason: Reason::RestartFailed,
+                monitored: 0,
+                awaits: false,
+            }),
+            InputKind::Declaration(Declaration {
+                partition: 15,
+                workspace: w(),
+                reason: Reason::ConfirmedNotRunning,
+                monitored: 1600,
+                awaits: true,
+            }),
         ),
     ]
 }

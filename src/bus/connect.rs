@@ -152,20 +152,25 @@ pub async fn declare_consumer(
         Some(part) => (format!("{}-p{}", cfg.consumer, part.index), subjects.partition_filters()),
         None => (cfg.consumer.clone(), Vec::new()),
     };
-    stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some("vigil's input consumer: applied, made durable, then acknowledged".into()),
-                filter_subjects,
-                // One ack per group commit covers every message up to it.
-                ack_policy: consumer::AckPolicy::All,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| BusError::Declare { what: format!("consumer {name}"), source: e.into() })
+    let config = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some("vigil's input consumer: applied, made durable, then acknowledged".into()),
+        filter_subjects,
+        // One ack per group commit covers every message up to it.
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 20_000,
+        ..Default::default()
+    };
+    let declare_error = |e: async_nats::Error| BusError::Declare { what: format!("consumer {name}"), source: e };
+    let mut found = stream.get_or_create_consumer(&name, config.clone()).await.map_err(|e| declare_error(e.into()))?;
+    // A partition's consumer declared by an earlier vigil may read less than this one must (the
+    // fleet's declarations came later): its filters are brought up to date, where it stands.
+    let wanted: std::collections::BTreeSet<&String> = config.filter_subjects.iter().collect();
+    let has: std::collections::BTreeSet<&String> = found.cached_info().config.filter_subjects.iter().collect();
+    if wanted != has {
+        tracing::info!(consumer = name, filters = ?config.filter_subjects, "updating the consumer's filter subjects");
+        found = stream.update_consumer(config).await.map_err(|e| declare_error(e.into()))?;
+    }
+    Ok(found)
 }

@@ -74,7 +74,7 @@ impl Intake {
             ));
         }
         if let Some(kind) = self.subjects.parse_log(subject) {
-            return self.decode_own(kind, payload, now);
+            return self.decode_own(subject, kind, payload, now);
         }
         let Some(subject) = self.subjects.parse_input(subject) else {
             return Err(Rejection::new(
@@ -84,7 +84,7 @@ impl Intake {
         };
         let input = wire::decode_msgpack(payload, Stamping::ReceivedAt(now))?;
         let kind = input.kind.type_name();
-        if matches!(input.kind, InputKind::Tick | InputKind::Resume(_)) {
+        if input.kind.is_own() {
             return Err(Rejection::new("internal_type", format!("`{kind}` events are vigil's own")));
         }
         if kind != subject.kind {
@@ -116,13 +116,20 @@ impl Intake {
 
 impl Intake {
     /// One of vigil's own records (`<prefix>.log.<kind>`): a `tick` or a `resume`, and nothing else.
-    fn decode_own(&self, kind: &str, payload: &[u8], now: At) -> Result<Input, Rejection> {
+    fn decode_own(&self, subject: &str, kind: &str, payload: &[u8], now: At) -> Result<Input, Rejection> {
         let input = wire::decode_msgpack(payload, Stamping::ReceivedAt(now))?;
-        let own = matches!(input.kind, InputKind::Tick | InputKind::Resume(_));
-        if !own || input.kind.type_name() != kind {
+        if !input.kind.is_own() || input.kind.type_name() != kind {
             return Err(Rejection::new(
                 "subject_mismatch",
-                format!("{}.log.{kind} carries vigil's own tick or resume records only", self.subjects.prefix()),
+                format!("{subject} carries vigil's own {kind} records only"),
+            ));
+        }
+        if let InputKind::Declaration(d) = &input.kind
+            && subject != self.subjects.declaration_record(d.partition)
+        {
+            return Err(Rejection::new(
+                "subject_mismatch",
+                format!("a declaration of partition {} on {subject}", d.partition),
             ));
         }
         Ok(input)

@@ -70,6 +70,10 @@ enum Event<'a> {
     ResumeKeyed(u64, u64),
     /// A resume that also declares `unwatched_after_ms` (store format 3; appended last, as above).
     ResumeWatched(Option<(u64, u64)>, u32),
+    /// A resume of one partition of several: key, `unwatched_after_ms`, partition, of how many.
+    ResumePartition(Option<(u64, u64)>, Option<u32>, u32, u32),
+    /// A partition's death declaration: partition, workspace, reason, monitored, awaits.
+    Declaration(u32, #[serde(borrow)] Cow<'a, str>, Reason, u32, bool),
 }
 
 fn b(s: &str) -> Cow<'_, str> {
@@ -102,12 +106,18 @@ impl<'a> Record<'a> {
             }
             InputKind::Lifecycle(e) => Event::Lifecycle(b(e.workspace.as_str()), e.phase),
             InputKind::Tick => Event::Tick,
-            InputKind::Resume(Resume { id_key: None, unwatched_after_ms: None }) => Event::Resume,
-            InputKind::Resume(Resume { id_key: Some(k), unwatched_after_ms: None }) => {
+            InputKind::Resume(Resume { id_key, unwatched_after_ms, partition: Some(p) }) => {
+                Event::ResumePartition(id_key.map(|k| (k.0[0], k.0[1])), *unwatched_after_ms, p.index, p.of)
+            }
+            InputKind::Resume(Resume { id_key: None, unwatched_after_ms: None, partition: None }) => Event::Resume,
+            InputKind::Resume(Resume { id_key: Some(k), unwatched_after_ms: None, partition: None }) => {
                 Event::ResumeKeyed(k.0[0], k.0[1])
             }
-            InputKind::Resume(Resume { id_key, unwatched_after_ms: Some(ms) }) => {
+            InputKind::Resume(Resume { id_key, unwatched_after_ms: Some(ms), partition: None }) => {
                 Event::ResumeWatched(id_key.map(|k| (k.0[0], k.0[1])), *ms)
+            }
+            InputKind::Declaration(d) => {
+                Event::Declaration(d.partition, b(d.workspace.as_str()), d.reason, d.monitored, d.awaits)
             }
         };
         Record {
@@ -155,11 +165,19 @@ impl<'a> Record<'a> {
             Event::Lifecycle(w, phase) => InputKind::Lifecycle(Lifecycle { workspace: ws(w)?, phase }),
             Event::Tick => InputKind::Tick,
             Event::Resume => InputKind::Resume(Resume::default()),
-            Event::ResumeKeyed(a, b) => {
-                InputKind::Resume(Resume { id_key: Some(IdKey([a, b])), unwatched_after_ms: None })
-            }
-            Event::ResumeWatched(key, ms) => {
-                InputKind::Resume(Resume { id_key: key.map(|(a, b)| IdKey([a, b])), unwatched_after_ms: Some(ms) })
+            Event::ResumeKeyed(a, b) => InputKind::Resume(Resume { id_key: Some(IdKey([a, b])), ..Resume::default() }),
+            Event::ResumeWatched(key, ms) => InputKind::Resume(Resume {
+                id_key: key.map(|(a, b)| IdKey([a, b])),
+                unwatched_after_ms: Some(ms),
+                partition: None,
+            }),
+            Event::ResumePartition(key, ms, index, of) => InputKind::Resume(Resume {
+                id_key: key.map(|(a, b)| IdKey([a, b])),
+                unwatched_after_ms: ms,
+                partition: Some(Partition { index, of }),
+            }),
+            Event::Declaration(partition, w, reason, monitored, awaits) => {
+                InputKind::Declaration(Declaration { partition, workspace: ws(w)?, reason, monitored, awaits })
             }
         };
         Ok(Input {
@@ -508,12 +526,33 @@ mod tests {
             InputKind::Lifecycle(Lifecycle { workspace: ws(), phase: LifecyclePhase::Hibernated }),
             InputKind::Tick,
             InputKind::Resume(Resume::default()),
+            InputKind::Resume(Resume { id_key: Some(crate::core::ids::IdKey([7, u64::MAX])), ..Resume::default() }),
             InputKind::Resume(Resume {
-                id_key: Some(crate::core::ids::IdKey([7, u64::MAX])),
-                unwatched_after_ms: None,
+                id_key: Some(crate::core::ids::IdKey([7, 1])),
+                unwatched_after_ms: Some(5000),
+                partition: None,
             }),
-            InputKind::Resume(Resume { id_key: Some(crate::core::ids::IdKey([7, 1])), unwatched_after_ms: Some(5000) }),
-            InputKind::Resume(Resume { id_key: None, unwatched_after_ms: Some(1000) }),
+            InputKind::Resume(Resume { unwatched_after_ms: Some(1000), ..Resume::default() }),
+            InputKind::Resume(Resume {
+                id_key: Some(crate::core::ids::IdKey([3, 4])),
+                unwatched_after_ms: Some(5000),
+                partition: Some(Partition { index: 2, of: 16 }),
+            }),
+            InputKind::Resume(Resume { partition: Some(Partition { index: 0, of: 2 }), ..Resume::default() }),
+            InputKind::Declaration(Declaration {
+                partition: 5,
+                workspace: ws(),
+                reason: Reason::ConfirmedNotRunning,
+                monitored: 160,
+                awaits: true,
+            }),
+            InputKind::Declaration(Declaration {
+                partition: 0,
+                workspace: ws(),
+                reason: Reason::RestartFailed,
+                monitored: 7,
+                awaits: false,
+            }),
         ];
         let inputs: Vec<Input> = kinds
             .into_iter()

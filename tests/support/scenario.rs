@@ -171,13 +171,19 @@ impl Scenario {
 
     /// A resume carrying a data directory's id key, as the service writes it.
     pub fn resume_keyed(&mut self, key: vigil::core::ids::IdKey) -> Vec<String> {
-        self.apply(InputKind::Resume(Resume { id_key: Some(key), unwatched_after_ms: None }))
+        self.apply(InputKind::Resume(Resume { id_key: Some(key), ..Resume::default() }))
     }
 
     /// A resume as a service that ticks at least every second writes it: from here on, a stretch
     /// of the log longer than `ms` with no record is time nobody watched.
     pub fn resume_watched(&mut self, ms: u32) -> Vec<String> {
-        self.apply(InputKind::Resume(Resume { id_key: None, unwatched_after_ms: Some(ms) }))
+        self.apply(InputKind::Resume(Resume { unwatched_after_ms: Some(ms), ..Resume::default() }))
+    }
+
+    /// A resume of partition `index` of `of`, as the owner of one partition of several writes it:
+    /// from here on its death declarations go through `declaration` records (`core::fleet`).
+    pub fn resume_partition(&mut self, index: u32, of: u32) -> Vec<String> {
+        self.apply(InputKind::Resume(Resume { partition: Some(Partition { index, of }), ..Resume::default() }))
     }
 
     // ---- observations -------------------------------------------------------------------------

@@ -14,7 +14,8 @@
 //! With more than one partition (SPEC §4 "Partitions") the input stream stores an input as
 //! `<prefix>.in.<partition>.<type>.<workspace>` (its subject transform `{{partition(P,2)}}` adds the
 //! token; producers publish as above), vigil's own records of a partition are
-//! `<prefix>.log.<partition>.<kind>`, and the owner of a partition answers its part of the queries on
+//! `<prefix>.log.<partition>.<kind>`, the death declarations every partition counts (the fleet's
+//! breaker) are `<prefix>.log.fleet.<partition>`, and the owner of a partition answers its part of the queries on
 //! `<prefix>.query.p.<partition>.<what>`. A [`Subjects`] scoped to one partition
 //! ([`Subjects::scoped`]) names that partition's subjects.
 
@@ -77,6 +78,7 @@ impl Subjects {
         }
         let mut subjects = vec![format!("{p}.in.*.*")];
         subjects.extend((0..partitions).map(|k| format!("{p}.log.{k}.*")));
+        subjects.push(self.declarations());
         subjects
     }
 
@@ -92,13 +94,15 @@ impl Subjects {
         })
     }
 
-    /// What the partition's consumer reads: its inputs and its own records. Unscoped, the whole
-    /// stream.
+    /// What the partition's consumer reads: its inputs, its own records, and every partition's
+    /// death declarations. Unscoped, the whole stream.
     pub fn partition_filters(&self) -> Vec<String> {
         match self.part {
-            Some(Part { index, .. }) => {
-                vec![format!("{}.in.{index}.>", self.prefix), format!("{}.log.{index}.>", self.prefix)]
-            }
+            Some(Part { index, .. }) => vec![
+                format!("{}.in.{index}.>", self.prefix),
+                format!("{}.log.{index}.>", self.prefix),
+                self.declarations(),
+            ],
             None => self.input_stream_subjects(1),
         }
     }
@@ -177,10 +181,25 @@ impl Subjects {
         }
     }
 
-    /// The `<kind>` of `<prefix>.log.<kind>` (scoped: `<prefix>.log.<partition>.<kind>`); `None`
-    /// for any other subject.
+    /// Every partition's death declarations, which every partition reads: `<prefix>.log.fleet.*`.
+    pub fn declarations(&self) -> String {
+        format!("{}.log.fleet.*", self.prefix)
+    }
+
+    /// Where partition `index` appends its death declarations: `<prefix>.log.fleet.<index>`.
+    pub fn declaration_record(&self, index: u32) -> String {
+        format!("{}.log.fleet.{index}", self.prefix)
+    }
+
+    /// The `<kind>` of `<prefix>.log.<kind>` (scoped: `<prefix>.log.<partition>.<kind>`, and
+    /// `declaration` for `<prefix>.log.fleet.<partition>`); `None` for any other subject.
     pub fn parse_log<'a>(&self, subject: &'a str) -> Option<&'a str> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?;
+        if self.part.is_some()
+            && let Some(k) = rest.strip_prefix("fleet.")
+        {
+            return (!k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())).then_some("declaration");
+        }
         let kind = match self.part {
             Some(Part { index, .. }) => rest.strip_prefix(index.to_string().as_str())?.strip_prefix('.')?,
             None => rest,
@@ -269,10 +288,16 @@ mod tests {
         assert_eq!(s.parse_input("v.in.3.heartbeat.ws-a"), Some(InputSubject { kind: "heartbeat", workspace: "ws-a" }));
         assert_eq!(s.parse_input("v.in.heartbeat.ws-a"), None);
         assert_eq!(s.parse_input("v.in.31.heartbeat.ws-a"), None);
-        assert_eq!(s.partition_filters(), ["v.in.3.>", "v.log.3.>"]);
+        // Every partition reads every partition's death declarations (the fleet's breaker).
+        assert_eq!(s.partition_filters(), ["v.in.3.>", "v.log.3.>", "v.log.fleet.*"]);
+        assert_eq!(s.declaration_record(3), "v.log.fleet.3");
+        assert_eq!(s.parse_log("v.log.fleet.3"), Some("declaration"));
+        assert_eq!(s.parse_log("v.log.fleet.12"), Some("declaration"));
+        assert_eq!(s.parse_log("v.log.fleet.x"), None);
+        assert_eq!(all.parse_log("v.log.fleet.3"), None, "unscoped there is no such record: dead-lettered");
         assert_eq!(s.lease_key(), "p.3");
         assert_eq!(s.input_stream_subjects(1), ["v.in.>", "v.log.>"]);
-        assert_eq!(s.input_stream_subjects(3), ["v.in.*.*", "v.log.0.*", "v.log.1.*", "v.log.2.*"]);
+        assert_eq!(s.input_stream_subjects(3), ["v.in.*.*", "v.log.0.*", "v.log.1.*", "v.log.2.*", "v.log.fleet.*"]);
         let (source, dest) = s.input_transform(16).unwrap();
         assert_eq!(
             (source.as_str(), dest.as_str()),

@@ -151,6 +151,8 @@ wire_enum! {
         Tick = "tick",
         /// vigil started on an existing directory (logs only).
         Resume = "resume",
+        /// A partition's automatic death declaration, counted by every partition (logs only).
+        Declaration = "declaration",
     }
 }
 
@@ -257,6 +259,9 @@ wire_enum! {
         NotDeadOrigin = "not_dead_origin",
         /// One definitive not-running; a second within `confirm_window` is needed.
         AwaitingConfirmation = "awaiting_confirmation",
+        /// With several partitions: the workspace's death declaration is with the fleet breaker,
+        /// whose verdict comes back through the stream.
+        DeclarationPending = "declaration_pending",
         /// `resumed` for a workspace that is not parked, or `created` for one already known.
         LifecycleNoop = "lifecycle_noop",
         /// An event (other than those that create a workspace) for a workspace vigil does not know.
@@ -304,6 +309,10 @@ pub enum InputKind {
     Tick,
     /// vigil (re)started: every heartbeat deadline is re-armed with full grace.
     Resume(Resume),
+    /// One partition's automatic death declaration, in the fleet's one order (SPEC §3.4): every
+    /// partition counts it in its breaker, and the declaring one learns from it whether its
+    /// workspace is admitted or held.
+    Declaration(Declaration),
 }
 
 /// `resume`: vigil (re)started.
@@ -317,6 +326,35 @@ pub struct Resume {
     /// record at all is time nobody watched, and every deadline is extended by it. Absent in logs
     /// from before; their `resume` re-arms every deadline with full grace instead.
     pub unwatched_after_ms: Option<u32>,
+    /// With several partitions: which one this log is, of how many (absent with one). The breaker
+    /// and the restart cap are then the fleet's, shared through `declaration` records.
+    pub partition: Option<Partition>,
+}
+
+/// One partition of several.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub index: u32,
+    pub of: u32,
+}
+
+/// `declaration`: partition `partition` declared `workspace` dead (automatically), or counted a
+/// failed restart or a system restart request, as the breaker counts (SPEC §3.4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Declaration {
+    /// The declaring partition.
+    pub partition: u32,
+    /// Its workspace (in its partition, not necessarily in the reader's).
+    pub workspace: WorkspaceId,
+    /// Why (the reason its state would change for).
+    pub reason: Reason,
+    /// The fleet's monitored workspaces as the declaring partition estimated them (its own times
+    /// the number of partitions): every partition measures the threshold against this one number,
+    /// so all of them agree on when the breaker opens.
+    pub monitored: u32,
+    /// The workspace waits, Suspect, for this record to say whether it is admitted (Dead, and a
+    /// restart) or held by the breaker; false for a declaration that is only counted.
+    pub awaits: bool,
 }
 
 /// `heartbeat`: the agent says it is alive.
@@ -388,6 +426,7 @@ impl InputKind {
             InputKind::Lifecycle(_) => InputType::Lifecycle,
             InputKind::Tick => InputType::Tick,
             InputKind::Resume(_) => InputType::Resume,
+            InputKind::Declaration(_) => InputType::Declaration,
         }
     }
 
@@ -396,7 +435,8 @@ impl InputKind {
         self.input_type().as_str()
     }
 
-    /// The workspace the event is about (`None` for `tick` and `resume`).
+    /// The workspace the event is about (`None` for vigil's own records: `tick`, `resume`, and
+    /// `declaration`, whose workspace is another partition's business).
     pub fn workspace(&self) -> Option<&WorkspaceId> {
         match self {
             InputKind::Heartbeat(e) => Some(&e.workspace),
@@ -405,8 +445,14 @@ impl InputKind {
             InputKind::RestartRequested(e) => Some(&e.workspace),
             InputKind::RestartProgress(e) => Some(&e.workspace),
             InputKind::Lifecycle(e) => Some(&e.workspace),
-            InputKind::Tick | InputKind::Resume(_) => None,
+            InputKind::Tick | InputKind::Resume(_) | InputKind::Declaration(_) => None,
         }
+    }
+
+    /// Whether this is one of vigil's own records (`tick`, `resume`, `declaration`), which no
+    /// producer may send.
+    pub fn is_own(&self) -> bool {
+        matches!(self, InputKind::Tick | InputKind::Resume(_) | InputKind::Declaration(_))
     }
 }
 

@@ -77,7 +77,11 @@ fn field_index(key: &[u8]) -> Option<usize> {
         b"phase" => 18,
         b"id_key" => 19,
         b"unwatched_after_ms" => 20,
-        b"stream_seq" => 21,
+        b"partition" => 21,
+        b"partitions" => 22,
+        b"monitored" => 23,
+        b"awaits" => 24,
+        b"stream_seq" => 25,
         _ => return None,
     })
 }
@@ -269,7 +273,12 @@ impl<'a> Reader<'a> {
             18 => raw.phase = self.opt_str()?,
             19 => raw.id_key = self.opt_str()?,
             20 => raw.unwatched_after_ms = self.opt_uint()?,
-            21 => raw.stream_seq = self.opt_uint()?,
+            21 => raw.partition = self.opt_uint()?,
+            22 => raw.partitions = self.opt_uint()?,
+            23 => raw.monitored = self.opt_uint()?,
+            // A boolean, which only vigil's own `declaration` records carry: serde reads those.
+            24 => return None,
+            25 => raw.stream_seq = self.opt_uint()?,
             _ => return None,
         }
         Some(())

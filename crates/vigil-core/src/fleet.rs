@@ -6,12 +6,22 @@
 //! fleet has been calm for a while. The cap bounds how many automatic restarts run at once, so even
 //! a legitimate mass failure recovers as a controlled queue rather than a stampede.
 //!
+//! With several partitions (SPEC §4) each is folded by its own engine, but the breaker and the cap
+//! are the fleet's: an automatic death declaration is not counted where it is made. It becomes an
+//! [`Outgoing`] entry, which the partition's owner appends to the input stream as a `declaration`
+//! record; every partition reads every such record, in the stream's one order, and counts it — so
+//! every breaker sees the same declarations at the same times and opens on the same one — and the
+//! declaring partition learns from its own record whether its workspace is admitted or held. The
+//! workspace waits Suspect meanwhile (a few milliseconds), with nothing armed. The cap is split:
+//! each partition runs at most its share of `max_restarts_in_flight` (rounded up).
+//!
 //! Pure data: the engine owns one `Fleet` and hands it to each machine through its context.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Partition, Reason, WorkspaceId};
 use crate::policy::Policy;
 use crate::time::At;
 
@@ -59,6 +69,29 @@ pub struct Fleet {
     pub monitored: usize,
     /// The queue head the engine is handing a freed slot to.
     pub granted: Option<Handle>,
+    /// With several partitions: which one this engine folds (from the latest `resume` that said).
+    pub shared: Option<Partition>,
+    /// With several partitions: declarations made here whose `declaration` record has not come
+    /// back yet, oldest first (the owner appends them; a successor appends those still here).
+    pub outgoing: Vec<Outgoing>,
+    /// With several partitions: the fleet's monitored workspaces by the latest `declaration`
+    /// record, which every partition measures the breaker's threshold against.
+    pub fleet_monitored: Option<u32>,
+}
+
+/// A declaration made by this partition, waiting for its `declaration` record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub workspace: WorkspaceId,
+    pub reason: Reason,
+    /// The fleet's monitored workspaces as this partition estimates them (its own × partitions).
+    pub monitored: u32,
+    /// The workspace waits Suspect for the verdict (else the record is only counted).
+    pub awaits: bool,
+    /// Where the input that caused it stands in the log (its stream position, or its log
+    /// sequence): with the partition and the workspace, the record's `Nats-Msg-Id`, the same on
+    /// every replica, so a successor's append of one already appended is dropped by the stream.
+    pub cause: u64,
 }
 
 impl Breaker {
@@ -129,7 +162,45 @@ impl Fleet {
     /// True when `who` may start an automatic restart now: a slot is free and nobody queued
     /// earlier is waiting for it (unless `who` is the queue head being granted the slot).
     pub fn has_slot(&self, policy: &Policy, who: Handle) -> bool {
-        self.in_flight < policy.max_restarts_in_flight && (self.queued() == 0 || self.granted == Some(who))
+        self.in_flight < self.cap(policy) && (self.queued() == 0 || self.granted == Some(who))
+    }
+
+    /// How many automatic restarts may be in flight here: `max_restarts_in_flight`, or with
+    /// several partitions this partition's share of it (rounded up, so at least one).
+    pub fn cap(&self, policy: &Policy) -> u32 {
+        match self.shared {
+            Some(p) => policy.max_restarts_in_flight.div_ceil(p.of),
+            None => policy.max_restarts_in_flight,
+        }
+    }
+
+    /// The monitored count the breaker's threshold is measured against: this engine's own, or with
+    /// several partitions the fleet's by the latest `declaration` record.
+    pub fn breaker_monitored(&self) -> usize {
+        match (self.shared, self.fleet_monitored) {
+            (Some(_), Some(n)) => n as usize,
+            _ => self.monitored,
+        }
+    }
+
+    /// The fleet's monitored workspaces as this partition estimates them: its own, times the
+    /// number of partitions (workspaces spread evenly by hash).
+    pub fn monitored_estimate(&self) -> u32 {
+        let of = self.shared.map_or(1, |p| p.of);
+        u32::try_from(self.monitored.saturating_mul(of as usize)).unwrap_or(u32::MAX)
+    }
+
+    /// Whether declarations are the fleet's (several partitions), made through `declaration`
+    /// records rather than counted here.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Records a declaration for this partition's owner to append (`cause` is stamped by the
+    /// engine once the input that caused it is numbered).
+    pub fn declare_shared(&mut self, workspace: &WorkspaceId, reason: Reason, awaits: bool) {
+        let monitored = self.monitored_estimate();
+        self.outgoing.push(Outgoing { workspace: workspace.clone(), reason, monitored, awaits, cause: 0 });
     }
 
     /// Queues a dead workspace for a restart slot. A workspace that never heartbeated waits behind

@@ -39,6 +39,7 @@
 //! | unwatched (nothing reached the log for a while)        | A     | S     | R   | D   | P |
 //! | breaker closed                                         | A     | S     | R   | R D | P |
 //! | slot free                                              | A     | S     | R   | R D | P |
+//! | fleet verdict (P > 1: its declaration came back)       | A     | S R D | R   | D   | P |
 //!
 //! The machine is pure. Time is `ctx.now` (from event timestamps), outputs are pushed to `ctx.out`,
 //! and fleet-wide admission (breaker, cap) is consulted through `ctx.fleet`. Handlers never emit
@@ -103,6 +104,11 @@ pub struct Suspicion {
     pub reprobes_left: u8,
     /// Held by the open breaker: a death declaration waits for fresh evidence after it closes.
     pub held: bool,
+    /// With several partitions: a death declaration waits for its `declaration` record to come
+    /// back with the fleet breaker's verdict (`Event::FleetVerdict`). Last, and left out when
+    /// false, so records from before it read as they were written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 impl Suspicion {
@@ -115,6 +121,7 @@ impl Suspicion {
             next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
             reprobes_left: ctx.policy.reprobe_max,
             held: false,
+            pending: false,
         }
     }
 
@@ -127,6 +134,7 @@ impl Suspicion {
             next_reprobe: Stamp::at(ctx.now.plus(ctx.policy.reprobe_every)),
             reprobes_left: ctx.policy.reprobe_max,
             held: false,
+            pending: false,
         }
     }
 
@@ -139,6 +147,7 @@ impl Suspicion {
             next_reprobe: Stamp::NEVER,
             reprobes_left: 0,
             held: true,
+            pending: false,
         }
     }
 }
@@ -199,6 +208,12 @@ pub enum Event<'a> {
     BreakerClosed,
     /// A restart slot freed up and this workspace is next in the queue.
     SlotFree,
+    /// With several partitions: this workspace's death declaration came back through the stream,
+    /// and the fleet breaker admitted it (`admitted`) or holds it.
+    FleetVerdict {
+        admitted: bool,
+        reason: Reason,
+    },
 }
 
 /// One output before the engine gives it an id and a timestamp.
@@ -275,7 +290,8 @@ impl Workspace {
             | Event::Upstream(_)
             | Event::Timer
             | Event::BreakerClosed
-            | Event::SlotFree => Handled,
+            | Event::SlotFree
+            | Event::FleetVerdict { .. } => Handled,
         }
     }
 
@@ -335,6 +351,14 @@ impl Workspace {
                 self.watch_from = ctx.now;
                 self.ask_probe(ctx, Reason::BreakerCalm);
                 Handled
+            }
+            // cascade: the fleet counted this partition's declaration, with everyone else's.
+            Event::FleetVerdict { admitted, reason } if s.pending => {
+                s.pending = false;
+                if *admitted {
+                    return self.enter_dead(ctx, *reason, Stamp::NEVER);
+                }
+                self.hold(ctx, *reason, s)
             }
             // Silence vigil did not observe is not evidence.
             Event::Resume => {
@@ -608,6 +632,11 @@ impl Workspace {
         if s.held {
             return self.declare_dead(ctx, s.cause, Some(s));
         }
+        // cascade: the fleet is counting this workspace's declaration already.
+        if s.pending {
+            ctx.suppress(Reason::DeclarationPending, Some("the fleet breaker's verdict is on its way".into()));
+            return Handled;
+        }
         // ttl: silent for a whole ttl (entered by heartbeat_timeout, or the silence came while
         // suspect): one definitive not-running is enough.
         if s.silent_since.get().is_some() && !self.heartbeat_recent(ctx) {
@@ -678,6 +707,14 @@ impl Workspace {
 
     /// An automatic death declaration: through the fleet breaker, then Dead (and a restart).
     fn declare_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, suspicion: Option<&mut Suspicion>) -> Outcome<State> {
+        // cascade: with several partitions the fleet counts it, in the stream's one order; the
+        // workspace waits Suspect, nothing armed, for the verdict (`Event::FleetVerdict`).
+        if ctx.fleet.is_shared() {
+            ctx.fleet.declare_shared(ctx.ws, cause, true);
+            let mut s = suspicion.cloned().unwrap_or_else(|| Suspicion::held(cause, ctx));
+            (s.held, s.pending) = (false, true);
+            return ctx.to(State::suspect(s), cause, None);
+        }
         match ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy) {
             Declaration::Go => self.enter_dead(ctx, cause, Stamp::NEVER),
             // cascade: many "deaths" at once indict the observer; hold them all as Suspect.
@@ -691,16 +728,22 @@ impl Workspace {
                     );
                     ctx.alert(AlertKind::BreakerOpen, Reason::BreakerThresholdExceeded, Some(detail));
                 }
-                if !suspicion.as_ref().is_some_and(|s| s.held) {
-                    ctx.fleet.held.push(ctx.handle);
-                }
                 let mut s = suspicion.cloned().unwrap_or_else(|| Suspicion::held(cause, ctx));
-                s.held = true;
-                let next = ctx.to(State::suspect(s), cause, None);
-                ctx.suppress(Reason::BreakerOpen, Some(format!("would be dead: {cause}")));
-                next
+                self.hold(ctx, cause, &mut s)
             }
         }
+    }
+
+    /// cascade: a death declaration the open breaker holds: Suspect, in the breaker's list,
+    /// nothing armed until it closes.
+    fn hold(&mut self, ctx: &mut Ctx<'_>, cause: Reason, s: &mut Suspicion) -> Outcome<State> {
+        if !s.held || ctx.current != StateName::Suspect {
+            ctx.fleet.held.push(ctx.handle);
+        }
+        s.held = true;
+        let next = ctx.to(State::suspect(s.clone()), cause, None);
+        ctx.suppress(Reason::BreakerOpen, Some(format!("would be dead: {cause}")));
+        next
     }
 
     /// Enters Dead for `cause` and tries the automatic restart at once.
@@ -821,7 +864,14 @@ impl Workspace {
                 }
             }
         }
-        if let Declaration::Held { opened } = ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy) {
+        let declared = if ctx.fleet.is_shared() {
+            // Counted by the fleet when its record comes back; admitted as the breaker stands now.
+            ctx.fleet.declare_shared(ctx.ws, Reason::RestartRequested, false);
+            if ctx.fleet.breaker.is_open() { Declaration::Held { opened: false } } else { Declaration::Go }
+        } else {
+            ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy)
+        };
+        if let Declaration::Held { opened } = declared {
             if opened {
                 ctx.alert(
                     AlertKind::BreakerOpen,
@@ -880,7 +930,11 @@ impl Workspace {
         }
         // cascade: restarts failing across the fleet at once indict the control plane, so they
         // count as automatic death declarations; while the breaker is open the next one waits.
-        if let Declaration::Held { opened: true } = ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy)
+        // (With several partitions the fleet counts it when its record comes back.)
+        if ctx.fleet.is_shared() {
+            ctx.fleet.declare_shared(ctx.ws, cause, false);
+        } else if let Declaration::Held { opened: true } =
+            ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy)
         {
             let detail = format!(
                 "{} restarts failed or timed out within {}s",
@@ -1024,8 +1078,9 @@ impl State {
     pub fn next_deadline(&self, ws: &Workspace, policy: &Policy) -> Option<At> {
         match self {
             State::Alive {} => Some(ws.silence_deadline(policy)),
-            // Held by the breaker: nothing fires until it closes and re-arms everything.
-            State::Suspect { s } if s.held => None,
+            // Held by the breaker: nothing fires until it closes and re-arms everything; waiting
+            // for the fleet's verdict: nothing fires until it comes.
+            State::Suspect { s } if s.held || s.pending => None,
             State::Suspect { s } => {
                 let death_or_silence = match s.silent_since.get() {
                     Some(silent) => silent.plus(policy.unprobeable_after),

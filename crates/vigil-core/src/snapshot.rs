@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::WorkspaceId;
-use crate::fleet::Breaker;
+use crate::event::{Partition, WorkspaceId};
+use crate::fleet::{Breaker, Outgoing};
 use crate::ids::IdKey;
 use crate::machine::{State, Workspace};
 use crate::time::At;
@@ -54,6 +54,15 @@ pub struct FleetRecord {
     /// The last input stream position applied, and the stream epoch (see `Engine`).
     #[serde(default)]
     pub stream_pos: StreamPos,
+    /// With several partitions: which one, of how many (see `core::fleet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Declarations made here whose record has not come back yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outgoing: Vec<Outgoing>,
+    /// The fleet's monitored workspaces by the latest `declaration` record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_monitored: Option<u32>,
 }
 
 /// The input stream position of the last record applied, and how many times positions went back

@@ -90,6 +90,10 @@ fn rows(ws: &WorkspaceId, in_flight: u32) -> Vec<(&'static str, Vec<Payload>)> {
         ("unwatched (nothing reached the log for a while)", vec![Payload::Unwatched]),
         ("breaker closed", vec![Payload::BreakerClosed]),
         ("slot free", vec![Payload::SlotFree]),
+        (
+            "fleet verdict (P > 1: its declaration came back)",
+            vec![Payload::FleetVerdict(true), Payload::FleetVerdict(false)],
+        ),
     ]
 }
 
@@ -106,6 +110,8 @@ enum Payload {
     Unwatched,
     BreakerClosed,
     SlotFree,
+    /// Admitted, or held.
+    FleetVerdict(bool),
 }
 
 impl Payload {
@@ -122,6 +128,9 @@ impl Payload {
             Payload::Unwatched => Event::Unwatched(std::time::Duration::from_secs(100)),
             Payload::BreakerClosed => Event::BreakerClosed,
             Payload::SlotFree => Event::SlotFree,
+            Payload::FleetVerdict(admitted) => {
+                Event::FleetVerdict { admitted: *admitted, reason: Reason::ConfirmedNotRunning }
+            }
         }
     }
 
@@ -134,7 +143,11 @@ impl Payload {
             Payload::Progress(_) => Some(InputType::RestartProgress),
             Payload::Lifecycle(_) => Some(InputType::Lifecycle),
             Payload::Resume => Some(InputType::Resume),
-            Payload::Timer | Payload::Unwatched | Payload::BreakerClosed | Payload::SlotFree => None,
+            Payload::Timer
+            | Payload::Unwatched
+            | Payload::BreakerClosed
+            | Payload::SlotFree
+            | Payload::FleetVerdict(_) => None,
         }
     }
 }
@@ -187,6 +200,7 @@ fn states(policy: &Policy) -> Vec<State> {
         next_reprobe: Stamp::at(ahead(5)),
         reprobes_left: policy.reprobe_max,
         held: false,
+        pending: false,
     };
     let in_flight = InFlight {
         origin: Origin::System,
@@ -215,6 +229,7 @@ fn states(policy: &Policy) -> Vec<State> {
                 ..suspicion.clone()
             },
             Suspicion { held: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
+            Suspicion { pending: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
         ]
         .map(|s| State::Suspect { s }),
     );
@@ -242,7 +257,8 @@ fn states(policy: &Policy) -> Vec<State> {
     all
 }
 
-/// The fleet conditions that change an answer: calm, the breaker open, every slot taken.
+/// The fleet conditions that change an answer: calm, the breaker open, every slot taken, and
+/// one partition of several (declarations go through the stream).
 fn fleets(policy: &Policy, me: Handle) -> Vec<Fleet> {
     let calm = Fleet { monitored: 100, ..Fleet::default() };
     let mut open = calm.clone();
@@ -252,7 +268,9 @@ fn fleets(policy: &Policy, me: Handle) -> Vec<Fleet> {
     open.held.push(me);
     let full = Fleet { in_flight: policy.max_restarts_in_flight, ..calm.clone() };
     let queued = Fleet { queue: [me].into(), granted: Some(me), ..calm.clone() };
-    vec![calm, open, full, queued]
+    let shared = Fleet { shared: Some(Partition { index: 1, of: 4 }), ..calm.clone() };
+    let shared_open = Fleet { shared: Some(Partition { index: 1, of: 4 }), ..open.clone() };
+    vec![calm, open, full, queued, shared, shared_open]
 }
 
 /// Where the workspace is after an event: a state, or gone.

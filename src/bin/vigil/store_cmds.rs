@@ -100,8 +100,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         if matches!(since, Some(Since::Seq(_))) {
             bail!("--since SEQ names a position in one partition's log: give --partition too, or a time");
         }
-        // Each partition's log in the input stream's order; together, the stream's.
+        // Each partition's log in the input stream's order; together, the stream's. A
+        // `declaration` is in every partition's log: once here, like the stream holds it.
         records.sort_by_key(|input| (input.stream_seq, input.at));
+        records.dedup_by(|b, a| a.stream_seq.is_some() && a.stream_seq == b.stream_seq && a == b);
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for input in &records {

@@ -36,12 +36,13 @@ use crate::bus::sequencer::{self, Ticks, start};
 use crate::bus::subjects::Subjects;
 use crate::bus::{BusError, connect, dlq, fault, publisher, queries};
 use crate::config::ServeConfig;
-use crate::core::event::{Input, InputKind, OutputBody, Resume, StateName};
+use crate::core::event::{Input, InputKind, OutputBody, Partition, Resume, StateName};
 use crate::core::ids::IdKey;
 use crate::core::wire;
 use crate::core::{At, Policy};
 use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
 
+mod declare;
 mod epoch;
 mod follow;
 mod ingest;
@@ -228,6 +229,8 @@ struct Serve {
     /// While a standby follows the log (see [`follow`]): what it decided and has not yet seen
     /// published, and what the output stream holds.
     following: Option<follow::Following>,
+    /// The death declarations appended in this term (see [`declare`]).
+    declared: declare::Declared,
 }
 
 impl Serve {
@@ -397,6 +400,7 @@ impl Serve {
         if self.ticks.tick_due(deadline, self.mono()) {
             self.append_tick();
         }
+        self.append_declarations();
         self.checkpoint_if_due()?;
         // The epoch first: a snapshot taken now goes out under the renewed one.
         self.renew_epoch_if_due().await?;
@@ -498,6 +502,7 @@ impl Serve {
         self.admission.group_applied();
         if self.following.is_none() {
             self.record_gauges();
+            self.append_declarations();
         }
         self.release(stream_seq, outputs)
     }

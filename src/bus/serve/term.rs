@@ -217,7 +217,9 @@ async fn assemble(
     let serve = Serve {
         intake: Intake::new(subjects.clone(), cfg.max_payload),
         dlq,
-        admission: Admission::new(cfg.max_workspaces),
+        // With several partitions each holds its share of the fleet's cap (workspaces spread
+        // evenly by hash, invented ones too).
+        admission: Admission::new(cfg.max_workspaces.div_ceil(cfg.partitions as usize)),
         cfg,
         subjects,
         input_stream,
@@ -246,6 +248,7 @@ async fn assemble(
         preferred_since: None,
         delivered: None,
         following: None,
+        declared: Default::default(),
     };
     let loose = Loose { consumer, publisher, dlq_task, confirmed, tick_results, snapshots_done };
     Ok((serve, loose))
@@ -342,7 +345,10 @@ async fn level<S: Future<Output = ()>>(
     };
     let unwatched_after_ms =
         u32::try_from(serve.cfg.unwatched_after.as_millis()).unwrap_or(u32::MAX).clamp(1000, 3_600_000);
-    let resume = Resume { id_key: Some(id_key), unwatched_after_ms: Some(unwatched_after_ms) };
+    // With several partitions, the resume also says which one this log is: its breaker and its
+    // restart cap are the fleet's from here on (`core::fleet`).
+    let partition = serve.subjects.part().map(|p| Partition { index: p.index, of: p.of });
+    let resume = Resume { id_key: Some(id_key), unwatched_after_ms: Some(unwatched_after_ms), partition };
     serve.append_resume(resume).await?;
     if history_lost {
         tokio::task::block_in_place(|| serve.store.set_history_lost(false))?;

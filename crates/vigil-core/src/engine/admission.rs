@@ -230,7 +230,7 @@ pub(super) fn machine_event(kind: &InputKind) -> Option<Event<'_>> {
         InputKind::RestartRequested(e) => Event::RestartRequested(e),
         InputKind::RestartProgress(e) => Event::Progress(e),
         InputKind::Lifecycle(e) => Event::Lifecycle(e.phase),
-        InputKind::Tick | InputKind::Resume(_) => return None,
+        InputKind::Tick | InputKind::Resume(_) | InputKind::Declaration(_) => return None,
     })
 }
 

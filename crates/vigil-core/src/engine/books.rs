@@ -110,7 +110,7 @@ impl Engine {
             return;
         }
         self.draining = true;
-        while self.fleet.in_flight < self.policy.max_restarts_in_flight {
+        while self.fleet.in_flight < self.fleet.cap(&self.policy) {
             let Some(h) = self.fleet.queue_head() else { break };
             if !self.valid(h) {
                 self.fleet.pop_queue_head();

@@ -51,6 +51,9 @@ impl Engine {
             plain_restarts: self.plain_restarts.iter().map(|(ws, n)| (ws.clone(), *n)).collect(),
             unwatched_after_ms: self.unwatched_after_ms,
             stream_pos: self.stream_pos,
+            partition: self.fleet.shared,
+            outgoing: self.fleet.outgoing.clone(),
+            fleet_monitored: self.fleet.fleet_monitored,
         }
     }
 
@@ -85,6 +88,9 @@ impl Engine {
         engine.plain_restarts = fleet.plain_restarts.into_iter().collect();
         engine.unwatched_after_ms = fleet.unwatched_after_ms;
         engine.stream_pos = fleet.stream_pos;
+        engine.fleet.shared = fleet.partition;
+        engine.fleet.outgoing = fleet.outgoing;
+        engine.fleet.fleet_monitored = fleet.fleet_monitored;
         if let Some(clock) = fleet.clock {
             engine.clock = clock;
         }

@@ -111,14 +111,23 @@ impl Engine {
     }
 
     pub(super) fn close_breaker(&mut self, at: At, out: &mut Vec<Output>) {
-        if !self.fleet.breaker.try_close(at, self.fleet.monitored, &self.policy) {
+        if !self.fleet.breaker.try_close(at, self.fleet.breaker_monitored(), &self.policy) {
             return;
         }
         let held = std::mem::take(&mut self.fleet.held);
-        let detail = format!("{} held workspaces re-armed with full grace and re-probed", held.len());
-        let body =
-            OutputBody::Alert { kind: AlertKind::BreakerClosed, reason: Reason::BreakerCalm, detail: Some(detail) };
-        self.push_output(out, None, at, body);
+        if self.speaks_for_the_fleet() {
+            let detail = match self.fleet.shared {
+                None => format!("{} held workspaces re-armed with full grace and re-probed", held.len()),
+                Some(p) => format!(
+                    "held workspaces re-armed with full grace and re-probed in every partition ({} in partition {})",
+                    held.len(),
+                    p.index
+                ),
+            };
+            let body =
+                OutputBody::Alert { kind: AlertKind::BreakerClosed, reason: Reason::BreakerCalm, detail: Some(detail) };
+            self.push_output(out, None, at, body);
+        }
         for h in held {
             if self.valid(h) {
                 self.dispatch(h.idx, &Event::BreakerClosed, at, None, out);
@@ -146,6 +155,9 @@ impl Engine {
         }
         if let Some(ms) = resume.unwatched_after_ms {
             self.unwatched_after_ms = Some(ms);
+        }
+        if let Some(p) = resume.partition {
+            self.fleet.shared = Some(p);
         }
         if self.unwatched_after_ms.is_some() {
             return;

@@ -14,7 +14,8 @@
 //!
 //! This file holds the engine and the fold itself; the rest is split by concern: an input's way to
 //! its workspace (`admission`), one machine's dispatch and the fleet's books (`books`), time
-//! (`deadlines`), checkpoints (`checkpoint`) and read-only views (`views`).
+//! (`deadlines`), the breaker shared by several partitions (`declarations`), checkpoints
+//! (`checkpoint`) and read-only views (`views`).
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -39,6 +40,7 @@ mod admission;
 mod books;
 mod checkpoint;
 mod deadlines;
+mod declarations;
 mod views;
 
 use admission::Dedup;
@@ -339,6 +341,7 @@ impl Engine {
         match &input.kind {
             InputKind::Tick => {}
             InputKind::Resume(r) => self.resume(r, at, out),
+            InputKind::Declaration(d) => self.declaration(d, at, out),
             _ => self.apply_to_workspace(input, known, at, out),
         }
         // A deadline the input itself made due (never one in the past: see `fire_instant`).
@@ -348,6 +351,9 @@ impl Engine {
             None => ids::Cause::Log(self.seq),
         };
         self.number(cause, start, out);
+        if self.fleet.outgoing.last().is_some_and(|o| o.cause == 0) {
+            self.stamp_declarations(input.stream_seq.unwrap_or(self.seq));
+        }
         Ok(())
     }
 

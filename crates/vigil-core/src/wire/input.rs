@@ -57,13 +57,22 @@ pub struct RawInput<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwatched_after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitored: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaits: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_seq: Option<u64>,
 }
 
 /// Every field an input may carry, in wire order: the envelope (`v`, `type`, `workspace`, `at`,
 /// and `sent_at`, vigil's copy of a producer's `at`), the event's own fields, and vigil's own
-/// (`id_key`, `unwatched_after_ms`: `resume` records only; `stream_seq`: the record's position in
-/// the input stream, in logs and exports). `tests/schemas.rs` holds it to [`RawInput`] and to the
+/// (`id_key`, `unwatched_after_ms`, `partitions`: `resume` records only; `partition`: `resume`
+/// and `declaration`; `monitored`, `awaits`: `declaration` only; `stream_seq`: the record's
+/// position in the input stream, in logs and exports). `tests/schemas.rs` holds it to [`RawInput`] and to the
 /// schemas.
 pub const INPUT_FIELDS: &[&str] = &[
     "v",
@@ -87,11 +96,19 @@ pub const INPUT_FIELDS: &[&str] = &[
     "phase",
     "id_key",
     "unwatched_after_ms",
+    "partition",
+    "partitions",
+    "monitored",
+    "awaits",
     "stream_seq",
 ];
 
-/// How many of [`INPUT_FIELDS`] come after the event's own: `resume`'s, and `stream_seq`.
-const VIGIL_FIELDS: usize = 3;
+/// How many of [`INPUT_FIELDS`] come after the event's own: those of vigil's own records, and
+/// `stream_seq`.
+const VIGIL_FIELDS: usize = 7;
+
+/// The most partitions a deployment may have (`partitions`, SPEC §4).
+pub const MAX_PARTITIONS: u32 = 256;
 
 /// The event's own fields, between the envelope and vigil's: what `vigil emit` accepts as
 /// `--name value`.
@@ -149,6 +166,17 @@ fn choice<T>(
 ) -> Result<T, DecodeError> {
     let s = required(field, v)?;
     parse(s).ok_or_else(|| DecodeError::field(field, format!("{s:?} is not one of {}", all.join(", "))))
+}
+
+/// Partition `index` of `of`: 2 to [`MAX_PARTITIONS`] partitions, the index below their number.
+fn partition_of(index: u64, of: u64) -> Result<Partition, DecodeError> {
+    if !(2..=u64::from(MAX_PARTITIONS)).contains(&of) {
+        return Err(DecodeError::field("partitions", format!("{of} is not within 2..={MAX_PARTITIONS}")));
+    }
+    if index >= of {
+        return Err(DecodeError::field("partition", format!("{index} is not below partitions ({of})")));
+    }
+    Ok(Partition { index: index as u32, of: of as u32 })
 }
 
 fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
@@ -272,6 +300,30 @@ impl<'a> RawInput<'a> {
                         ));
                     }
                 },
+                partition: match (self.partition, self.partitions) {
+                    (None, None) => None,
+                    (Some(index), Some(of)) => Some(partition_of(index, of)?),
+                    (None, Some(_)) => return Err(DecodeError::Missing("partition")),
+                    (Some(_), None) => return Err(DecodeError::Missing("partitions")),
+                },
+            }),
+            "declaration" => InputKind::Declaration(Declaration {
+                partition: match self.partition {
+                    Some(k) if k < u64::from(MAX_PARTITIONS) => k as u32,
+                    Some(k) => {
+                        return Err(DecodeError::field("partition", format!("{k} is not below {MAX_PARTITIONS}")));
+                    }
+                    None => return Err(DecodeError::Missing("partition")),
+                },
+                workspace: ws()?,
+                reason: choice("reason", &self.reason, Reason::parse, &names(Reason::ALL, Reason::as_str))?,
+                monitored: match self.monitored {
+                    Some(n) => {
+                        u32::try_from(n).map_err(|_| DecodeError::field("monitored", format!("{n} is too large")))?
+                    }
+                    None => return Err(DecodeError::Missing("monitored")),
+                },
+                awaits: self.awaits.unwrap_or(false),
             }),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         };
@@ -322,6 +374,15 @@ impl<'a> RawInput<'a> {
             InputKind::Resume(r) => {
                 raw.id_key = r.id_key.map(|k| Cow::Owned(k.to_hex()));
                 raw.unwatched_after_ms = r.unwatched_after_ms.map(u64::from);
+                raw.partition = r.partition.map(|p| u64::from(p.index));
+                raw.partitions = r.partition.map(|p| u64::from(p.of));
+            }
+            InputKind::Declaration(d) => {
+                raw.workspace = Some(Cow::Borrowed(d.workspace.as_str()));
+                raw.partition = Some(u64::from(d.partition));
+                raw.reason = b(d.reason.as_str());
+                raw.monitored = Some(u64::from(d.monitored));
+                raw.awaits = d.awaits.then_some(true);
             }
             InputKind::Tick => {}
         }

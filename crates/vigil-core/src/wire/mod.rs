@@ -191,7 +191,7 @@ mod tests {
     fn event_fields_are_the_input_fields_between_the_envelope_and_the_resume_key() {
         assert_eq!(EVENT_FIELDS.first(), Some(&"id"));
         assert_eq!(EVENT_FIELDS.last(), Some(&"phase"));
-        assert_eq!(INPUT_FIELDS.len(), EVENT_FIELDS.len() + 8);
+        assert_eq!(INPUT_FIELDS.len(), EVENT_FIELDS.len() + 12);
         for (field, _) in FIELD_LIMITS {
             assert!(EVENT_FIELDS.contains(field), "{field} has a limit but is not an event field");
         }

@@ -1,0 +1,119 @@
+//! The owner's half of the fleet's breaker across partitions (see `core::fleet`): appending this
+//! partition's death declarations to the input stream, where every partition counts them.
+//!
+//! The engine lists the declarations whose record has not come back yet; the owner appends each
+//! once per term, fenced by its epoch like any record of its own, with a `Nats-Msg-Id` made of the
+//! partition, the position of the input that caused it and the workspace — the same on every
+//! replica — so a successor that appends again what its predecessor had appended just before it
+//! died is told "duplicate" by the stream. An append that fails is tried again at the next wake-up.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::core::event::Declaration;
+use crate::core::fleet::Outgoing;
+
+/// The `Nats-Msg-Id`s of the declarations appended (or on their way) in this term.
+#[derive(Clone, Default)]
+pub(super) struct Declared(Arc<Mutex<HashSet<String>>>);
+
+impl Declared {
+    /// Marks `id` as on its way; false if it already was.
+    fn claim(&self, id: &str) -> bool {
+        self.0.lock().expect("never poisoned: no panics while held").insert(id.to_string())
+    }
+
+    /// `id` did not reach the stream: it is appended again next time.
+    fn release(&self, id: &str) {
+        self.0.lock().expect("never poisoned: no panics while held").remove(id);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().expect("never poisoned: no panics while held").is_empty()
+    }
+
+    /// Forgets the ids no longer outstanding, so the set stays as small as the engine's list.
+    fn retain(&self, outstanding: &HashSet<String>) {
+        self.0.lock().expect("never poisoned: no panics while held").retain(|id| outstanding.contains(id));
+    }
+}
+
+/// The record's `Nats-Msg-Id`: partition, cause, workspace, and whether it awaits a verdict.
+fn message_id(partition: u32, o: &Outgoing) -> String {
+    format!("vigil-declaration.{partition}.{}.{}.{}", o.cause, o.workspace, if o.awaits { "a" } else { "c" })
+}
+
+impl Serve {
+    /// Appends, off the loop, every declaration the engine lists that this term has not appended
+    /// yet. Only the owner does, once its epoch is in the stream.
+    pub(super) fn append_declarations(&mut self) {
+        let (Some(fence), None, None) = (self.fence.clone(), self.following.as_ref(), self.rebuild.as_ref()) else {
+            return;
+        };
+        let Some(partition) = self.store.engine().partition() else { return };
+        let outgoing = self.store.engine().declarations();
+        if outgoing.is_empty() && self.declared.is_empty() {
+            return;
+        }
+        let ids: HashSet<String> = outgoing.iter().map(|o| message_id(partition.index, o)).collect();
+        self.declared.retain(&ids);
+        for o in outgoing {
+            let id = message_id(partition.index, o);
+            if !self.declared.claim(&id) {
+                continue;
+            }
+            let record = Input {
+                at: wall_clock(),
+                sent_at: None,
+                id: None,
+                stream_seq: None,
+                kind: InputKind::Declaration(Declaration {
+                    partition: partition.index,
+                    workspace: o.workspace.clone(),
+                    reason: o.reason,
+                    monitored: o.monitored,
+                    awaits: o.awaits,
+                }),
+            };
+            let (js, subject, fence, declared) = (
+                self.appends.clone(),
+                self.subjects.declaration_record(partition.index),
+                fence.clone(),
+                self.declared.clone(),
+            );
+            tokio::spawn(async move {
+                match append_with_id(&js, subject, &record, &fence, &id).await {
+                    Ok(()) => {}
+                    // Another instance owns the log now; the fence check of the next tick says so.
+                    Err(AppendError::Fenced) => {}
+                    Err(AppendError::Nats(e)) => {
+                        tracing::warn!(error = %e, id, "cannot append a death declaration; trying again shortly");
+                        declared.release(&id);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Appends one record like [`append`], with a `Nats-Msg-Id`.
+async fn append_with_id(
+    js: &jetstream::Context,
+    subject: String,
+    input: &Input,
+    fence: &Fence,
+    id: &str,
+) -> Result<(), AppendError> {
+    let payload = wire::encode_msgpack(input);
+    let publish = async {
+        let message =
+            crate::bus::headers::with_message_id(ownership::fenced(payload.into(), fence), &HeaderText::escape(id));
+        let ack = js.send_publish(subject, message).await.map_err(ownership::append_error)?;
+        ack.await.map(|_| ()).map_err(ownership::append_error)
+    };
+    match tokio::time::timeout(APPEND_TIMEOUT, publish).await {
+        Ok(result) => result,
+        Err(elapsed) => Err(AppendError::Nats(elapsed.into())),
+    }
+}
