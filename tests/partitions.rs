@@ -524,3 +524,58 @@ async fn a_cascade_over_four_partitions_and_two_vigils_opens_one_breaker_for_the
         "a healthy workspace was touched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_dies_with_a_declaration_unappended_leaves_it_to_its_successor() {
+    let World { server, client, js, producer, dir, .. } = World::new().await;
+    // Given two vigils over two partitions, `x` preferred for both and `y` following both, and
+    // `x` set to abort the moment it has made a death declaration, before appending it,
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let (x, y) = names
+        .iter()
+        .flat_map(|x| names.iter().map(move |y| (*x, *y)))
+        .find(|(x, y)| x != y && (0..2).all(|k| placed(&[x, y], k) == *x))
+        .expect("a pair of names whose first is preferred for both partitions");
+    let policy = dir.path().join("policy-x.toml");
+    std::fs::write(&policy, "").unwrap();
+    let args = ["--policy", policy.to_str().unwrap(), "--instance", x, "--lease", "4s", "--partitions", "2"];
+    let mut a = Vigil::spawn(&server.url(), &dir.path().join(x), &args, &[("VIGIL_TEST_ABORT_ON_DECLARATION", "1")]);
+    let b = start_with(&server.url(), dir.path(), y, 2, "");
+    let started = std::time::Instant::now();
+    loop {
+        let answer = support::bus::wait_placed(&client, 2, &[x, y]).await;
+        let followed = |p: &serde_json::Value| p["standbys"] == serde_json::json!([y]);
+        if answer["partitions"].as_array().unwrap().iter().all(followed) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{y} does not follow both partitions: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // when a workspace dies and its partition's owner declares it, then dies itself,
+    kill_workspaces(&producer, 0, 1).await;
+    let exit = a.wait_exit(Duration::from_secs(30));
+    assert!(!exit.success(), "{x} was to abort at its declaration");
+    wait_partitions_level(&client, 2, &[y]).await;
+    let started = std::time::Instant::now();
+    while support::bus::restarts(&support::bus::outputs(&js, "vigil").await).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no restart after the takeover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = b.stop();
+    // then the successor, which had folded the same declaration, appended it — once, as its own
+    // record — and the restart went out once under the id the owner would have given it.
+    let declarations: Vec<_> =
+        read_stream(&js, "VIGIL_IN").await.into_iter().filter(|m| m.subject.starts_with("vigil.log.fleet.")).collect();
+    assert_eq!(declarations.len(), 1, "{log}");
+    assert!(log.contains("taking over from another instance"), "{log}");
+    let k = declarations[0].subject.rsplit('.').next().unwrap();
+    let epoch = js
+        .get_stream("VIGIL_IN")
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject(&format!("vigil.log.{k}.epoch"))
+        .await
+        .unwrap();
+    assert!(declarations[0].sequence > epoch.sequence, "appended under {y}'s epoch, after its takeover");
+    each_restarted_once(&js, 0..1, &format!("log of {y}:\n{log}")).await;
+}

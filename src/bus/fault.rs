@@ -5,6 +5,8 @@
 //!   the store's writer, before its outputs reach the publisher (on disk or not: they must come
 //!   back, from the outbox or from the stream);
 //! - `VIGIL_TEST_ABORT_ON_RESTART=1`: the same, at the first group that decided a restart;
+//! - `VIGIL_TEST_ABORT_ON_DECLARATION=1`: the same, at the first group that made a death
+//!   declaration with several partitions, before its `declaration` record is appended;
 //! - `VIGIL_TEST_ABORT_AFTER_PUBLISHES=n`: abort after the n-th batch of outputs is confirmed by the
 //!   server, before the outbox is cleared (the re-publish must be de-duplicated);
 //! - `VIGIL_TEST_STALL_SHUTDOWN=1`: the shutdown waits forever, as one waiting for a disk or a
@@ -48,6 +50,12 @@ pub fn after_commit() {
 pub fn after_deciding_a_restart() {
     static P: OnceLock<Point> = OnceLock::new();
     reached(point(&P, "VIGIL_TEST_ABORT_ON_RESTART"));
+}
+
+/// Called before an owner appends the death declarations of a group, as [`after_commit`].
+pub fn before_declaring() {
+    static P: OnceLock<Point> = OnceLock::new();
+    reached(point(&P, "VIGIL_TEST_ABORT_ON_DECLARATION"));
 }
 
 /// Called after each batch of outputs is confirmed, before the outbox learns of it.

@@ -58,6 +58,9 @@ impl Serve {
         }
         let ids: HashSet<String> = outgoing.iter().map(|o| message_id(partition.index, o)).collect();
         self.declared.retain(&ids);
+        if !outgoing.is_empty() {
+            fault::before_declaring();
+        }
         for o in outgoing {
             let id = message_id(partition.index, o);
             if !self.declared.claim(&id) {
