@@ -51,6 +51,10 @@ fn score(name: &str, partition: u32) -> u64 {
 #[derive(Debug, Serialize, Deserialize)]
 struct Member {
     instance: String,
+    /// Drawn by each process when it joins: an entry under this instance's name with another token
+    /// is another process started under the same name (absent from entries written before it).
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// This instance's presence in the members bucket, and what it sees of the others'.
@@ -76,9 +80,21 @@ impl Membership {
     pub fn join(kv: kv::Store, instance: &str, ttl: Duration) -> Membership {
         let (tx, up) = watch::channel(vec![instance.to_string()]);
         let (kv2, name) = (kv.clone(), instance.to_string());
+        let token = process_token();
         let task = tokio::spawn(async move {
-            let value = Bytes::from(serde_json::to_vec(&Member { instance: name.clone() }).expect("encodes"));
+            let member = Member { instance: name.clone(), token: Some(token.clone()) };
+            let value = Bytes::from(serde_json::to_vec(&member).expect("encodes"));
+            let mut warned = false;
             loop {
+                if !warned && let Some(other) = other_under_this_name(&kv2, &name, &token).await {
+                    tracing::warn!(
+                        instance = name,
+                        other,
+                        "another process is up under this instance's name: each instance needs a name of its own \
+                         (--instance); until then they share one place in the partitions' order"
+                    );
+                    warned = true;
+                }
                 if let Err(e) = kv2.put(key(&name), value.clone()).await {
                     tracing::warn!(error = %e, "cannot say this instance is up in the members bucket");
                 }
@@ -159,6 +175,23 @@ impl Membership {
         let up = self.up();
         rendezvous(up.iter().map(String::as_str), partition).filter(|p| *p != self.instance).map(str::to_string)
     }
+}
+
+/// A random token for this process's members entry (the process id, should the system's random
+/// source fail: a clash is then only less likely to be told).
+fn process_token() -> String {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => format!("pid{}", std::process::id()),
+    }
+}
+
+/// The token of another process's live entry under `instance`'s name, if there is one.
+async fn other_under_this_name(kv: &kv::Store, instance: &str, token: &str) -> Option<String> {
+    let value = kv.get(key(instance)).await.ok()??;
+    let member = serde_json::from_slice::<Member>(&value).ok()?;
+    member.token.filter(|t| t != token)
 }
 
 fn key(instance: &str) -> String {
