@@ -35,9 +35,9 @@ check-core:
 run: build nats-server
 	./scripts/run.sh
 
-# A local 3-node NATS cluster and three vigils on it (one owns the log, two wait as standbys),
-# every stream kept on all three nodes; stores and logs under .data/cluster. Ctrl-C stops all.
-# Three vigils on a local 3-node cluster; flags for every vigil in ARGS, e.g. ARGS="--partitions 3".
+# A local 3-node NATS cluster and three vigils on it sharing 16 partitions (each owned by one,
+# followed by another), every stream kept on all three nodes; stores and logs under .data/cluster.
+# Ctrl-C stops all. Flags for every vigil in ARGS, e.g. ARGS="--partitions 3".
 run-cluster: build nats-server
 	./scripts/run-cluster.sh $(ARGS)
 

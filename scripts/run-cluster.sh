@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make run-cluster`: a local 3-node NATS cluster (client ports 4222-4224) and three vigils on it
-# (vigil-a, vigil-b, vigil-c) with every stream kept on all three nodes. One vigil owns the log (or,
-# with `--partitions N` among the arguments, each partition has its owner); the others follow it as
-# standbys. Arguments go to every `vigil serve`. Everything lives under .data/cluster (stores and
+# (vigil-a, vigil-b, vigil-c) with every stream kept on all three nodes, over 16 partitions (a new
+# deployment's default; `--partitions N` among the arguments for another count, 1 for one log):
+# each partition has its owner, and the next instance in its order follows it as a standby. Arguments go to every `vigil serve`. Everything lives under .data/cluster (stores and
 # logs); Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +62,7 @@ done
 cat <<HINT
 
   A 3-node NATS cluster (127.0.0.1:4222-4224) and three vigils (logs in $root/vigil-*.log;
-  metrics on 127.0.0.1:9464-9466, vigil_owner says which one owns the log). In another terminal:
+  metrics on 127.0.0.1:9464-9466, vigil_owner{partition} says which partitions each owns). In another terminal:
 
     $vigil watch --nats-url $urls
     $vigil emit --nats-url $urls probe ws-b --result not_found     # a dead workspace: restarted once

@@ -95,8 +95,10 @@ pub struct ServeConfig {
     /// How many partitions the fleet's workspaces are split into (a workspace's is the FNV-1a of
     /// its id modulo this; SPEC §4 "Partitions"). Each is a log of its own, folded, owned and taken
     /// over on its own, so several instances share the work. Fixed for a deployment: a different
-    /// value on an existing input stream is refused.
-    pub partitions: u32,
+    /// value on an existing input stream is refused. Unset: the deployment's — its input stream's
+    /// count, or one for a one-partition data directory whose stream is gone — and
+    /// [`DEFAULT_PARTITIONS`] for a new deployment (see [`ServeConfig::partitions`]).
+    pub partitions: Option<u32>,
     /// How many instances besides a partition's preferred owner follow its log as standbys (SPEC
     /// §4 "Partitions"): they fold every record as it comes, so a takeover needs no replay. Every
     /// other instance waits without following; should the lease come to it, it catches up from
@@ -157,7 +159,7 @@ impl Default for ServeConfig {
             unwatched_after: Duration::from_secs(5),
             snapshot_every: Duration::from_secs(600),
             stream_replicas: 1,
-            partitions: 1,
+            partitions: None,
             standbys: 1,
             instance: default_instance(),
             lease: Duration::from_secs(15),
@@ -243,7 +245,7 @@ impl ServeConfig {
         if self.standbys > MAX_STANDBYS {
             return bad(&format!("standbys must be between 0 and {MAX_STANDBYS}"));
         }
-        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+        if self.partitions.is_some_and(|n| !(1..=MAX_PARTITIONS).contains(&n)) {
             return bad(&format!("partitions must be between 1 and {MAX_PARTITIONS}"));
         }
         if ![1, 3, 5].contains(&self.stream_replicas) {
@@ -261,6 +263,19 @@ pub const MAX_STANDBYS: u32 = 16;
 /// The most partitions a deployment may have: each is a durable consumer, a lease and a data
 /// directory on every instance that holds it.
 pub const MAX_PARTITIONS: u32 = 256;
+
+/// The partitions of a new deployment when none are configured: enough for sixteen instances to
+/// share the work later, since the count cannot change once the stream exists.
+pub const DEFAULT_PARTITIONS: u32 = 16;
+
+impl ServeConfig {
+    /// The number of partitions: as configured, or once `vigil serve` has resolved an unset one
+    /// against the deployment (`bus::serve::run`), as resolved; an unset one that was never
+    /// resolved reads as [`DEFAULT_PARTITIONS`], a new deployment's.
+    pub fn partitions(&self) -> u32 {
+        self.partitions.unwrap_or(DEFAULT_PARTITIONS)
+    }
+}
 
 /// The host's name (`HOSTNAME`, else `/etc/hostname`), else `vigil`.
 fn default_instance() -> String {
@@ -315,9 +330,10 @@ mod tests {
         assert!(with(|c| c.instance = String::new()).is_err());
         assert!(with(|c| c.stream_replicas = 0).is_err());
         assert!(with(|c| c.stream_replicas = 3).is_ok());
-        assert!(with(|c| c.partitions = 0).is_err());
-        assert!(with(|c| c.partitions = MAX_PARTITIONS + 1).is_err());
-        assert!(with(|c| c.partitions = 16).is_ok());
+        assert!(with(|c| c.partitions = Some(0)).is_err());
+        assert!(with(|c| c.partitions = Some(MAX_PARTITIONS + 1)).is_err());
+        assert!(with(|c| c.partitions = Some(16)).is_ok());
+        assert!(with(|c| c.partitions = None).is_ok());
         assert!(with(|c| c.standbys = 0).is_ok());
         assert!(with(|c| c.standbys = MAX_STANDBYS + 1).is_err());
         assert!(with(|c| c.prefix = "acme.vigil".into()).is_ok());

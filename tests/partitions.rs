@@ -8,7 +8,8 @@
 //!   each is owned once and folded on its own, and taken over when its owner is killed; a vigil
 //!   that joins gets its share by planned handover and gives it back when it leaves; every death
 //!   is restarted once.
-//! - The number of partitions is fixed for a deployment: another is refused, by name.
+//! - The number of partitions is fixed for a deployment: another is refused, by name. Two
+//!   processes under one instance name are told so.
 //! - The breaker is the fleet's, whichever partitions the deaths fall in: a cascade spread over
 //!   four partitions owned by two vigils opens it after the third restart, with one alert.
 
@@ -329,10 +330,41 @@ async fn another_number_of_partitions_on_an_existing_deployment_is_refused() {
     let log = b.log();
     assert!(log.contains("is split into 4 partitions, but `partitions` is 2"), "{log}");
     assert!(log.contains("fixed for a deployment"), "{log}");
-    // So does one with the default, a single partition.
-    let mut c = Vigil::spawn(&server.url(), &dir.path().join("c"), &[], &[]);
+    // So does one configured with a single partition,
+    let mut c = Vigil::spawn(&server.url(), &dir.path().join("c"), &["--partitions", "1"], &[]);
     assert!(!c.wait_exit(Duration::from_secs(30)).success());
     assert!(c.log().contains("is split into 4 partitions, but `partitions` is 1"), "{}", c.log());
+    // while one that configures none takes the deployment's four.
+    let d = Vigil::spawn_unpartitioned(&server.url(), &dir.path().join("d"), &["--instance", "d"], &[]);
+    wait_partitions_level(&client, 4, &["d"]).await;
+    let log = d.stop();
+    assert!(log.contains("partitions not configured: the deployment's") && log.contains("partitions=4"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_deployment_has_sixteen_partitions_and_an_old_one_keeps_its_one() {
+    // Given no partition count configured anywhere,
+    let World { server, client, js, dir, .. } = World::new().await;
+    let unset = |name: &str| {
+        Vigil::spawn_unpartitioned(&server.url(), &dir.path().join(name), &["--instance", name, "--lease", "4s"], &[])
+    };
+    // when vigil starts a new deployment, it is split into sixteen partitions (every one owned),
+    let a = unset("a");
+    wait_partitions_level(&client, 16, &["a"]).await;
+    let log = a.stop();
+    assert!(log.contains("a new deployment's default") && log.contains("partitions=16"), "{log}");
+    let stream = js.get_stream("VIGIL_IN").await.unwrap().info().await.unwrap().config.clone();
+    assert_eq!(stream.metadata.get("vigil_partitions").map(String::as_str), Some("16"));
+    // and a deployment of one partition (started when that was the default) keeps its one.
+    let old = World::new().await;
+    let one = Vigil::spawn(&old.server.url(), &old.dir.path().join("old"), &["--instance", "old"], &[]);
+    wait_partitions_level(&old.client, 1, &["old"]).await;
+    drop(one.stop());
+    let again = Vigil::spawn_unpartitioned(&old.server.url(), &old.dir.path().join("old"), &["--instance", "old"], &[]);
+    wait_partitions_level(&old.client, 1, &["old"]).await;
+    let log = again.stop();
+    assert!(log.contains("the deployment's") && log.contains("partitions=1"), "{log}");
+    assert!(!old.dir.path().join("old").join("p0").exists(), "its data directory is not split");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,6 +407,10 @@ async fn two_vigils_started_by_mistake_under_one_name_share_the_partitions_witho
     assert!(killed_held >= 2, "{logs}");
     assert_eq!((killed_held + took(&survivor_log) - taken_over, taken_over), (4, killed_held), "{logs}");
     assert!(!logs.contains("stepped down"), "{logs}");
+    // (and each was told that another process is up under its name),
+    for log in [&victim_log, &survivor_log] {
+        assert!(log.contains("another process is up under this instance's name"), "{logs}");
+    }
     // and every death was restarted exactly once, nothing said twice.
     each_restarted_once(&js, 0..40, &logs).await;
 }

@@ -74,13 +74,13 @@ pub async fn declare(
 /// Creates or updates the input, output and DLQ streams. An input stream partitioned otherwise
 /// than `cfg.partitions` says is refused ([`BusError::PartitionsChanged`]), untouched.
 pub async fn declare_streams(js: &jetstream::Context, subjects: &Subjects, cfg: &ServeConfig) -> Result<(), BusError> {
-    check_partitions(js, subjects, cfg.partitions).await?;
+    check_partitions(js, subjects, cfg.partitions()).await?;
     let dlq_max_bytes = i64::try_from(cfg.dlq_max_bytes).unwrap_or(i64::MAX);
     let streams = [
         // The input stream is the log: producers' inputs and vigil's own records, in one order.
         (
             subjects.input_stream(),
-            subjects.input_stream_subjects(cfg.partitions),
+            subjects.input_stream_subjects(cfg.partitions()),
             cfg.input_max_age,
             cfg.input_duplicate_window,
             -1,
@@ -103,9 +103,9 @@ pub async fn declare_streams(js: &jetstream::Context, subjects: &Subjects, cfg: 
         if name == subjects.input_stream() {
             // Each input stored under its partition's subject: `{{partition(P,2)}}` of the workspace.
             config.subject_transform = subjects
-                .input_transform(cfg.partitions)
+                .input_transform(cfg.partitions())
                 .map(|(source, destination)| stream::SubjectTransform { source, destination });
-            config.metadata.insert(PARTITIONS_KEY.into(), cfg.partitions.to_string());
+            config.metadata.insert(PARTITIONS_KEY.into(), cfg.partitions().to_string());
         }
         js.create_or_update_stream(config)
             .await
@@ -134,6 +134,40 @@ async fn check_partitions(js: &jetstream::Context, subjects: &Subjects, configur
             configured,
             recorded: info.config.metadata.get(PARTITIONS_KEY).cloned().unwrap_or_else(|| "1".into()),
         }),
+    }
+}
+
+/// The deployment's number of partitions, for a `vigil serve` that configures none: its input
+/// stream's, if it exists (a stream from before partitions, without a transform, has one); one
+/// if it does not but `data_dir` is a one-partition data directory (vigil's marker at its top:
+/// its stream was deleted, and a new one must not split what it holds); else `None`, a new
+/// deployment. A NATS failure is an error, never taken for a missing stream.
+pub async fn deployed_partitions(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    data_dir: &std::path::Path,
+) -> Result<Option<u32>, BusError> {
+    let name = subjects.input_stream();
+    match js.get_stream(&name).await {
+        Ok(mut stream) => {
+            let info =
+                stream.info().await.map_err(|e| BusError::nats(format!("reading the stream {name}'s info"), e))?;
+            match info.config.metadata.get(PARTITIONS_KEY) {
+                Some(text) => text.parse::<u32>().map(Some).map_err(|_| BusError::PartitionsChanged {
+                    stream: name.clone(),
+                    configured: 0,
+                    recorded: text.clone(),
+                }),
+                None => Ok(Some(1)),
+            }
+        }
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Ok(crate::store::is_data_dir(data_dir).then_some(1))
+        }
+        Err(e) => Err(BusError::nats(format!("looking for the stream {name}"), e)),
     }
 }
 

@@ -58,6 +58,12 @@ pub const FORMAT: u32 = 4;
 /// checkpoint under light load rewrites little.
 pub const CHUNK_SIZE: usize = 4096;
 
+/// Whether `dir` holds one data directory of vigil's (its marker at the top), as opposed to one
+/// split into partitions (`p0`, `p1`, … inside) or nothing yet.
+pub fn is_data_dir(dir: &std::path::Path) -> bool {
+    files::is_marked(dir)
+}
+
 /// How the store behaves.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {

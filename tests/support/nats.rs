@@ -117,8 +117,17 @@ impl Vigil {
         vigil
     }
 
-    /// Starts `vigil serve` without waiting for anything.
+    /// Starts `vigil serve` without waiting for anything. One partition unless `extra` says how
+    /// many (`--partitions`): most stories are about one log; a new deployment's default (16) has
+    /// stories of its own ([`Vigil::spawn_unpartitioned`]).
     pub fn spawn(nats_url: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Vigil {
+        let one: &[&str] = if extra.contains(&"--partitions") { &[] } else { &["--partitions", "1"] };
+        let extra: Vec<&str> = one.iter().chain(extra).copied().collect();
+        Vigil::spawn_unpartitioned(nats_url, data_dir, &extra, env)
+    }
+
+    /// Starts `vigil serve` with exactly `extra`: no partition count unless it gives one.
+    pub fn spawn_unpartitioned(nats_url: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Vigil {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(["serve", "--nats-url", nats_url, "--metrics-addr", "off", "--data-dir"])
             .arg(data_dir)

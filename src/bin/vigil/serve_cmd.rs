@@ -90,7 +90,7 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         cfg.stream_replicas = n;
     }
     if let Some(n) = args.partitions {
-        cfg.partitions = n;
+        cfg.partitions = Some(n);
     }
     if let Some(n) = args.standbys {
         cfg.standbys = n;

@@ -66,7 +66,7 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`crate::bus::api`]), and for each partition, a term after term (see [`term`]) — waiting as a
 /// standby while another instance owns the partition's log, serving while this one does, and
 /// going back to waiting if it loses it.
-pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
+pub async fn run(mut cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
     let subjects = Subjects::new(&cfg.prefix);
     let client = connect::connect(&cfg, "vigil").await?;
     let js = jetstream::new(client.clone());
@@ -74,7 +74,11 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     // streams have leaders: declaring is retried for a while before vigil gives up.
     let mut attempt = 0;
     let buckets = loop {
-        let declared = match connect::declare_streams(&js, &subjects, &cfg).await {
+        let declared = match resolve_partitions(&js, &subjects, &mut cfg).await {
+            Ok(()) => connect::declare_streams(&js, &subjects, &cfg).await,
+            Err(e) => Err(e),
+        };
+        let declared = match declared {
             Ok(()) => {
                 let buckets = async {
                     let leases =
@@ -102,10 +106,10 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     };
     let shutdown = shutdown.shared();
     let membership = Membership::join(buckets.1.clone(), &cfg.instance, cfg.lease);
-    let partitions = (0..cfg.partitions).map(|index| {
-        let scoped = subjects.scoped(index, cfg.partitions);
+    let partitions = (0..cfg.partitions()).map(|index| {
+        let scoped = subjects.scoped(index, cfg.partitions());
         let mut part_cfg = cfg.clone();
-        if cfg.partitions > 1 {
+        if cfg.partitions() > 1 {
             part_cfg.data_dir = cfg.data_dir.join(format!("p{index}"));
         }
         let (policy, client, leases, membership, shutdown) =
@@ -118,11 +122,30 @@ pub async fn run(cfg: ServeConfig, policy: Policy, shutdown: impl Future<Output 
     tokio::pin!(all);
     tokio::select! {
         served = &mut all => served.map(|_| ()),
-        api = crate::bus::api::serve(client.clone(), subjects.clone(), cfg.partitions, shutdown.clone()) => match api {
+        api = crate::bus::api::serve(client.clone(), subjects.clone(), cfg.partitions(), shutdown.clone()) => match api {
             Ok(()) => all.await.map(|_| ()),
             Err(e) => Err(e),
         },
     }
+}
+
+/// Settles an unset `partitions` on the deployment's (see [`connect::deployed_partitions`]), or
+/// [`crate::config::DEFAULT_PARTITIONS`] for a new deployment, and says which.
+async fn resolve_partitions(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    cfg: &mut ServeConfig,
+) -> Result<(), BusError> {
+    if cfg.partitions.is_some() {
+        return Ok(());
+    }
+    let (partitions, why) = match connect::deployed_partitions(js, subjects, &cfg.data_dir).await? {
+        Some(n) => (n, "the deployment's"),
+        None => (crate::config::DEFAULT_PARTITIONS, "a new deployment's default"),
+    };
+    tracing::info!(partitions, "partitions not configured: {why}");
+    cfg.partitions = Some(partitions);
+    Ok(())
 }
 
 /// One partition's terms, one after another, until `shutdown` completes or a fatal error occurs.
@@ -305,7 +328,7 @@ impl Serve {
     /// Hands the partition over once another instance has been its preferred owner for a whole
     /// lease (see [`crate::bus::placement`]). With one partition there is nothing to spread.
     fn rebalance(&mut self) -> Result<(), BusError> {
-        if self.cfg.partitions < 2 {
+        if self.cfg.partitions() < 2 {
             return Ok(());
         }
         let preferred = self.membership.preferred_other(self.subjects.partition_index());

@@ -219,7 +219,7 @@ async fn assemble(
         dlq,
         // With several partitions each holds its share of the fleet's cap (workspaces spread
         // evenly by hash, invented ones too).
-        admission: Admission::new(cfg.max_workspaces.div_ceil(cfg.partitions as usize)),
+        admission: Admission::new(cfg.max_workspaces.div_ceil(cfg.partitions() as usize)),
         cfg,
         subjects,
         input_stream,
