@@ -10,7 +10,9 @@
 //! - with the stream's early records gone (retention), a new directory is rebuilt from the latest
 //!   snapshot record: the states and the restart counts are still there;
 //! - with them gone and no snapshot, the rebuilt directory's ids are new (a new id key): its next
-//!   restart is not dropped as a duplicate of an old one.
+//!   restart is not dropped as a duplicate of an old one;
+//! - a directory that was away while another instance folded records that have expired since is
+//!   set aside and rebuilt from that instance's snapshot, not resumed past what it missed.
 //!
 //! The output stream's de-duplication window is 1 s here, so that an output published a second time
 //! would show as a second message rather than be dropped by the stream.
@@ -288,4 +290,55 @@ async fn forged_snapshot_records_are_passed_over_not_obeyed_or_crashed_on() {
     assert_eq!(log.matches("is unusable").count(), 2, "{log}");
     assert_eq!(state_of(&client, "vigil", "ws-a").await.as_deref(), Some("alive"), "{log}");
     vigil.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_missed_what_another_folded_and_retention_dropped_is_rebuilt_not_resumed() {
+    let World { server, client, js, producer, dir, config } = World::new().await;
+    // Given a vigil that saw two workspaces and stopped,
+    let a = start(&server.url(), &dir.path().join("a"), &config, &[]);
+    for id in ["ws-a", "ws-b"] {
+        producer.publish(&heartbeat(id)).await.unwrap();
+    }
+    wait_processed(&js, "vigil").await;
+    drop(a.stop());
+    // and another that took over the log meanwhile, applied ws-a's removal and snapshotted since,
+    let b = start(&server.url(), &dir.path().join("b"), &config, &[]);
+    let removed = input(InputKind::Lifecycle(vigil::core::event::Lifecycle {
+        workspace: ws("ws-a"),
+        phase: vigil::core::event::LifecyclePhase::Removed,
+    }));
+    producer.publish(&removed).await.unwrap();
+    wait_processed(&js, "vigil").await;
+    let stream = js.get_stream("VIGIL_IN").await.unwrap();
+    let removal = stream.get_last_raw_message_by_subject("vigil.in.lifecycle.ws-a").await.unwrap().sequence;
+    let started = std::time::Instant::now();
+    let snapshot = loop {
+        if let Ok(m) = stream.get_last_raw_message_by_subject("vigil.log.snapshot").await
+            && m.sequence > removal
+        {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no snapshot record; log:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(b.stop());
+    // when everything before that snapshot is gone from the stream (retention) — the removal
+    // among it — and the first vigil starts again on its old directory,
+    let described: serde_json::Value = rmp_serde::from_slice(&snapshot.payload).unwrap();
+    stream.purge().sequence(described["parts"][0].as_u64().unwrap()).await.unwrap();
+    let again = start(&server.url(), &dir.path().join("a"), &config, &[]);
+    // then it does not resume past what it missed: its directory is set aside and rebuilt from
+    // the other's snapshot, so ws-a is gone and ws-b still there.
+    let log = again.log();
+    assert_eq!(state_of(&client, "vigil", "ws-a").await, None, "{log}");
+    assert_eq!(state_of(&client, "vigil", "ws-b").await.as_deref(), Some("alive"), "{log}");
+    assert!(log.contains("the data directory is stale"), "{log}");
+    drop(again.stop());
+    let aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("a.stale-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the stale directory is kept beside the new one: {aside:?}");
 }

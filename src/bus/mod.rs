@@ -95,6 +95,21 @@ pub enum BusError {
     HandingOver(String),
     #[error("stepping down did not finish within {0:?}")]
     StepDownOverran(std::time::Duration),
+    /// The data directory applied the log through `applied`, the records after it expired
+    /// (the stream now starts at `first`), and another instance folded them: its snapshot record
+    /// covers through `covers`. Resuming would skip what the others applied; the directory is set
+    /// aside and rebuilt from that snapshot instead.
+    #[error(
+        "this data directory applied the log through {applied}, the records after it expired (the stream starts \
+         at {first}), and another instance's snapshot covers through {covers}"
+    )]
+    StaleDirectory { applied: u64, first: u64, covers: u64 },
+    #[error("cannot set the stale data directory {dir} aside")]
+    SetAside {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl BusError {

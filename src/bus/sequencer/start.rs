@@ -54,6 +54,15 @@ pub fn opening(directory: Directory<'_>, held: Held<'_>) -> Opening {
     }
 }
 
+/// Whether a directory that counts in the stream and applied it through `applied` is stale: the
+/// records after it are gone (the stream starts at `first`) and its partition's newest snapshot
+/// record covers further (`newest_covers`), so somebody folded what it missed. Resuming would skip
+/// that; it is rebuilt from the snapshot instead. With no snapshot past it, nobody folded the
+/// gap, and resuming after it loses nothing anybody decided on.
+pub fn is_stale(applied: u64, first: u64, newest_covers: Option<u64>) -> bool {
+    first > applied + 1 && newest_covers.is_some_and(|covers| covers > applied)
+}
+
 /// Where a rebuild starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RebuildFrom<S> {
@@ -123,6 +132,18 @@ mod tests {
         assert_eq!(opening(new, held(0, 0)), Opening::Empty { after: 0 });
         // Every record expired: the stream's first position is past its last.
         assert_eq!(opening(new, held(91, 90)), Opening::Empty { after: 90 });
+    }
+
+    #[test]
+    fn a_directory_whose_missed_records_expired_after_someone_folded_them_is_stale() {
+        // Applied through 40; the stream starts at 100; another instance's snapshot covers 150.
+        assert!(is_stale(40, 100, Some(150)));
+        // Nothing expired after it: it catches up as usual.
+        assert!(!is_stale(40, 41, Some(150)));
+        assert!(!is_stale(40, 30, Some(150)));
+        // Expired, but nobody folded them (no snapshot past it): resume after the gap.
+        assert!(!is_stale(40, 100, None));
+        assert!(!is_stale(40, 100, Some(40)));
     }
 
     #[test]

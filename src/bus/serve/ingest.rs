@@ -127,7 +127,10 @@ impl Serve {
         let directory = start::Directory { stream_id: self.store.stream_id(), applied: self.store.engine().seq() };
         let held = start::Held { stream_id: &self.stream_id, first: state.first_sequence, last: state.last_sequence };
         match start::opening(directory, held) {
-            start::Opening::Resume { .. } => Ok(Vec::new()),
+            start::Opening::Resume { .. } => {
+                self.refuse_if_stale(state.first_sequence).await?;
+                Ok(Vec::new())
+            }
             start::Opening::Empty { after } => {
                 tracing::info!(stream = %self.stream_id, "a new data directory on an empty input stream");
                 tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, after, 0))?;
@@ -151,6 +154,21 @@ impl Serve {
                 tokio::task::block_in_place(|| self.store.adopt_stream(&self.stream_id, acked, 0))?;
                 Ok(Vec::new())
             }
+        }
+    }
+
+    /// A directory that counts in the stream, whose missed records expired (the stream starts at
+    /// `first`) after another instance folded them, is stale ([`BusError::StaleDirectory`]):
+    /// resuming would skip their decisions (see `start::is_stale`).
+    pub(super) async fn refuse_if_stale(&self, first: u64) -> Result<(), BusError> {
+        let applied = self.store.stream_seq();
+        if first <= applied + 1 || self.store.stream_id() != Some(self.stream_id.as_str()) {
+            return Ok(());
+        }
+        let newest = snapshot::newest_covers(&self.input_stream, &self.subjects).await?;
+        match newest.filter(|_| start::is_stale(applied, first, newest)) {
+            Some(covers) => Err(BusError::StaleDirectory { applied, first, covers }),
+            None => Ok(()),
         }
     }
 

@@ -172,6 +172,12 @@ async fn terms(
                 tracing::warn!(error = %crate::report::Chain(&e), partition, "cannot declare the partition's consumer yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            // A directory that missed what others folded (see `start::is_stale`): set aside, kept
+            // for inspection, and the next term rebuilds a new one from the stream.
+            Err(e @ BusError::StaleDirectory { .. }) => {
+                let aside = set_aside(&cfg.data_dir)?;
+                tracing::warn!(reason = %e, dir = %cfg.data_dir.display(), aside = %aside.display(), partition, "the data directory is stale: set aside, rebuilding a new one from the input stream");
+            }
             Err(BusError::HandingOver(to)) => {
                 tracing::info!(to, partition, "handed the partition over: following it as a standby");
                 handed_over = true;
@@ -191,6 +197,16 @@ async fn terms(
             other => return other,
         }
     }
+}
+
+/// Renames `dir` to `<dir>.stale-<unix ms>` beside it, and returns the new name.
+fn set_aside(dir: &std::path::Path) -> Result<std::path::PathBuf, BusError> {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".stale-{ms}"));
+    let aside = std::path::PathBuf::from(name);
+    std::fs::rename(dir, &aside).map_err(|source| BusError::SetAside { dir: dir.to_path_buf(), source })?;
+    Ok(aside)
 }
 
 struct Serve {

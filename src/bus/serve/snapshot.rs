@@ -205,6 +205,19 @@ pub(super) async fn latest(
 }
 
 /// Decodes a snapshot description, refusing one that could not be true.
+/// What the partition's newest snapshot record covers (through which stream position), read from
+/// its description alone; `None` without a usable one.
+pub(super) async fn newest_covers(
+    stream: &jetstream::stream::Stream,
+    subjects: &Subjects,
+) -> Result<Option<u64>, BusError> {
+    match stream.get_last_raw_message_by_subject(&subjects.log_record("snapshot")).await {
+        Ok(m) => Ok(describe(&m.payload).ok().map(|d| d.covers)),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(BusError::nats("looking for the newest snapshot record in the input stream", e)),
+    }
+}
+
 fn describe(description: &[u8]) -> Result<Described, String> {
     let mut de = rmp_serde::Deserializer::from_read_ref(description);
     de.set_max_depth(crate::core::wire::MAX_DEPTH);

@@ -293,6 +293,16 @@ async fn level<S: Future<Output = ()>>(
         Taken::AtOnce(pending) => (None, pending),
         Taken::Following(following) => following.into_parts(),
     };
+    // An instance that waited without following may have waited past the stream's retention
+    // while others folded the log: then its directory is stale, and rebuilt rather than resumed.
+    let first = serve
+        .input_stream
+        .info()
+        .await
+        .map_err(|e| BusError::nats("reading the input stream's info", e))?
+        .state
+        .first_sequence;
+    serve.refuse_if_stale(first).await?;
     // This instance's epoch in the stream: from here on the server refuses the appends of any
     // instance that owned the log before.
     serve.take_epoch(true).await?;
