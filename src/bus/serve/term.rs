@@ -6,6 +6,9 @@
 
 use super::*;
 
+/// The least sled cache a partition's directory gets, however many partitions share the instance.
+const MIN_CACHE_BYTES: u64 = 16 << 20;
+
 /// One term: opens the store, waits as a standby until this instance holds the lease, then serves
 /// until `shutdown` completes (`Ok`), the lease lapses or another instance's epoch fences this one
 /// ([`BusError::SteppedDown`]), or a fatal error occurs.
@@ -20,7 +23,10 @@ pub(super) async fn serve(
     handed_over: bool,
     shutdown: impl Future<Output = ()> + Clone,
 ) -> Result<(), BusError> {
-    let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, ..StoreConfig::default() };
+    // Each partition's directory has its own sled cache: together they get what one would.
+    let whole = StoreConfig::default().cache_bytes;
+    let cache_bytes = (whole / u64::from(cfg.partitions())).max(MIN_CACHE_BYTES);
+    let store_config = StoreConfig { checkpoint_every: cfg.checkpoint_every, cache_bytes };
     let (data_dir, for_store) = (cfg.data_dir.clone(), policy.clone());
     let (mut store, recovery) =
         tokio::task::spawn_blocking(move || Store::open(&data_dir, for_store, store_config, OpenMode::CreateIfMissing))
