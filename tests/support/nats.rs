@@ -107,6 +107,9 @@ impl Drop for NatsServer {
 pub struct Vigil {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// The thread collecting stderr: joined once the process has exited, so that the log then
+    /// holds everything it wrote, its last words included.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Vigil {
@@ -142,14 +145,14 @@ impl Vigil {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        Vigil { child, log }
+        Vigil { child, log, reader: Some(reader) }
     }
 
     pub fn log(&self) -> String {
@@ -169,6 +172,10 @@ impl Vigil {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // The pipe is closed with the process: the reader reaches its end.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(started.elapsed() < limit, "vigil did not exit within {limit:?}; log:\n{}", self.log());

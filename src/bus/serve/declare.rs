@@ -5,7 +5,8 @@
 //! once per term, fenced by its epoch like any record of its own, with a `Nats-Msg-Id` made of the
 //! partition, the position of the input that caused it and the workspace — the same on every
 //! replica — so a successor that appends again what its predecessor had appended just before it
-//! died is told "duplicate" by the stream. An append that fails is tried again at the next wake-up.
+//! died is told "duplicate" by the stream. An append that fails (NATS, or a fence that moved: this
+//! owner's own epoch renewed meanwhile) is tried again at the next wake-up.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -88,8 +89,9 @@ impl Serve {
             tokio::spawn(async move {
                 match append_with_id(&js, subject, &record, &fence, &id).await {
                     Ok(()) => {}
-                    // Another instance owns the log now; the fence check of the next tick says so.
-                    Err(AppendError::Fenced) => {}
+                    // Another instance's epoch (the next tick's fence check ends the term), or this
+                    // one's own renewed while the record was on its way: tried again under it.
+                    Err(AppendError::Fenced) => declared.release(&id),
                     Err(AppendError::Nats(e)) => {
                         tracing::warn!(error = %e, id, "cannot append a death declaration; trying again shortly");
                         declared.release(&id);

@@ -170,7 +170,11 @@ impl Engine {
     /// Nothing reached the log for `gap` before `at`: every workspace's deadlines move `gap`
     /// later, so that only watched time counts towards them, and an alert says so.
     pub(super) fn unwatched(&mut self, gap: Duration, at: At, out: &mut Vec<Output>) {
-        let detail = format!("nothing reached the log for {} ms: every deadline extended by that", gap.as_millis());
+        let log = match self.fleet.shared {
+            Some(p) => format!("partition {}'s log", p.index),
+            None => "the log".to_string(),
+        };
+        let detail = format!("nothing reached {log} for {} ms: every deadline extended by that", gap.as_millis());
         let body = OutputBody::Alert { kind: AlertKind::Unwatched, reason: Reason::Unwatched, detail: Some(detail) };
         self.push_output(out, None, at, body);
         for idx in self.live_in_id_order() {
