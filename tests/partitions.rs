@@ -365,6 +365,18 @@ async fn a_new_deployment_has_sixteen_partitions_and_an_old_one_keeps_its_one() 
     let log = again.stop();
     assert!(log.contains("the deployment's") && log.contains("partitions=1"), "{log}");
     assert!(!old.dir.path().join("old").join("p0").exists(), "its data directory is not split");
+    // But should its stream be lost and a new instance start a deployment of sixteen first, the
+    // old directory is refused, not silently split and its state left behind.
+    old.js.delete_stream("VIGIL_IN").await.unwrap();
+    let fresh =
+        Vigil::spawn_unpartitioned(&old.server.url(), &old.dir.path().join("fresh"), &["--instance", "fresh"], &[]);
+    wait_partitions_level(&old.client, 16, &["fresh"]).await;
+    let mut refused =
+        Vigil::spawn_unpartitioned(&old.server.url(), &old.dir.path().join("old"), &["--instance", "old"], &[]);
+    assert!(!refused.wait_exit(Duration::from_secs(30)).success());
+    assert!(refused.log().contains("holds a one-partition deployment's state"), "{}", refused.log());
+    assert!(!old.dir.path().join("old").join("p0").exists(), "nothing was started inside it");
+    drop(fresh.stop());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,6 +104,13 @@ pub enum BusError {
          at {first}), and another instance's snapshot covers through {covers}"
     )]
     StaleDirectory { applied: u64, first: u64, covers: u64 },
+    /// The data directory holds one partition's state at its top, on a deployment of several:
+    /// opening it would start new directories inside it and leave that state behind unread.
+    #[error(
+        "the data directory {dir} holds a one-partition deployment's state, but this deployment has {partitions} \
+         partitions: give this instance a new data directory (or set `partitions = 1` on a deployment of one)"
+    )]
+    OnePartitionDirectory { dir: std::path::PathBuf, partitions: u32 },
     #[error("cannot set the stale data directory {dir} aside")]
     SetAside {
         dir: std::path::PathBuf,

@@ -169,7 +169,7 @@ impl Fleet {
     /// several partitions this partition's share of it (rounded up, so at least one).
     pub fn cap(&self, policy: &Policy) -> u32 {
         match self.shared {
-            Some(p) => policy.max_restarts_in_flight.div_ceil(p.of),
+            Some(p) => policy.max_restarts_in_flight.div_ceil(p.of.max(1)),
             None => policy.max_restarts_in_flight,
         }
     }

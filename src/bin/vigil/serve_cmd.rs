@@ -44,7 +44,8 @@ pub struct ServeArgs {
     /// How many NATS servers keep a copy of each of vigil's streams: 1, 3 or 5 [default: 1]
     #[arg(long, env = "VIGIL_STREAM_REPLICAS")]
     stream_replicas: Option<usize>,
-    /// How many partitions the workspaces are split into; fixed for a deployment [default: 1]
+    /// How many partitions the workspaces are split into; fixed for a deployment [default: the
+    /// deployment's; 16 for a new one]
     #[arg(long, env = "VIGIL_PARTITIONS")]
     partitions: Option<u32>,
     /// How many instances besides a partition's preferred owner follow its log [default: 1]

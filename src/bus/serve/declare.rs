@@ -49,7 +49,9 @@ impl Serve {
     /// Appends, off the loop, every declaration the engine lists that this term has not appended
     /// yet. Only the owner does, once its epoch is in the stream.
     pub(super) fn append_declarations(&mut self) {
-        let (Some(fence), None, None) = (self.fence.clone(), self.following.as_ref(), self.rebuild.as_ref()) else {
+        let (Some(fence), None, None, true) =
+            (self.fence.clone(), self.following.as_ref(), self.rebuild.as_ref(), self.level)
+        else {
             return;
         };
         let Some(partition) = self.store.engine().partition() else { return };
@@ -62,6 +64,9 @@ impl Serve {
         if !outgoing.is_empty() {
             fault::before_declaring();
         }
+        // The new ones, appended in order by one task: a workspace's declarations reach the
+        // stream in the order they were made.
+        let mut batch = Vec::new();
         for o in outgoing {
             let id = message_id(partition.index, o);
             if !self.declared.claim(&id) {
@@ -80,25 +85,33 @@ impl Serve {
                     awaits: o.awaits,
                 }),
             };
-            let (js, subject, fence, declared) = (
-                self.appends.clone(),
-                self.subjects.declaration_record(partition.index),
-                fence.clone(),
-                self.declared.clone(),
-            );
-            tokio::spawn(async move {
-                match append_with_id(&js, subject, &record, &fence, &id).await {
-                    Ok(()) => {}
-                    // Another instance's epoch (the next tick's fence check ends the term), or this
-                    // one's own renewed while the record was on its way: tried again under it.
-                    Err(AppendError::Fenced) => declared.release(&id),
+            batch.push((id, record));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let (js, subject, declared) =
+            (self.appends.clone(), self.subjects.declaration_record(partition.index), self.declared.clone());
+        tokio::spawn(async move {
+            let mut left = batch.into_iter();
+            for (id, record) in left.by_ref() {
+                match append_with_id(&js, subject.clone(), &record, &fence, &id).await {
+                    Ok(()) => continue,
+                    // Another instance's epoch (the next tick's fence check ends the term), or
+                    // this one's own renewed while the record was on its way: tried again under it.
+                    Err(AppendError::Fenced) => {}
                     Err(AppendError::Nats(e)) => {
                         tracing::warn!(error = %e, id, "cannot append a death declaration; trying again shortly");
-                        declared.release(&id);
                     }
                 }
-            });
-        }
+                // This one and the rest go again, in order, next time.
+                declared.release(&id);
+                break;
+            }
+            for (id, _) in left {
+                declared.release(&id);
+            }
+        });
     }
 }
 

@@ -129,6 +129,7 @@ impl Serve {
         match start::opening(directory, held) {
             start::Opening::Resume { .. } => {
                 self.refuse_if_stale(state.first_sequence).await?;
+                self.resumed = true;
                 Ok(Vec::new())
             }
             start::Opening::Empty { after } => {
@@ -165,8 +166,14 @@ impl Serve {
         if first <= applied + 1 || self.store.stream_id() != Some(self.stream_id.as_str()) {
             return Ok(());
         }
+        // The snapshot a rebuild would restore, not merely the newest description: one that
+        // cannot be read back must not send every term into setting its directory aside.
         let newest = snapshot::newest_covers(&self.input_stream, &self.subjects).await?;
-        match newest.filter(|_| start::is_stale(applied, first, newest)) {
+        if !start::is_stale(applied, first, newest) {
+            return Ok(());
+        }
+        let usable = snapshot::latest(&self.input_stream, &self.subjects, first).await?.map(|(covers, _)| covers);
+        match usable.filter(|_| start::is_stale(applied, first, usable)) {
             Some(covers) => Err(BusError::StaleDirectory { applied, first, covers }),
             None => Ok(()),
         }

@@ -95,7 +95,7 @@ pub async fn run(mut cfg: ServeConfig, policy: Policy, shutdown: impl Future<Out
         };
         match declared {
             Ok(buckets) => break buckets,
-            Err(e @ BusError::PartitionsChanged { .. }) => return Err(e),
+            Err(e @ (BusError::PartitionsChanged { .. } | BusError::OnePartitionDirectory { .. })) => return Err(e),
             Err(e) if attempt < DECLARE_ATTEMPTS => {
                 attempt += 1;
                 tracing::warn!(error = %crate::report::Chain(&e), "cannot declare vigil's streams yet; retrying");
@@ -130,21 +130,24 @@ pub async fn run(mut cfg: ServeConfig, policy: Policy, shutdown: impl Future<Out
 }
 
 /// Settles an unset `partitions` on the deployment's (see [`connect::deployed_partitions`]), or
-/// [`crate::config::DEFAULT_PARTITIONS`] for a new deployment, and says which.
+/// [`crate::config::DEFAULT_PARTITIONS`] for a new deployment, and says which; refuses a
+/// one-partition data directory on a deployment of several.
 async fn resolve_partitions(
     js: &jetstream::Context,
     subjects: &Subjects,
     cfg: &mut ServeConfig,
 ) -> Result<(), BusError> {
-    if cfg.partitions.is_some() {
-        return Ok(());
+    if cfg.partitions.is_none() {
+        let (partitions, why) = match connect::deployed_partitions(js, subjects, &cfg.data_dir).await? {
+            Some(n) => (n, "the deployment's"),
+            None => (crate::config::DEFAULT_PARTITIONS, "a new deployment's default"),
+        };
+        tracing::info!(partitions, "partitions not configured: {why}");
+        cfg.partitions = Some(partitions);
     }
-    let (partitions, why) = match connect::deployed_partitions(js, subjects, &cfg.data_dir).await? {
-        Some(n) => (n, "the deployment's"),
-        None => (crate::config::DEFAULT_PARTITIONS, "a new deployment's default"),
-    };
-    tracing::info!(partitions, "partitions not configured: {why}");
-    cfg.partitions = Some(partitions);
+    if cfg.partitions() > 1 && crate::store::is_data_dir(&cfg.data_dir) {
+        return Err(BusError::OnePartitionDirectory { dir: cfg.data_dir.clone(), partitions: cfg.partitions() });
+    }
     Ok(())
 }
 
@@ -270,6 +273,11 @@ struct Serve {
     following: Option<follow::Following>,
     /// The death declarations appended in this term (see [`declare`]).
     declared: declare::Declared,
+    /// This owner has brought the directory level with the stream in this term: only then are
+    /// declarations appended, so none already in the stream is appended again.
+    level: bool,
+    /// The directory was resumed at the term's start (not created or rebuilt in it).
+    resumed: bool,
 }
 
 impl Serve {

@@ -255,6 +255,8 @@ async fn assemble(
         delivered: None,
         following: None,
         declared: Default::default(),
+        level: false,
+        resumed: false,
     };
     let loose = Loose { consumer, publisher, dlq_task, confirmed, tick_results, snapshots_done };
     Ok((serve, loose))
@@ -271,6 +273,10 @@ async fn owned(
     match level(&mut serve, &mut loose, taken, shutdown).await {
         Ok(Some(shutdown)) => {
             tracing::info!(prefix = serve.subjects.prefix(), partition = serve.subjects.partition_index(), "serving");
+            // Level with the stream: every declaration it holds is applied, so what is still
+            // listed was never appended (see `declare`).
+            serve.level = true;
+            serve.append_declarations();
             let result = serve
                 .run_loop(
                     &loose.consumer,
@@ -301,14 +307,17 @@ async fn level<S: Future<Output = ()>>(
     };
     // An instance that waited without following may have waited past the stream's retention
     // while others folded the log: then its directory is stale, and rebuilt rather than resumed.
-    let first = serve
-        .input_stream
-        .info()
-        .await
-        .map_err(|e| BusError::nats("reading the input stream's info", e))?
-        .state
-        .first_sequence;
-    serve.refuse_if_stale(first).await?;
+    // (Only a directory resumed at the term's start: one created or rebuilt in it is new.)
+    if serve.resumed {
+        let first = serve
+            .input_stream
+            .info()
+            .await
+            .map_err(|e| BusError::nats("reading the input stream's info", e))?
+            .state
+            .first_sequence;
+        serve.refuse_if_stale(first).await?;
+    }
     // This instance's epoch in the stream: from here on the server refuses the appends of any
     // instance that owned the log before.
     serve.take_epoch(true).await?;

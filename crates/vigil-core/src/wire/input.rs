@@ -56,13 +56,15 @@ pub struct RawInput<'a> {
     pub id_key: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwatched_after_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // vigil's own records' fields with names a producer may well use for something else: of
+    // another type they are ignored, like any field an event does not have (SPEC §1).
+    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
     pub partition: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
     pub partitions: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
     pub monitored: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
     pub awaits: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_seq: Option<u64>,
@@ -166,6 +168,24 @@ fn choice<T>(
 ) -> Result<T, DecodeError> {
     let s = required(field, v)?;
     parse(s).ok_or_else(|| DecodeError::field(field, format!("{s:?} is not one of {}", all.join(", "))))
+}
+
+/// A field read as `T` if it is one, and as absent if it is anything else.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Is(T),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Either::<T>::deserialize(d)? {
+        Either::Is(v) => Some(v),
+        Either::Other(_) => None,
+    })
 }
 
 /// Partition `index` of `of`: 2 to [`MAX_PARTITIONS`] partitions, the index below their number.

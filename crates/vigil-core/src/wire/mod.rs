@@ -188,6 +188,20 @@ mod tests {
     }
 
     #[test]
+    fn a_producers_fields_named_like_vigils_own_records_are_ignored_as_unknown_ones_are() {
+        // Given a heartbeat whose producer added fields of its own under names vigil's records use,
+        let line = r#"{"v":1,"type":"heartbeat","workspace":"ws-a","at":"2026-04-16T09:00:00.000Z","partition":"eu-west","partitions":[1],"monitored":-3,"awaits":1}"#;
+        // then it is a heartbeat all the same, read from JSON or from MessagePack.
+        assert!(matches!(logged(line).unwrap().kind, InputKind::Heartbeat(_)));
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let bytes = rmp_serde::to_vec_named(&value).unwrap();
+        assert!(matches!(decode_msgpack(&bytes, Stamping::Logged).unwrap().kind, InputKind::Heartbeat(_)));
+        // While vigil's own record with such a field mistyped says what it lacks.
+        let resume = r#"{"v":1,"type":"resume","at":"2026-04-16T09:00:00.000Z","partition":"x","partitions":4}"#;
+        assert_eq!(logged(resume).unwrap_err(), DecodeError::Missing("partition"));
+    }
+
+    #[test]
     fn event_fields_are_the_input_fields_between_the_envelope_and_the_resume_key() {
         assert_eq!(EVENT_FIELDS.first(), Some(&"id"));
         assert_eq!(EVENT_FIELDS.last(), Some(&"phase"));
