@@ -30,6 +30,8 @@
 #[path = "../tests/support/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+#[path = "support/machine.rs"]
+mod machine;
 #[path = "../tests/support/nats.rs"]
 #[allow(dead_code)]
 mod nats;
@@ -188,16 +190,10 @@ async fn wait_all_acked(js: &jetstream::Context, vigil: &Vigil, partitions: u32)
 
 /// One vigil on one node over `partitions` partitions: the fleet first, then the payloads.
 async fn through_vigil_over(payloads: &[Vec<u8>], partitions: u32) -> f64 {
-    through_vigil_with(payloads, partitions, &[]).await
-}
-
-/// The same, with more `vigil serve` flags.
-async fn through_vigil_with(payloads: &[Vec<u8>], partitions: u32, extra: &[&str]) -> f64 {
     let server = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
     let p = partitions.to_string();
-    let mut args: Vec<&str> = if partitions == 1 { vec![] } else { vec!["--partitions", &p] };
-    args.extend_from_slice(extra);
+    let args = ["--partitions", &p];
     let vigil = Vigil::start(&server.url(), data.path(), &args, &[]);
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = jetstream::new(client.clone());
@@ -376,39 +372,6 @@ async fn latency() -> (Duration, Duration, usize, String) {
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     (pick(0.50), pick(0.99), latencies.len(), inside)
-}
-
-/// The machine's CPU time counters (`/proc/stat`): (steal, total), in ticks; zeros if unreadable.
-fn cpu_times() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> =
-        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    (fields.get(7).copied().unwrap_or(0), fields.iter().take(8).sum())
-}
-
-/// The share of CPU time the hypervisor took between two readings: on a shared VM, the latency
-/// figures mean little when it is high.
-fn steal_share(before: (u64, u64), after: (u64, u64)) -> f64 {
-    let total = after.1.saturating_sub(before.1).max(1);
-    after.0.saturating_sub(before.0) as f64 / total as f64
-}
-
-/// How long this machine's disk takes to make a small write durable, measured right after the
-/// latency run: the latency is bound by it, and on a shared virtual disk it changes by the hour.
-fn fsync_cost() -> (Duration, Duration) {
-    use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let mut file = std::fs::File::create(dir.path().join("probe")).unwrap();
-    let mut samples: Vec<Duration> = (0..200)
-        .map(|_| {
-            let started = Instant::now();
-            file.write_all(&[0u8; 4096]).unwrap();
-            file.sync_data().unwrap();
-            started.elapsed()
-        })
-        .collect();
-    samples.sort();
-    (samples[100], samples[198])
 }
 
 /// The raw R3 ceiling: the payloads published (acknowledged, a window at a time) to a replicated
@@ -617,10 +580,10 @@ fn main() {
         if only == "ingest" {
             return;
         }
-        let cpu = cpu_times();
+        let cpu = machine::cpu_times();
         let (p50, p99, n, inside) = latency().await;
-        let steal = steal_share(cpu, cpu_times());
-        let (sync50, sync99) = fsync_cost();
+        let steal = machine::steal_share(cpu, machine::cpu_times());
+        let (sync50, sync99) = machine::fsync_cost();
         println!("latency at 10 000 events/s, heartbeat to output, {n} samples: p50 {p50:?}, p99 {p99:?} (target p99 < 10 ms)");
         println!("  of which inside vigil (a batch's arrival to its acknowledgement, once applied): {inside}");
         let (hop50, hop99) = raw_hop_latency().await;

@@ -4,11 +4,13 @@
 
 mod support;
 
+use std::time::Duration;
+
 use async_nats::jetstream;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use support::bus::{
-    export, heartbeat, last_in_stream, nats, producer_inputs, read_stream, state_of, wait_processed, wait_stream,
+    export, heartbeat, input, last_in_stream, nats, producer_inputs, read_stream, state_of, wait_processed, wait_stream,
 };
 use support::msgpack::map;
 use support::nats::{NatsServer, Vigil};
@@ -198,16 +200,38 @@ async fn foreign_records_on_vigils_own_subjects_are_dead_lettered_and_vigil_goes
     let mut vigil = Vigil::start(&server.url(), data.path(), &[], &[]);
     let msgpack = |v: serde_json::Value| rmp_serde::to_vec_named(&v).unwrap();
     let short_promise = msgpack(serde_json::json!({"v": 1, "type": "resume", "unwatched_after_ms": 1}));
+    // A heartbeat whose producer uses the names of vigil's own record fields for values of its own,
+    // nested twelve deep: a heartbeat all the same. And one whose `partitions` claims an array of
+    // 2^32 - 1 elements and ends there: dead-lettered, with nothing allocated for the claim.
+    let mut odd =
+        serde_json::json!({"v": 1, "type": "heartbeat", "workspace": "ws-odd", "monitored": -1, "awaits": "no"});
+    let mut deep = serde_json::json!("bottom");
+    for _ in 0..12 {
+        deep = serde_json::json!([deep]);
+    }
+    odd["partition"] = deep;
+    let odd = msgpack(odd);
+    let mut huge = odd.clone();
+    huge[0] += 1;
+    huge.push(0xaa);
+    huge.extend_from_slice(b"partitions");
+    huge.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
     let hostile: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("vigil.in.heartbeat.ws-odd", huge, "bad_field"),
         ("vigil.log.tick", wire::encode_msgpack(&heartbeat("ws-a")), "subject_mismatch"),
         ("vigil.log.resume", b"\xc1 not msgpack\n".to_vec(), "syntax"),
         ("vigil.log.resume", short_promise, "bad_field"),
         ("vigil.log.tick", poison(), "bad_field"),
         ("vigil.log.tick.more", msgpack(serde_json::json!({"v": 1, "type": "tick"})), "bad_subject"),
+        // A death declaration is vigil's own record, with one partition there is none at all.
+        ("vigil.in.declaration.ws-a", declaration(0, "ws-a"), "internal_type"),
+        ("vigil.log.fleet.0", declaration(0, "ws-a"), "bad_subject"),
     ];
+
     for (subject, payload, _) in &hostile {
         client.publish(subject.to_string(), payload.clone().into()).await.unwrap();
     }
+    client.publish("vigil.in.heartbeat.ws-odd", odd.into()).await.unwrap();
     client.publish("vigil.in.heartbeat.ws-last", wire::encode_msgpack(&heartbeat("ws-last")).into()).await.unwrap();
     client.flush().await.unwrap();
 
@@ -220,9 +244,60 @@ async fn foreign_records_on_vigils_own_subjects_are_dead_lettered_and_vigil_goes
     }
     wait_processed(&js, "vigil").await;
     assert_eq!(state_of(&client, "vigil", "ws-last").await.as_deref(), Some("alive"));
+    assert_eq!(state_of(&client, "vigil", "ws-odd").await.as_deref(), Some("alive"));
     assert!(vigil.is_running(), "vigil died:\n{}", vigil.log());
     let log = vigil.stop();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A `declaration` record, as vigil's owner of partition `partition` would append it.
+fn declaration(partition: u32, ws: &str) -> Vec<u8> {
+    wire::encode_msgpack(&input(InputKind::Declaration(vigil::core::event::Declaration {
+        partition,
+        workspace: support::bus::ws(ws),
+        reason: vigil::core::event::Reason::ConfirmedNotRunning,
+        monitored: 10,
+        awaits: true,
+    })))
+}
+
+/// With several partitions, where permissions are lax (`vigil.log.>` is vigil's alone in
+/// `deploy/nats/vigil.conf`): garbage and a declaration on another partition's declaration
+/// subject reach every partition's consumer and are dead-lettered once each, and nothing stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_declarations_on_the_fleets_subjects_are_dead_lettered_and_vigil_goes_on() {
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let mut vigil = Vigil::start(&server.url(), data.path(), &["--partitions", "2"], &[]);
+    let hostile: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("vigil.log.fleet.1", declaration(0, "ws-a"), "subject_mismatch"),
+        ("vigil.log.fleet.0", b"\xc1 not msgpack\n".to_vec(), "syntax"),
+        ("vigil.log.fleet.0", wire::encode_msgpack(&heartbeat("ws-a")), "subject_mismatch"),
+        ("vigil.log.fleet.0", poison(), "bad_field"),
+    ];
+    for (subject, payload, _) in &hostile {
+        js.publish(subject.to_string(), payload.clone().into()).await.unwrap().await.unwrap();
+    }
+    client.publish("vigil.in.heartbeat.ws-last", wire::encode_msgpack(&heartbeat("ws-last")).into()).await.unwrap();
+    client.flush().await.unwrap();
+    let dlq = wait_stream(&js, "VIGIL_DLQ", hostile.len()).await;
+    let reasons: Vec<&str> = dlq.iter().map(|m| header(m, "Vigil-Reason")).collect();
+    let expected: Vec<&str> = hostile.iter().map(|(_, _, reason)| *reason).collect();
+    assert_eq!(reasons, expected, "each once, in order");
+    for m in &dlq {
+        assert_header_safe(m);
+    }
+    let started = std::time::Instant::now();
+    while state_of(&client, "vigil", "ws-last").await.as_deref() != Some("alive") {
+        assert!(started.elapsed() < Duration::from_secs(10), "the loop stalled:\n{}", vigil.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(vigil.is_running(), "vigil died:\n{}", vigil.log());
+    let log = vigil.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(read_stream(&js, "VIGIL_DLQ").await.len(), hostile.len(), "nothing dead-lettered twice");
 }
 
 /// Forged epoch records (where permissions are lax: `vigil.log.>` is vigil's alone in

@@ -56,6 +56,25 @@ fn repeated(outputs: &[Output]) -> Vec<(String, usize)> {
     n.into_iter().filter(|(_, n)| *n > 1).collect()
 }
 
+/// Waits (at most 20 s) for `vigil` to append a snapshot record after stream position `seq`, and
+/// returns its description.
+async fn snapshot_after(
+    stream: &jetstream::stream::Stream,
+    seq: u64,
+    vigil: &Vigil,
+) -> jetstream::message::StreamMessage {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(m) = stream.get_last_raw_message_by_subject("vigil.log.snapshot").await
+            && m.sequence > seq
+        {
+            return m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no snapshot record; log:\n{}", vigil.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The restart commands among `outputs`, their ids without the tag, sorted.
 fn restart_ids(outputs: &[Output]) -> Vec<&str> {
     let mut ids: Vec<&str> =
@@ -179,16 +198,7 @@ async fn with_the_streams_early_records_gone_a_new_directory_is_rebuilt_from_the
     // and has appended a snapshot record since,
     let stream = js.get_stream("VIGIL_IN").await.unwrap();
     let last_input = stream.get_last_raw_message_by_subject("vigil.in.restart_requested.ws-a").await.unwrap().sequence;
-    let started = std::time::Instant::now();
-    let snapshot = loop {
-        if let Ok(m) = stream.get_last_raw_message_by_subject("vigil.log.snapshot").await
-            && m.sequence > last_input
-        {
-            break m;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no snapshot record; log:\n{}", first.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let snapshot = snapshot_after(&stream, last_input, &first).await;
     let log = first.stop();
     // when every record before that snapshot is gone from the stream (as retention drops them) and
     // the data directory is lost,
@@ -312,16 +322,7 @@ async fn a_directory_that_missed_what_another_folded_and_retention_dropped_is_re
     wait_processed(&js, "vigil").await;
     let stream = js.get_stream("VIGIL_IN").await.unwrap();
     let removal = stream.get_last_raw_message_by_subject("vigil.in.lifecycle.ws-a").await.unwrap().sequence;
-    let started = std::time::Instant::now();
-    let snapshot = loop {
-        if let Ok(m) = stream.get_last_raw_message_by_subject("vigil.log.snapshot").await
-            && m.sequence > removal
-        {
-            break m;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no snapshot record; log:\n{}", b.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let snapshot = snapshot_after(&stream, removal, &b).await;
     drop(b.stop());
     // when everything before that snapshot is gone from the stream (retention) — the removal
     // among it — and the first vigil starts again on its old directory,

@@ -14,6 +14,7 @@ mod checkpoint;
 mod commit;
 mod error;
 mod files;
+mod heartbeat_record;
 pub mod keys;
 mod log_reader;
 mod open;

@@ -17,9 +17,10 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::core::event::*;
-use crate::core::fast_map::Reader;
 use crate::core::ids::IdKey;
 use crate::core::time::At;
+
+use super::heartbeat_record::{encode_heartbeat, fast_heartbeat};
 
 const HEADER: usize = 4 + 8;
 
@@ -190,47 +191,6 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Writes a heartbeat's record byte for byte as rmp-serde writes [`Record`] (the same `rmp`
-/// calls, in the same order), without serde's machinery: heartbeats are nine in ten records, and
-/// encoding them was a visible share of a group commit. A property test holds the two identical.
-fn encode_heartbeat(bytes: &mut Vec<u8>, input: &Input, heartbeat: &Heartbeat) {
-    use rmp::encode::{write_array_len, write_map_len, write_str};
-    // Writing to a Vec<u8> cannot fail, so the results are ignored here and below.
-    let _ = write_array_len(bytes, 5);
-    write_opt_sint(bytes, Some(input.at.millis()));
-    write_opt_sint(bytes, input.sent_at.map(At::millis));
-    write_opt_str(bytes, input.id.as_deref());
-    let _ = write_map_len(bytes, 1);
-    let _ = write_str(bytes, "Heartbeat");
-    let _ = write_array_len(bytes, 4);
-    write_opt_str(bytes, Some(heartbeat.workspace.as_str()));
-    write_opt_uint(bytes, heartbeat.interval_s.map(u64::from));
-    write_opt_str(bytes, heartbeat.incarnation.as_deref());
-    write_opt_uint(bytes, heartbeat.active_tasks.map(u64::from));
-    write_opt_uint(bytes, input.stream_seq);
-}
-
-fn write_opt_sint(bytes: &mut Vec<u8>, v: Option<i64>) {
-    match v {
-        Some(v) => drop(rmp::encode::write_sint(bytes, v)),
-        None => drop(rmp::encode::write_nil(bytes)),
-    }
-}
-
-fn write_opt_uint(bytes: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        Some(v) => drop(rmp::encode::write_uint(bytes, v)),
-        None => drop(rmp::encode::write_nil(bytes)),
-    }
-}
-
-fn write_opt_str(bytes: &mut Vec<u8>, v: Option<&str>) {
-    match v {
-        Some(v) => drop(rmp::encode::write_str(bytes, v)),
-        None => drop(rmp::encode::write_nil(bytes)),
-    }
-}
-
 /// Builds a segment.
 pub struct SegmentWriter {
     bytes: Vec<u8>,
@@ -298,37 +258,6 @@ pub fn header(bytes: &[u8]) -> Option<(u32, At)> {
     let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
     let last = i64::from_le_bytes(bytes.get(4..HEADER)?.try_into().ok()?);
     Some((count, At(last)))
-}
-
-/// Reads the record of a heartbeat — nine in ten records of a busy log — in one pass over its
-/// bytes, without serde's visitor machinery (which made decoding the log the slower half of a
-/// recovery). Anything else, or anything unexpected in a heartbeat, is `None`: the serde decoder
-/// then decides, errors and all, so this can only be faster, never different (a test holds it to
-/// that).
-fn fast_heartbeat(record: &[u8]) -> Option<Input> {
-    let mut r = Reader::new(record);
-    let fields = r.array_len()?;
-    if fields != 4 && fields != 5 {
-        return None;
-    }
-    let at = r.int()?;
-    let sent_at = r.opt_int()?;
-    let id = r.opt_str()?;
-    if r.map_len()? != 1 || r.str()? != b"Heartbeat" || r.array_len()? != 4 {
-        return None;
-    }
-    let workspace = WorkspaceId::parse(std::str::from_utf8(r.str()?).ok()?).ok()?;
-    let interval_s = r.opt_uint()?.map(u16::try_from).transpose().ok()?;
-    let incarnation = r.opt_str()?.map(|s| compact_str::CompactString::new(s));
-    let active_tasks = r.opt_uint()?.map(u32::try_from).transpose().ok()?;
-    let stream_seq = if fields == 5 { r.opt_uint()? } else { None };
-    r.at_end().then(|| Input {
-        at: At(at),
-        sent_at: sent_at.map(At),
-        id: owned(id),
-        stream_seq,
-        kind: InputKind::Heartbeat(Heartbeat { workspace, interval_s, incarnation, active_tasks }),
-    })
 }
 
 /// Decodes every record of a segment, in order.

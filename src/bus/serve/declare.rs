@@ -95,7 +95,7 @@ impl Serve {
         tokio::spawn(async move {
             let mut left = batch.into_iter();
             for (id, record) in left.by_ref() {
-                match append_with_id(&js, subject.clone(), &record, &fence, &id).await {
+                match super::append::append(&js, subject.clone(), &record, &fence, Some(&id)).await {
                     Ok(()) => continue,
                     // Another instance's epoch (the next tick's fence check ends the term), or
                     // this one's own renewed while the record was on its way: tried again under it.
@@ -112,26 +112,5 @@ impl Serve {
                 declared.release(&id);
             }
         });
-    }
-}
-
-/// Appends one record like [`append`], with a `Nats-Msg-Id`.
-async fn append_with_id(
-    js: &jetstream::Context,
-    subject: String,
-    input: &Input,
-    fence: &Fence,
-    id: &str,
-) -> Result<(), AppendError> {
-    let payload = wire::encode_msgpack(input);
-    let publish = async {
-        let message =
-            crate::bus::headers::with_message_id(ownership::fenced(payload.into(), fence), &HeaderText::escape(id));
-        let ack = js.send_publish(subject, message).await.map_err(ownership::append_error)?;
-        ack.await.map(|_| ()).map_err(ownership::append_error)
-    };
-    match tokio::time::timeout(APPEND_TIMEOUT, publish).await {
-        Ok(result) => result,
-        Err(elapsed) => Err(AppendError::Nats(elapsed.into())),
     }
 }

@@ -117,13 +117,7 @@ impl Serve {
         &mut self,
         consumer: &mut jetstream::consumer::PullConsumer,
     ) -> Result<Vec<Pending>, BusError> {
-        let state = self
-            .input_stream
-            .info()
-            .await
-            .map_err(|e| BusError::nats("reading the input stream's info", e))?
-            .state
-            .clone();
+        let state = self.stream_state().await?;
         let directory = start::Directory { stream_id: self.store.stream_id(), applied: self.store.engine().seq() };
         let held = start::Held { stream_id: &self.stream_id, first: state.first_sequence, last: state.last_sequence };
         match start::opening(directory, held) {
@@ -156,6 +150,12 @@ impl Serve {
                 Ok(Vec::new())
             }
         }
+    }
+
+    /// What the input stream holds now: its first and last positions among the rest.
+    pub(super) async fn stream_state(&mut self) -> Result<jetstream::stream::State, BusError> {
+        let info = self.input_stream.info().await.map_err(|e| BusError::nats("reading the input stream's info", e))?;
+        Ok(info.state.clone())
     }
 
     /// A directory that counts in the stream, whose missed records expired (the stream starts at

@@ -42,6 +42,7 @@ use crate::core::wire;
 use crate::core::{At, Policy};
 use crate::store::{OpenMode, OutboxKey, Pending, Store, StoreConfig};
 
+mod append;
 mod declare;
 mod epoch;
 mod follow;
@@ -476,69 +477,6 @@ impl Serve {
         Ok(())
     }
 
-    /// Appends a tick to the input stream, off the loop: waiting for the stream's confirmation
-    /// (up to [`APPEND_TIMEOUT`] when NATS is down) must not hold up inputs, queries or a signal.
-    /// The outcome comes back through `tick_done` ([`Serve::tick_appended`]).
-    fn append_tick(&mut self) {
-        let Some(fence) = self.fence.clone() else { return };
-        let tick = Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Tick };
-        let (js, subject, done) = (self.appends.clone(), self.subjects.log_record("tick"), self.tick_done.clone());
-        let now = self.mono();
-        self.ticks.tick_sent(now);
-        tokio::spawn(async move {
-            let _ = done.send(append(&js, subject, &tick, &fence).await);
-        });
-    }
-
-    /// A tick append failed (NATS is down): only logged, and retried after `tick_every` — no tick,
-    /// no deadline fires: an outage is not a quiet stream. A tick refused by the fence: another instance owns the log now.
-    async fn tick_appended(&mut self, result: Result<(), AppendError>) -> Result<(), BusError> {
-        match result {
-            Ok(()) => Ok(()),
-            Err(AppendError::Fenced) => {
-                // Another instance's epoch — or this one's own, renewed while the tick was on its
-                // way, or expired: the stream says which.
-                metrics::counter!("vigil_fenced_appends_total", "partition" => self.subjects.partition_index().to_string()).increment(1);
-                self.recheck_fence().await?;
-                let now = self.mono();
-                self.ticks.tick_failed(now);
-                Ok(())
-            }
-            Err(AppendError::Nats(e)) => {
-                let now = self.mono();
-                self.ticks.tick_failed(now);
-                tracing::warn!(error = %e, "cannot append a tick to the input stream; no deadline fires until one is");
-                Ok(())
-            }
-        }
-    }
-
-    /// Appends `resume` to the input stream, retrying for a while: without it vigil cannot start.
-    async fn append_resume(&mut self, resume: Resume) -> Result<(), BusError> {
-        let input =
-            Input { at: wall_clock(), sent_at: None, id: None, stream_seq: None, kind: InputKind::Resume(resume) };
-        let mut attempt = 0;
-        loop {
-            let fence = self.fence.clone().ok_or(BusError::SteppedDown("no epoch taken"))?;
-            match append(&self.appends, self.subjects.log_record("resume"), &input, &fence).await {
-                Ok(()) => return Ok(()),
-                Err(AppendError::Fenced) => {
-                    return Err(BusError::SteppedDown(
-                        "the resume was refused: another instance's epoch is in the stream",
-                    ));
-                }
-                Err(AppendError::Nats(e)) if attempt < 30 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, "cannot append a resume to the input stream; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(AppendError::Nats(e)) => {
-                    return Err(BusError::Nats { doing: "appending a resume to the input stream".into(), source: e });
-                }
-            }
-        }
-    }
-
     /// Applies one group and hands it to the store's writer thread, and its outputs to the
     /// publisher at once: its records are durable in the input stream already, and whoever folds
     /// them again decides the same outputs with the same ids (SPEC §4), so nothing waits for the
@@ -609,23 +547,6 @@ impl Serve {
         let open = if fleet.breaker_open { 1.0 } else { 0.0 };
         metrics::gauge!("vigil_breaker_open", "partition" => partition.clone()).set(open);
         metrics::gauge!("vigil_restarts_in_flight", "partition" => partition).set(f64::from(fleet.restarts_in_flight));
-    }
-}
-
-/// Appends one of vigil's own records on `subject` (`<prefix>.log.<kind>`), fenced by this
-/// instance's epoch, and waits for the stream to confirm it.
-async fn append(js: &jetstream::Context, subject: String, input: &Input, fence: &Fence) -> Result<(), AppendError> {
-    let payload = wire::encode_msgpack(input);
-    let publish = async {
-        let ack = js
-            .send_publish(subject, ownership::fenced(payload.into(), fence))
-            .await
-            .map_err(ownership::append_error)?;
-        ack.await.map(|_| ()).map_err(ownership::append_error)
-    };
-    match tokio::time::timeout(APPEND_TIMEOUT, publish).await {
-        Ok(result) => result,
-        Err(elapsed) => Err(AppendError::Nats(elapsed.into())),
     }
 }
 

@@ -309,13 +309,7 @@ async fn level<S: Future<Output = ()>>(
     // while others folded the log: then its directory is stale, and rebuilt rather than resumed.
     // (Only a directory resumed at the term's start: one created or rebuilt in it is new.)
     if serve.resumed {
-        let first = serve
-            .input_stream
-            .info()
-            .await
-            .map_err(|e| BusError::nats("reading the input stream's info", e))?
-            .state
-            .first_sequence;
+        let first = serve.stream_state().await?.first_sequence;
         serve.refuse_if_stale(first).await?;
     }
     // This instance's epoch in the stream: from here on the server refuses the appends of any
