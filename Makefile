@@ -73,6 +73,7 @@ bench: nats-server
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench rebuild
 	VIGIL_NATS_SERVER=$(NATS_SERVER) $(CARGO) bench --bench takeover
 	$(CARGO) run --release --example memory
+	$(CARGO) bench --bench simulate
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -10,6 +10,8 @@
 //!   policy, the statig state machine (`core::machine`, the transition table), the fleet breaker
 //!   and the engine.
 //! - [`replay`]: reads JSONL logs, runs them through the engine, writes transcripts.
+//! - [`simulate`]: a seeded fleet in virtual time, in a closed loop with the engine, and the
+//!   failure-detector metrics of a policy in it (`vigil simulate`).
 //! - [`store`]: the engine made durable on sled: log segments, outbox, checkpoints, recovery.
 //! - [`bus`]: the service over NATS JetStream.
 //! - [`client`] (the `vigil-client` crate): what producers link to publish events to vigil.
@@ -22,6 +24,7 @@ pub mod bus;
 pub mod config;
 pub mod replay;
 pub mod report;
+pub mod simulate;
 pub mod store;
 pub mod telemetry;
 

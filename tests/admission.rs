@@ -87,9 +87,9 @@ fn the_failure_count_resets_after_10_minutes_alive() {
     for t in (340..=940).step_by(30) {
         s.at(f64::from(t)).heartbeat("ws-a");
     }
-    // ...until it has been Alive for 10 minutes.
+    // ...until it has been Alive for 10 minutes (and silent past its cadence: overdue).
     let out = s.at(1100.0).probe("ws-a", NotFound);
-    assert_eq!(out.last().unwrap(), "ws-a RESTART ws-a:3 system not_running_no_heartbeat #1");
+    assert_eq!(out.last().unwrap(), "ws-a RESTART ws-a:3 system not_running_overdue #1");
 }
 
 #[test]

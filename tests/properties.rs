@@ -46,6 +46,43 @@ fn check_outputs(outputs: &[Output]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+const WORKSPACE_COUNT: usize = 3;
+
+/// Every probe a provisioner, sick or lying, can send.
+const PROBE_KINDS: &[(ProbeResult, Option<&str>)] = &[
+    (ProbeResult::NotFound, None),
+    (ProbeResult::NotRunning, None),
+    (ProbeResult::Running, None),
+    (ProbeResult::Pending, None),
+    (ProbeResult::Error, Some("Error: No such container: ws")),
+    (ProbeResult::Error, Some("Cannot connect to the Docker daemon at unix:///var/run/docker.sock")),
+];
+
+/// `WORKSPACE_COUNT` workspaces heartbeating every 30 s (each beat `jitter[i]` ms off its slot):
+/// ten minutes of history, then twenty more minutes during which `probes` (at ms after the
+/// history, for a workspace, of a kind) arrive as well. Everything in time order.
+fn on_schedule_with_probes(jitter: &[i64], probes: &[(i64, usize, usize)]) -> Vec<Input> {
+    let input = |at: i64, kind: InputKind| Input { at: At(at), sent_at: None, id: None, stream_seq: None, kind };
+    let ws = |i: usize| WorkspaceId::parse(&format!("ws-{i}")).unwrap();
+    let mut timed: Vec<(i64, usize, Input)> = Vec::new();
+    for w in 0..WORKSPACE_COUNT {
+        for (k, j) in jitter.iter().enumerate() {
+            let at = T0 + 30_000 * k as i64 + 1_000 + j + w as i64 * 7_000;
+            let hb = Heartbeat { workspace: ws(w), interval_s: None, incarnation: None, active_tasks: None };
+            timed.push((at, timed.len(), input(at, InputKind::Heartbeat(hb))));
+        }
+    }
+    for (offset, w, kind) in probes {
+        let at = T0 + 600_000 + offset;
+        let (result, error) = PROBE_KINDS[*kind];
+        let probe =
+            Probe { workspace: ws(*w), result, error: error.map(str::to_string), backend: None, probe_id: None };
+        timed.push((at, timed.len(), input(at, InputKind::Probe(probe))));
+    }
+    timed.sort_by_key(|(at, n, _)| (*at, *n));
+    timed.into_iter().map(|(_, _, i)| i).collect()
+}
+
 fn jsonl(outputs: &[Output]) -> String {
     vigil::replay::to_jsonl(outputs)
 }
@@ -77,17 +114,35 @@ proptest! {
     }
 
     /// (b) With heartbeats arriving, no amount of transient probe errors, pending or running
-    /// probes, upstream errors, ticks or restarts of vigil itself causes a restart or a suspicion.
+    /// probes, upstream errors, ticks or restarts of vigil itself causes a restart or a suspicion
+    /// — other than asking about a heartbeat later than its cadence made probable (the random
+    /// heartbeats among the inputs teach an irregular one), which is not evidence of anything.
     #[test]
     fn transient_probe_errors_alone_never_restart(inputs in stream(Mix { definitive: false, requests: false, lifecycle: false }, 3_000, 1..400)) {
         let out = fold(&Policy::default(), &with_regular_heartbeats(&inputs, 60_000));
         check_outputs(&out)?;
         for o in &out {
             prop_assert!(!matches!(o.body, OutputBody::Restart { .. }), "restart: {:?}", o);
-            prop_assert!(
-                !matches!(o.body, OutputBody::StateChanged { to: Some(StateName::Dead | StateName::Suspect), .. }),
-                "{:?}", o
-            );
+            prop_assert!(!matches!(o.body, OutputBody::StateChanged { to: Some(StateName::Dead), .. }), "{:?}", o);
+            if let OutputBody::StateChanged { to: Some(StateName::Suspect), reason, .. } = o.body {
+                prop_assert_eq!(reason, Reason::HeartbeatOverdue, "{:?}", o);
+            }
+        }
+    }
+
+    /// (b'') A heartbeat on schedule outweighs any probe: once a workspace's cadence is learned,
+    /// no sequence of probe results — any result, any error text, at any times — convicts it while
+    /// its heartbeats keep arriving on schedule (every 30 s, up to a second early or late).
+    #[test]
+    fn probes_alone_never_convict_a_workspace_heartbeating_on_schedule(
+        jitter in prop::collection::vec(-1_000i64..=1_000, 60),
+        probes in prop::collection::vec((0i64..1_200_000, 0usize..WORKSPACE_COUNT, 0usize..PROBE_KINDS.len()), 1..200),
+    ) {
+        let out = fold(&Policy::default(), &on_schedule_with_probes(&jitter, &probes));
+        check_outputs(&out)?;
+        for o in &out {
+            prop_assert!(!matches!(o.body, OutputBody::Restart { .. }), "restart: {:?}", o);
+            prop_assert!(!matches!(o.body, OutputBody::StateChanged { to: Some(StateName::Dead), .. }), "{:?}", o);
         }
     }
 

@@ -140,15 +140,15 @@ fn cascade_transient_daemon_errors_restart_nobody() {
 }
 
 #[test]
-fn cascade_with_lying_probes_the_breaker_holds_past_the_threshold() {
+fn cascade_with_lying_probes_heartbeats_on_schedule_outweigh_them() {
     let s = Story::of("2026-04-16-cascade-lying-probes");
-    // max(3, 10 % of 16) declarations may pass; the fourth trips the breaker and it holds the rest.
-    assert_eq!(s.restarts().len(), 3);
-    assert_eq!(s.entered(StateName::Dead), 3);
-    assert_eq!(s.alerts(AlertKind::BreakerOpen), 1);
-    assert_eq!(s.suppressed(Reason::BreakerOpen), 3);
-    assert_eq!(s.alerts(AlertKind::BreakerClosed), 1);
-    s.never_restarts_while_restarting();
+    // A heartbeat on schedule outweighs any probe: no death is declared, the breaker is not needed.
+    assert_eq!(s.restarts().len(), 0);
+    assert_eq!(s.entered(StateName::Dead), 0);
+    assert_eq!(s.alerts(AlertKind::BreakerOpen), 0);
+    assert_eq!(s.entered(StateName::Suspect), 6);
+    assert_eq!(s.suppressed(Reason::HeartbeatOnSchedule), 12, "every lie says why it did not count");
+    assert_eq!(s.entered(StateName::Alive), 16 + 6, "sixteen first seen; six refuted by their own heartbeat");
 }
 
 #[test]
@@ -156,8 +156,17 @@ fn ttl_starved_heartbeats_restart_nobody() {
     let s = Story::of("2026-04-16-ttl-starvation");
     assert_eq!(s.restarts().len(), 0);
     assert_eq!(s.entered(StateName::Dead), 0);
-    // Only the one silence longer than 180 s is even suspected, and a probe clears it.
-    assert_eq!(s.entered(StateName::Suspect), 1);
+    // Each gap later than the agent's own cadence is asked about (overdue), never suspected on a
+    // probe, and each ask is refuted.
+    let suspects: Vec<_> =
+        s.0.iter()
+            .filter_map(|o| match o.body {
+                OutputBody::StateChanged { to: Some(StateName::Suspect), reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(suspects, [Reason::HeartbeatOverdue; 9]);
+    assert_eq!(s.entered(StateName::Alive), 5 + 9, "five first seen; nine refuted");
 }
 
 #[test]

@@ -182,12 +182,17 @@ wire_enum! {
         Created = "created",
         /// No heartbeat for `ttl`.
         HeartbeatTimeout = "heartbeat_timeout",
+        /// The heartbeat is later than the workspace's own learned cadence makes probable
+        /// (φ reached `phi_threshold`): a probe is asked at once.
+        HeartbeatOverdue = "heartbeat_overdue",
         /// Definitively not running, but a heartbeat came within `recent`.
         NotRunningRecentHeartbeat = "not_running_recent_heartbeat",
         /// Definitively not running, but the workspace left Restarting less than `settle` ago.
         NotRunningSettling = "not_running_settling",
         /// Definitively not running and no recent heartbeat: dead at once.
         NotRunningNoHeartbeat = "not_running_no_heartbeat",
+        /// Definitively not running while the heartbeat is overdue: silence and probe agree.
+        NotRunningOverdue = "not_running_overdue",
         /// A second definitive not-running within `confirm_window` of the first.
         ConfirmedNotRunning = "confirmed_not_running",
         /// Silent for `ttl`, then only transient probe errors for `unprobeable_after`.
@@ -259,6 +264,9 @@ wire_enum! {
         NotDeadOrigin = "not_dead_origin",
         /// One definitive not-running; a second within `confirm_window` is needed.
         AwaitingConfirmation = "awaiting_confirmation",
+        /// A definitive not-running while the workspace's heartbeats arrive on schedule (not
+        /// overdue): the heartbeats outweigh any probe.
+        HeartbeatOnSchedule = "heartbeat_on_schedule",
         /// With several partitions: the workspace's death declaration is with the fleet breaker,
         /// whose verdict comes back through the stream.
         DeclarationPending = "declaration_pending",

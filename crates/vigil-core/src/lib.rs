@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cadence;
 pub mod classify;
 pub mod engine;
 pub mod event;

@@ -51,6 +51,7 @@
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
+use crate::cadence::{Cadence, Overdue, overdue_at};
 use crate::classify::{Evidence, classify_probe, is_dead_origin};
 use crate::event::*;
 use crate::fleet::{Declaration, Fleet, Handle};
@@ -87,6 +88,10 @@ pub struct Workspace {
     /// [`incarnation_hash`] of it (0 for none): compared on every heartbeat without touching the
     /// string, which lives elsewhere on the heap.
     pub incarnation_hash: u64,
+    /// The heartbeat cadence learned so far (when a heartbeat is overdue). Last, and defaulted,
+    /// so records from before it read as they were written (with nothing learned yet).
+    #[serde(default)]
+    pub cadence: Cadence,
 }
 
 /// Suspect's own data: the evidence gathered so far.
@@ -109,6 +114,9 @@ pub struct Suspicion {
     /// false, so records from before it read as they were written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// The heartbeat became overdue while Suspect, and vigil asked about it. Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overdue: bool,
 }
 
 impl Suspicion {
@@ -122,7 +130,19 @@ impl Suspicion {
             reprobes_left: ctx.policy.reprobe_max,
             held: false,
             pending: false,
+            overdue: false,
         }
+    }
+
+    /// Overdue: the heartbeat is later than this workspace's own cadence makes probable; a probe
+    /// is asked at once and re-asked.
+    fn overdue(ctx: &Ctx<'_>) -> Suspicion {
+        Suspicion { cause: Reason::HeartbeatOverdue, overdue: true, ..Suspicion::silent(ctx) }.not_silent()
+    }
+
+    fn not_silent(mut self) -> Suspicion {
+        self.silent_since = Stamp::NEVER;
+        self
     }
 
     /// flake: one definitive not-running that needs a second opinion within the confirm window.
@@ -135,6 +155,7 @@ impl Suspicion {
             reprobes_left: ctx.policy.reprobe_max,
             held: false,
             pending: false,
+            overdue: false,
         }
     }
 
@@ -148,6 +169,7 @@ impl Suspicion {
             reprobes_left: 0,
             held: true,
             pending: false,
+            overdue: false,
         }
     }
 }
@@ -228,6 +250,8 @@ pub struct Emitted {
 pub struct Ctx<'a> {
     pub now: At,
     pub policy: &'a Policy,
+    /// The policy's overdue rule (`core::cadence`), derived once by the engine.
+    pub overdue: Overdue,
     /// The key output ids take their tags from (`core::ids`), if the log carried one.
     pub id_key: Option<&'a IdKey>,
     /// This workspace's restart in flight when the first key came, issued with a plain id.
@@ -277,7 +301,7 @@ impl Workspace {
                 Handled
             }
             Event::Resume => {
-                self.watch_from = ctx.now;
+                self.resumed(ctx);
                 Handled
             }
             // Silence nobody observed is not evidence: only watched time counts.
@@ -315,6 +339,13 @@ impl Workspace {
             Event::Timer if self.silence_due(ctx) => {
                 let next = ctx.to(State::suspect(Suspicion::silent(ctx)), Reason::HeartbeatTimeout, None);
                 self.ask_probe(ctx, Reason::HeartbeatTimeout);
+                next
+            }
+            // detection: later than its own cadence makes probable: ask at once, long before the
+            // TTL (asking is not destructive).
+            Event::Timer if self.is_overdue(ctx) == Some(true) => {
+                let next = ctx.to(State::suspect(Suspicion::overdue(ctx)), Reason::HeartbeatOverdue, None);
+                self.ask_probe(ctx, Reason::HeartbeatOverdue);
                 next
             }
             _ => Super,
@@ -362,12 +393,14 @@ impl Workspace {
             }
             // Silence vigil did not observe is not evidence.
             Event::Resume => {
-                self.watch_from = ctx.now;
+                self.resumed(ctx);
                 s.silent_since = Stamp::NEVER;
+                s.overdue = false;
                 Handled
             }
             Event::Unwatched(gap) => {
                 self.unwatched(*gap);
+                s.overdue = false;
                 s.first_not_running = s.first_not_running.later(*gap);
                 s.silent_since = s.silent_since.later(*gap);
                 s.next_reprobe = s.next_reprobe.later(*gap);
@@ -441,7 +474,7 @@ impl Workspace {
             },
             Event::Timer if ctx.now >= r.deadline => self.restart_failed(ctx, r, Reason::RestartTimeout),
             Event::Resume => {
-                self.watch_from = ctx.now;
+                self.resumed(ctx);
                 r.deadline = ctx.now.plus(ctx.policy.restart_timeout);
                 Handled
             }
@@ -506,6 +539,7 @@ impl Workspace {
             }
             Event::Lifecycle(LifecyclePhase::Resumed) => {
                 self.watch_from = ctx.now;
+                self.cadence.break_run();
                 ctx.to(State::alive(), Reason::Resumed, None)
             }
             _ => Super,
@@ -533,6 +567,7 @@ impl Workspace {
             left_restarting: Stamp::NEVER,
             incarnation: None,
             incarnation_hash: 0,
+            cadence: Cadence::default(),
         }
     }
 
@@ -557,6 +592,15 @@ impl Workspace {
     }
 
     fn note_heartbeat(&mut self, ctx: &Ctx<'_>, hb: &Heartbeat) {
+        // detection: learn the cadence from the time since the last heartbeat, unless the agent
+        // now promises another one (then learn it afresh).
+        match hb.interval_s {
+            Some(i) if self.interval_s != 0 && i != self.interval_s => self.cadence.reset(),
+            _ => {
+                let since = self.last_heartbeat.get().map(|t| ctx.now.since(t));
+                self.cadence.learn(since, ctx.overdue.after(&self.cadence));
+            }
+        }
         self.last_heartbeat = Stamp::at(ctx.now);
         self.watch_from = ctx.now;
         if let Some(i) = hb.interval_s {
@@ -574,11 +618,29 @@ impl Workspace {
     /// The heartbeat deadline (`ttl` after the last heartbeat or full-grace moment) has passed.
     /// Nobody watched for `gap`: every instant a window is measured from moves `gap` later.
     fn unwatched(&mut self, gap: std::time::Duration) {
+        self.cadence.break_run();
         self.watch_from = self.watch_from.plus(gap);
         self.last_heartbeat = self.last_heartbeat.later(gap);
         self.probe_asked = self.probe_asked.later(gap);
         self.last_restart = self.last_restart.later(gap);
         self.left_restarting = self.left_restarting.later(gap);
+    }
+
+    /// vigil (re)started: full grace, and the time since the last heartbeat is not a sample.
+    fn resumed(&mut self, ctx: &Ctx<'_>) {
+        self.watch_from = ctx.now;
+        self.cadence.break_run();
+    }
+
+    /// When the heartbeat is overdue (measured, like silence, from `watch_from`), for a workspace
+    /// with enough history; `None` when only the TTL applies.
+    fn overdue_deadline(&self, rule: &Overdue) -> Option<At> {
+        overdue_at(rule, &self.cadence, self.watch_from)
+    }
+
+    /// `Some(true)` overdue, `Some(false)` on schedule, `None` no history (or the rule is off).
+    fn is_overdue(&self, ctx: &Ctx<'_>) -> Option<bool> {
+        self.overdue_deadline(&ctx.overdue).map(|t| ctx.now >= t)
     }
 
     fn silence_due(&self, ctx: &Ctx<'_>) -> bool {
@@ -613,6 +675,19 @@ impl Workspace {
 
     /// Alive, and a probe says definitively not running.
     fn not_running_while_alive(&mut self, ctx: &mut Ctx<'_>) -> Outcome<State> {
+        match self.is_overdue(ctx) {
+            // detection: silence and the probe agree: no confirm wait.
+            Some(true) => return self.declare_dead(ctx, Reason::NotRunningOverdue, None),
+            // lying probes: a heartbeat on schedule outweighs any probe.
+            Some(false) => {
+                let settling = !self.heartbeat_recent(ctx) && self.settling(ctx);
+                let cause = if settling { Reason::NotRunningSettling } else { Reason::NotRunningRecentHeartbeat };
+                let next = ctx.to(State::suspect(Suspicion::not_running(cause, ctx)), cause, None);
+                self.on_schedule(ctx);
+                return next;
+            }
+            None => {}
+        }
         // flake: a recent heartbeat, or a restart that just finished, needs a second opinion.
         let cause = if self.heartbeat_recent(ctx) {
             Reason::NotRunningRecentHeartbeat
@@ -641,6 +716,16 @@ impl Workspace {
         // suspect): one definitive not-running is enough.
         if s.silent_since.get().is_some() && !self.heartbeat_recent(ctx) {
             return self.declare_dead(ctx, Reason::NotRunningNoHeartbeat, Some(s));
+        }
+        match self.is_overdue(ctx) {
+            // detection: overdue, and definitively not running: silence and the probe agree.
+            Some(true) => return self.declare_dead(ctx, Reason::NotRunningOverdue, Some(s)),
+            // lying probes: no number of not-runnings convicts while heartbeats are on schedule.
+            Some(false) => {
+                self.on_schedule(ctx);
+                return Handled;
+            }
+            None => {}
         }
         // flake: two definitive not-runnings within the confirm window, or the count restarts.
         if s.first_not_running.within(ctx.now, ctx.policy.confirm_window) {
@@ -674,6 +759,15 @@ impl Workspace {
             self.ask_probe(ctx, Reason::HeartbeatTimeout);
             return Handled;
         }
+        // detection: suspect already (a probe said not running), and now overdue too: ask again,
+        // and the answer decides.
+        if s.silent_since.get().is_none() && !s.overdue && self.is_overdue(ctx) == Some(true) {
+            s.overdue = true;
+            s.reprobes_left = ctx.policy.reprobe_max;
+            s.next_reprobe = Stamp::at(ctx.now.plus(ctx.policy.reprobe_every));
+            self.ask_probe(ctx, Reason::HeartbeatOverdue);
+            return Handled;
+        }
         if s.next_reprobe.get().is_some_and(|t| ctx.now >= t) {
             s.reprobes_left = s.reprobes_left.saturating_sub(1);
             s.next_reprobe =
@@ -692,6 +786,12 @@ impl Workspace {
         }
         self.ask_probe(ctx, Reason::UpstreamDeadOrigin);
         Handled
+    }
+
+    /// lying probes: says why a not-running probe did not convict: the heartbeats are on schedule.
+    fn on_schedule(&self, ctx: &mut Ctx<'_>) {
+        let due = self.overdue_deadline(&ctx.overdue).map(|t| format!("the next heartbeat is overdue at {t}"));
+        ctx.suppress(Reason::HeartbeatOnSchedule, due);
     }
 
     /// Emits a `probe_request`, unless one is still outstanding.
@@ -900,6 +1000,7 @@ impl Workspace {
         self.restarts += 1;
         self.last_restart = Stamp::at(ctx.now);
         self.probe_asked = Stamp::NEVER;
+        self.cadence.break_run();
         let in_flight = InFlight {
             origin,
             deadline: ctx.now.plus(ctx.policy.restart_timeout),
@@ -1075,16 +1176,19 @@ impl State {
     }
 
     /// The earliest instant at which this state wants a `Timer` event.
-    pub fn next_deadline(&self, ws: &Workspace, policy: &Policy) -> Option<At> {
+    pub fn next_deadline(&self, ws: &Workspace, policy: &Policy, rule: &Overdue) -> Option<At> {
+        let silence = ws.silence_deadline(policy);
+        let overdue = ws.overdue_deadline(rule).filter(|t| *t < silence);
         match self {
-            State::Alive {} => Some(ws.silence_deadline(policy)),
+            State::Alive {} => Some(overdue.unwrap_or(silence)),
             // Held by the breaker: nothing fires until it closes and re-arms everything; waiting
             // for the fleet's verdict: nothing fires until it comes.
             State::Suspect { s } if s.held || s.pending => None,
             State::Suspect { s } => {
                 let death_or_silence = match s.silent_since.get() {
                     Some(silent) => silent.plus(policy.unprobeable_after),
-                    None => ws.silence_deadline(policy),
+                    None if !s.overdue => overdue.unwrap_or(silence),
+                    None => silence,
                 };
                 Some(s.next_reprobe.get().map_or(death_or_silence, |t| t.min(death_or_silence)))
             }

@@ -81,6 +81,19 @@ pub struct Policy {
     pub dead_retry_after_s: u32,
     /// Which events may add a workspace vigil does not know yet.
     pub registration: Registration,
+    /// A heartbeat is overdue once φ, the phi-accrual suspicion level of the silence since the
+    /// last one, reaches this (`core::cadence`); then vigil asks for a probe at once, and one
+    /// definitive not-running convicts. 0 turns the rule off (the TTL alone counts silence).
+    pub phi_threshold: f64,
+    /// The floor on the learned deviation of inter-arrival times (a very regular sender must not
+    /// become overdue on a few milliseconds of delivery jitter).
+    #[serde(with = "humantime_serde")]
+    pub phi_min_deviation: Duration,
+    /// Lateness a heartbeat may show on top of the learned mean before φ starts to rise.
+    #[serde(with = "humantime_serde")]
+    pub phi_acceptable_pause: Duration,
+    /// Inter-arrival times learned before the rule applies (until then, the TTL alone).
+    pub phi_min_samples: u8,
 }
 
 /// Which events may add a workspace vigil does not know yet.
@@ -127,6 +140,10 @@ impl Default for Policy {
             restart_retry_after_s: 15,
             dead_retry_after_s: 60,
             registration: Registration::Open,
+            phi_threshold: 8.0,
+            phi_min_deviation: Duration::from_millis(500),
+            phi_acceptable_pause: Duration::ZERO,
+            phi_min_samples: 4,
         }
     }
 }
@@ -176,6 +193,15 @@ impl Policy {
         }
         if self.reprobe_every.is_zero() {
             return bad("reprobe_every must be positive");
+        }
+        if !(self.phi_threshold == 0.0 || (0.5..=30.0).contains(&self.phi_threshold)) {
+            return bad("phi_threshold must be 0 (off) or within 0.5..=30");
+        }
+        if self.phi_min_deviation.is_zero() {
+            return bad("phi_min_deviation must be positive");
+        }
+        if self.phi_min_samples == 0 {
+            return bad("phi_min_samples must be at least 1");
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use statig::blocking::IntoStateMachineExt;
+use vigil_core::cadence::Cadence;
 use vigil_core::event::*;
 use vigil_core::fleet::{Fleet, Handle};
 use vigil_core::machine::{Ctx, Emitted, Event, InFlight, State, Suspicion, Wait, Waiting, Workspace};
@@ -182,13 +183,19 @@ fn facts(policy: &Policy) -> Vec<Workspace> {
         left_restarting: Stamp::NEVER,
         incarnation: Some("c-1".into()),
         incarnation_hash: vigil_core::machine::incarnation_hash("c-1"),
+        cadence: Cadence::default(),
     };
+    // A learned 30 s cadence: heartbeats on schedule (10 s ago), or overdue (60 s ago, well
+    // before the ttl).
+    let learned = Cadence { mean_ms: 30_000, dev_ms: 400, samples: 20, broken: false };
+    let on_schedule = Workspace { cadence: learned, ..base.clone() };
+    let overdue = Workspace { last_heartbeat: Stamp::at(ago(60)), watch_from: ago(60), ..on_schedule.clone() };
     let silent = Workspace { last_heartbeat: Stamp::at(ago(3600)), watch_from: ago(3600), ..base.clone() };
     let settling = Workspace { left_restarting: Stamp::at(ago(5)), ..silent.clone() };
     let just_restarted = Workspace { last_restart: Stamp::at(ago(20)), failures: 2, ..silent.clone() };
     let crash_loop = Workspace { failures: policy.give_up_after, since: ago(30), ..silent.clone() };
     let probing = Workspace { probe_asked: Stamp::at(ago(1)), ..silent.clone() };
-    vec![base, silent, settling, just_restarted, crash_loop, probing]
+    vec![base, silent, settling, just_restarted, crash_loop, probing, on_schedule, overdue]
 }
 
 /// Each state in the variants of its own data that change an answer.
@@ -201,6 +208,7 @@ fn states(policy: &Policy) -> Vec<State> {
         reprobes_left: policy.reprobe_max,
         held: false,
         pending: false,
+        overdue: false,
     };
     let in_flight = InFlight {
         origin: Origin::System,
@@ -230,6 +238,12 @@ fn states(policy: &Policy) -> Vec<State> {
             },
             Suspicion { held: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
             Suspicion { pending: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
+            Suspicion {
+                cause: Reason::HeartbeatOverdue,
+                overdue: true,
+                first_not_running: Stamp::NEVER,
+                ..suspicion.clone()
+            },
         ]
         .map(|s| State::Suspect { s }),
     );
@@ -301,6 +315,7 @@ fn drive(policy: &Policy, facts: &Workspace, state: &State, fleet: &Fleet, paylo
     let mut ctx = Ctx {
         now: now(),
         policy,
+        overdue: vigil_core::cadence::Overdue::of(policy),
         id_key: None,
         plain_restart: None,
         ws: &ws,

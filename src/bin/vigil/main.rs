@@ -8,6 +8,7 @@ mod nats_args;
 mod policy_file;
 mod replay_cmd;
 mod serve_cmd;
+mod simulate_cmd;
 mod store_cmds;
 
 use std::process::ExitCode;
@@ -45,6 +46,17 @@ enum Command {
     /// not a valid event is reported on stderr with its line number and skipped (--strict stops
     /// there instead); the exit status is 1 if any line was skipped.
     Replay(replay_cmd::ReplayArgs),
+    /// Try a policy on a simulated fleet in virtual time, and print how it did.
+    ///
+    /// SCENARIO (TOML; simulations/ has several, simulations/README.md lists every key) describes
+    /// a fleet, its heartbeats and traffic, the provisioner, and the faults that strike it. The
+    /// world is fed to the real engine in a closed loop — vigil's probe requests are answered, its
+    /// restarts reboot workspaces — and the run reports detection times of true deaths, wrong
+    /// suspicions of live workspaces, false restarts, probe load, alerts and suppressions. Seeded:
+    /// the same scenario, policy and seed give the same figures and the same --log, which `vigil
+    /// replay --json` turns back into exactly the run's outputs. Exit status 1 if an expectation
+    /// of the scenario's [expect] section fails, 2 on errors.
+    Simulate(simulate_cmd::SimulateArgs),
     /// Print a data directory's log as JSONL, the format `vigil replay` reads.
     ///
     /// Replaying a full export reproduces, byte for byte, the outputs vigil produced. Entries removed
@@ -67,6 +79,7 @@ fn main() -> ExitCode {
         Command::Emit(args) => client_cmds::emit(args),
         Command::Watch(args) => client_cmds::watch(args),
         Command::Replay(args) => replay_cmd::run(args),
+        Command::Simulate(args) => simulate_cmd::run(args),
         Command::Export(args) => store_cmds::export(args),
         Command::Inspect(args) => store_cmds::inspect(args),
         Command::DebugIngest(args) => store_cmds::ingest(args),

@@ -189,6 +189,7 @@ impl Engine {
             let mut ctx = Ctx {
                 now: at,
                 policy: &self.policy,
+                overdue: self.overdue,
                 id_key: self.id_key.as_ref(),
                 plain_restart: None,
                 ws,

@@ -35,6 +35,7 @@ impl Engine {
             let mut ctx = Ctx {
                 now,
                 policy: &self.policy,
+                overdue: self.overdue,
                 id_key: self.id_key.as_ref(),
                 plain_restart,
                 ws: &slot.name,
@@ -149,7 +150,7 @@ impl Engine {
     pub(super) fn rearm(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
         let Some(machine) = slot.machine.as_ref() else { return };
-        if let Some(next) = machine.state().next_deadline(machine.inner(), &self.policy)
+        if let Some(next) = machine.state().next_deadline(machine.inner(), &self.policy, &self.overdue)
             && slot.armed.get().is_none_or(|armed| next < armed)
         {
             slot.armed = Stamp::at(next);

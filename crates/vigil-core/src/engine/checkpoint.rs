@@ -107,6 +107,7 @@ impl Engine {
             let machine = sm.init_with_context(&mut Ctx {
                 now: engine.clock,
                 policy: &engine.policy,
+                overdue: engine.overdue,
                 id_key: engine.id_key.as_ref(),
                 plain_restart: None,
                 ws: &ws,

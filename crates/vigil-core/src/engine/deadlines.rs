@@ -107,7 +107,7 @@ impl Engine {
 
     pub(super) fn deadline_of(&self, idx: u32) -> Option<At> {
         let machine = self.slots[idx as usize].machine.as_ref()?;
-        machine.state().next_deadline(machine.inner(), &self.policy)
+        machine.state().next_deadline(machine.inner(), &self.policy, &self.overdue)
     }
 
     pub(super) fn close_breaker(&mut self, at: At, out: &mut Vec<Output>) {

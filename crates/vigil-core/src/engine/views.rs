@@ -76,7 +76,7 @@ impl Engine {
                 }),
                 _ => None,
             },
-            next_deadline: state.next_deadline(shared, &self.policy),
+            next_deadline: state.next_deadline(shared, &self.policy, &self.overdue),
             retry_after_s: state.retry_after_s(now, &self.policy),
         })
     }
