@@ -93,7 +93,7 @@ fn the_failure_count_resets_after_10_minutes_alive() {
 }
 
 #[test]
-fn the_breaker_holds_mass_death_as_suspect_and_re_probes_after_a_calm_minute() {
+fn the_breaker_holds_mass_death_as_suspect_and_after_a_calm_minute_convicts_only_on_a_fresh_silence() {
     // The 2026-04-16 cascade, had the probes lied: six at once is one sick observer.
     let mut s = Scenario::new();
     let ids = fleet(6);
@@ -121,13 +121,19 @@ fn the_breaker_holds_mass_death_as_suspect_and_re_probes_after_a_calm_minute() {
     // and the held workspace gets full grace and a fresh probe.
     assert!(s.at(161.0).tick().is_empty());
     assert_eq!(s.at(163.0).tick(), ["@162.001 fleet ALERT breaker_closed", "@162.001 ws-03 probe? breaker_calm"]);
-    // Old evidence is forgotten: it dies only on fresh evidence, confirmed like any suspicion.
-    assert_eq!(s.at(170.0).probe("ws-03", NotFound), ["ws-03 suppressed awaiting_confirmation"]);
-    let out = s.at(175.0).probe("ws-03", NotFound);
+    // Old evidence is forgotten, and the fleet's evidence was just found unreliable: neither the
+    // confirm window nor the overdue rule speaks for it now...
+    assert_eq!(s.at(170.0).probe("ws-03", NotFound), ["ws-03 suppressed breaker_recently_open"]);
     assert_eq!(
-        out[..2],
-        ["@172.001 ws-03 probe? not_running_no_heartbeat", "ws-03 suspect->dead confirmed_not_running"]
+        s.at(175.0).probe("ws-03", NotFound),
+        ["@172.001 ws-03 probe? not_running_no_heartbeat", "ws-03 suppressed breaker_recently_open"]
     );
+    // ...only silence for a whole ttl since the close, then a definitive probe.
+    let quiet = s.at(341.0).tick();
+    assert!(quiet.iter().all(|o| !o.contains("ws-03 probe? heartbeat_timeout")), "{quiet:?}");
+    assert_eq!(s.at(343.0).tick(), ["@342.001 ws-03 probe? heartbeat_timeout"]);
+    let out = s.at(344.0).probe("ws-03", NotFound);
+    assert_eq!(out[..2], ["ws-03 suspect->dead not_running_no_heartbeat", "ws-03 dead->restarting restart_issued"]);
     assert!(s.all.iter().all(|o| !s.summary(o, o.at).contains("ws-03 alive->dead")));
 }
 

@@ -212,7 +212,7 @@ proptest! {
         }
         let fleet: FleetRecord = rmp_serde::from_slice(&rmp_serde::to_vec_named(&original.fleet_record()).unwrap()).unwrap();
         let records: Vec<(WorkspaceId, WorkspaceRecord)> =
-            rmp_serde::from_slice(&rmp_serde::to_vec_named(&original.records()).unwrap()).unwrap();
+            rmp_serde::from_slice(&rmp_serde::to_vec(&original.records()).unwrap()).unwrap();
         let mut restored = Engine::restore(policy, fleet, records).unwrap();
         *restored.tombstones_mut() = original.tombstones().clone();
         prop_assert_eq!(restored.digest(), original.digest());

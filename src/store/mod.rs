@@ -50,9 +50,11 @@ pub use writer::Wake;
 /// an id key; 3: `resume` records that declare `unwatched_after_ms`, and checkpoints that carry it
 /// (an older build cannot read them, or would decide differently from them, so it is told the
 /// directory is newer); 4: log records carry the input stream position of each input (output ids
-/// derive from it). Older directories are read as they are and marked 4 when a service opens
-/// them.
-pub const FORMAT: u32 = 4;
+/// derive from it); 5: workspace records carry their learned heartbeat cadence, suspicions an
+/// `overdue` mark, and the policy the overdue rule's keys (an older build would misread or
+/// refuse them; a format-4 policy or snapshot is read with the rule off, as it was folded).
+/// Older directories are read as they are and marked 5 when a service opens them.
+pub const FORMAT: u32 = 5;
 
 /// Workspaces per checkpoint chunk: large enough that a million workspaces are a few hundred sled
 /// values (iterating a million small values costs sled tens of seconds), small enough that a

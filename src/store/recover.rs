@@ -2,6 +2,7 @@
 //! re-applied after the last checkpoint, checked for gaps.
 
 use crate::core::event::{Input, WorkspaceId};
+use crate::core::policy::LaterKeys;
 use crate::core::snapshot::{FleetRecord, WorkspaceRecord};
 
 use super::*;
@@ -56,11 +57,17 @@ pub(super) fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
 pub(super) fn read_policy(db: &sled::Db) -> Result<Option<Policy>, StoreError> {
     match db.get(keys::META_POLICY).map_err(io("reading the policy"))? {
         None => Ok(None),
-        Some(v) => rmp_serde::from_slice(&v).map(Some).map_err(|e| StoreError::CorruptRecord {
-            what: "meta",
-            key: "policy".into(),
-            source: e.into(),
-        }),
+        Some(v) => {
+            let corrupt = |e: rmp_serde::decode::Error| StoreError::CorruptRecord {
+                what: "meta",
+                key: "policy".into(),
+                source: e.into(),
+            };
+            // A policy stored before a rule existed had it off: its log replays as it ran.
+            let policy: Policy = rmp_serde::from_slice(&v).map_err(corrupt)?;
+            let later: LaterKeys = rmp_serde::from_slice(&v).map_err(corrupt)?;
+            Ok(Some(later.applied_to(policy)))
+        }
     }
 }
 

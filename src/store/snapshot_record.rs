@@ -84,7 +84,9 @@ impl Snapshot {
         if !rest.is_empty() {
             return Err(SnapshotError::Trailing(rest.len()));
         }
-        Ok(Snapshot { policy: head.policy, fleet: head.fleet, workspaces, tombstones, pending })
+        // A snapshot from before the overdue rule (format 4 and older) was folded with it off.
+        let policy = if head.format < 5 { head.policy.before_overdue() } else { head.policy };
+        Ok(Snapshot { policy, fleet: head.fleet, workspaces, tombstones, pending })
     }
 }
 

@@ -103,9 +103,10 @@ impl Cadence {
         self.broken = true;
     }
 
-    /// Forgets everything learned (the agent declared another cadence).
+    /// Forgets everything learned (the agent declared another cadence); the heartbeat that said
+    /// so starts the new run.
     pub fn reset(&mut self) {
-        *self = Cadence { broken: true, ..Cadence::default() };
+        *self = Cadence::default();
     }
 }
 
@@ -121,8 +122,10 @@ fn y_milli(phi: f64) -> u32 {
     if phi.is_nan() || phi <= 0.0 {
         return 0;
     }
-    // 1 − F(y) = 10^−φ  ⇔  y(1.5976 + 0.070566 y²) = ln(10^φ − 1).
-    let g = (10f64.powf(phi) - 1.0).ln();
+    // 1 − F(y) = 10^−φ  ⇔  y(1.5976 + 0.070566 y²) = ln(10^φ − 1) = φ ln 10 + ln(1 − 10^−φ).
+    // Basic arithmetic only (no platform `ln`/`exp`), so every machine computes the same y.
+    let tail = exp_neg(phi * std::f64::consts::LN_10);
+    let g = phi * std::f64::consts::LN_10 + ln_one_minus(tail);
     if g.is_nan() || g <= 0.0 {
         return 0;
     }
@@ -133,6 +136,27 @@ fn y_milli(phi: f64) -> u32 {
         y -= f / df;
     }
     (y * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32
+}
+
+/// e^−a for a ≥ 0 by Taylor series on a / 2^20, squared back up twenty times: only +, ×, ÷.
+fn exp_neg(a: f64) -> f64 {
+    let x = -a / 1_048_576.0;
+    let (mut term, mut sum) = (1.0f64, 1.0f64);
+    for k in 1..12 {
+        term *= x / f64::from(k);
+        sum += term;
+    }
+    (0..20).fold(sum, |e, _| e * e)
+}
+
+/// ln(1 − x) for 0 ≤ x ≤ 0.35 by its series −Σ xᵏ/k: only +, ×, ÷.
+fn ln_one_minus(x: f64) -> f64 {
+    let (mut power, mut sum) = (1.0f64, 0.0f64);
+    for k in 1..120 {
+        power *= x;
+        sum -= power / f64::from(k);
+    }
+    sum
 }
 
 fn millis_u32(d: std::time::Duration) -> u32 {
@@ -189,6 +213,17 @@ mod tests {
         c.learn(Some(Duration::from_secs(30)), None);
         assert!(r.after(&c).is_some());
         assert_eq!(Overdue { y_milli: 0, ..r }.after(&c), None, "off");
+    }
+
+    #[test]
+    fn the_hand_made_logarithm_agrees_with_the_platforms() {
+        for phi in [0.5, 1.0, 3.0, 8.0, 12.0, 30.0] {
+            let platform = ((10f64.powf(phi) - 1.0).ln() * 1e6).round();
+            let tail = exp_neg(phi * std::f64::consts::LN_10);
+            let ours = ((phi * std::f64::consts::LN_10 + ln_one_minus(tail)) * 1e6).round();
+            assert!((platform - ours).abs() <= 1.0, "φ = {phi}: {platform} vs {ours}");
+        }
+        assert_eq!(y_milli(8.0), 5226);
     }
 
     #[test]

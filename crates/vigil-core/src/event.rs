@@ -267,6 +267,9 @@ wire_enum! {
         /// A definitive not-running while the workspace's heartbeats arrive on schedule (not
         /// overdue): the heartbeats outweigh any probe.
         HeartbeatOnSchedule = "heartbeat_on_schedule",
+        /// The breaker held this workspace and has closed since: only silence for a whole `ttl`
+        /// since the close, and a definitive probe, convict it.
+        BreakerRecentlyOpen = "breaker_recently_open",
         /// With several partitions: the workspace's death declaration is with the fleet breaker,
         /// whose verdict comes back through the stream.
         DeclarationPending = "declaration_pending",

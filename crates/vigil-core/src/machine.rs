@@ -110,13 +110,20 @@ pub struct Suspicion {
     /// Held by the open breaker: a death declaration waits for fresh evidence after it closes.
     pub held: bool,
     /// With several partitions: a death declaration waits for its `declaration` record to come
-    /// back with the fleet breaker's verdict (`Event::FleetVerdict`). Last, and left out when
-    /// false, so records from before it read as they were written.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// back with the fleet breaker's verdict (`Event::FleetVerdict`). Defaulted, so records from
+    /// before it (one element shorter) read as they were written; always written, because the
+    /// store's records are positional and a field after it must not slide into its place.
+    #[serde(default)]
     pub pending: bool,
-    /// The heartbeat became overdue while Suspect, and vigil asked about it. Left out when false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// The heartbeat became overdue while Suspect, and vigil asked about it.
+    #[serde(default)]
     pub overdue: bool,
+    /// Held by the breaker, which has closed since: the fleet's evidence was just found
+    /// unreliable, so only silence for a whole `ttl` since the close, and a definitive probe,
+    /// convict it (`breaker_recently_open`), until a heartbeat or a `running` probe ends it. Last:
+    /// left out when false, defaulted when absent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub calmed: bool,
 }
 
 impl Suspicion {
@@ -131,6 +138,7 @@ impl Suspicion {
             held: false,
             pending: false,
             overdue: false,
+            calmed: false,
         }
     }
 
@@ -156,6 +164,7 @@ impl Suspicion {
             held: false,
             pending: false,
             overdue: false,
+            calmed: false,
         }
     }
 
@@ -170,6 +179,7 @@ impl Suspicion {
             held: true,
             pending: false,
             overdue: false,
+            calmed: false,
         }
     }
 }
@@ -375,6 +385,7 @@ impl Workspace {
             // The breaker closed: full grace, a fresh probe, and death only on fresh evidence.
             Event::BreakerClosed if s.held => {
                 s.held = false;
+                s.calmed = true;
                 s.first_not_running = Stamp::NEVER;
                 s.silent_since = Stamp::NEVER;
                 s.reprobes_left = ctx.policy.reprobe_max;
@@ -633,14 +644,24 @@ impl Workspace {
     }
 
     /// When the heartbeat is overdue (measured, like silence, from `watch_from`), for a workspace
-    /// with enough history; `None` when only the TTL applies.
-    fn overdue_deadline(&self, rule: &Overdue) -> Option<At> {
-        overdue_at(rule, &self.cadence, self.watch_from)
+    /// with enough history; `None` when only the TTL applies. Never before the cadence in force
+    /// (the one it promised, or the default): an agent that heartbeated faster for a while is not
+    /// late until it breaks its promise.
+    fn overdue_deadline(&self, policy: &Policy, rule: &Overdue) -> Option<At> {
+        let promised = self.watch_from.plus(policy.interval(self.interval_s));
+        overdue_at(rule, &self.cadence, self.watch_from).map(|t| t.max(promised))
     }
 
     /// `Some(true)` overdue, `Some(false)` on schedule, `None` no history (or the rule is off).
     fn is_overdue(&self, ctx: &Ctx<'_>) -> Option<bool> {
-        self.overdue_deadline(&ctx.overdue).map(|t| ctx.now >= t)
+        self.overdue_deadline(ctx.policy, &ctx.overdue).map(|t| ctx.now >= t)
+    }
+
+    /// Overdue, and not just out of a restart: one definitive not-running convicts. (flake: a
+    /// restarted agent's first heartbeats may come slowly; within `settle` a second opinion is
+    /// still needed.)
+    fn convicted_by_silence(&self, ctx: &Ctx<'_>) -> bool {
+        self.is_overdue(ctx) == Some(true) && !self.settling(ctx)
     }
 
     fn silence_due(&self, ctx: &Ctx<'_>) -> bool {
@@ -675,18 +696,19 @@ impl Workspace {
 
     /// Alive, and a probe says definitively not running.
     fn not_running_while_alive(&mut self, ctx: &mut Ctx<'_>) -> Outcome<State> {
-        match self.is_overdue(ctx) {
-            // detection: silence and the probe agree: no confirm wait.
-            Some(true) => return self.declare_dead(ctx, Reason::NotRunningOverdue, None),
-            // lying probes: a heartbeat on schedule outweighs any probe.
-            Some(false) => {
-                let settling = !self.heartbeat_recent(ctx) && self.settling(ctx);
-                let cause = if settling { Reason::NotRunningSettling } else { Reason::NotRunningRecentHeartbeat };
-                let next = ctx.to(State::suspect(Suspicion::not_running(cause, ctx)), cause, None);
-                self.on_schedule(ctx);
-                return next;
-            }
-            None => {}
+        // detection: silence and the probe agree: no confirm wait.
+        if self.convicted_by_silence(ctx) {
+            return self.declare_dead(ctx, Reason::NotRunningOverdue, None);
+        }
+        // lying probes: a heartbeat on schedule outweighs any probe; nothing to re-ask until the
+        // heartbeat is overdue (that deadline asks).
+        if self.is_overdue(ctx) == Some(false) {
+            let settling = !self.heartbeat_recent(ctx) && self.settling(ctx);
+            let cause = if settling { Reason::NotRunningSettling } else { Reason::NotRunningRecentHeartbeat };
+            let s = Suspicion { next_reprobe: Stamp::NEVER, reprobes_left: 0, ..Suspicion::not_running(cause, ctx) };
+            let next = ctx.to(State::suspect(s), cause, None);
+            self.on_schedule(ctx);
+            return next;
         }
         // flake: a recent heartbeat, or a restart that just finished, needs a second opinion.
         let cause = if self.heartbeat_recent(ctx) {
@@ -717,15 +739,27 @@ impl Workspace {
         if s.silent_since.get().is_some() && !self.heartbeat_recent(ctx) {
             return self.declare_dead(ctx, Reason::NotRunningNoHeartbeat, Some(s));
         }
-        match self.is_overdue(ctx) {
-            // detection: overdue, and definitively not running: silence and the probe agree.
-            Some(true) => return self.declare_dead(ctx, Reason::NotRunningOverdue, Some(s)),
-            // lying probes: no number of not-runnings convicts while heartbeats are on schedule.
-            Some(false) => {
-                self.on_schedule(ctx);
-                return Handled;
-            }
-            None => {}
+        // cascade: the breaker held this workspace and has closed since: the fleet's evidence was
+        // just found unreliable, so only a whole ttl of silence since then convicts (above).
+        if s.calmed {
+            ctx.suppress(
+                Reason::BreakerRecentlyOpen,
+                Some(format!(
+                    "silent for {}s since the breaker closed convicts",
+                    ctx.policy.ttl(self.interval_s).as_secs()
+                )),
+            );
+            return Handled;
+        }
+        // detection: overdue, and definitively not running: silence and the probe agree.
+        if self.convicted_by_silence(ctx) {
+            return self.declare_dead(ctx, Reason::NotRunningOverdue, Some(s));
+        }
+        // lying probes: no number of not-runnings convicts while heartbeats are on schedule.
+        if self.is_overdue(ctx) == Some(false) {
+            (s.next_reprobe, s.reprobes_left) = (Stamp::NEVER, 0);
+            self.on_schedule(ctx);
+            return Handled;
         }
         // flake: two definitive not-runnings within the confirm window, or the count restarts.
         if s.first_not_running.within(ctx.now, ctx.policy.confirm_window) {
@@ -761,7 +795,7 @@ impl Workspace {
         }
         // detection: suspect already (a probe said not running), and now overdue too: ask again,
         // and the answer decides.
-        if s.silent_since.get().is_none() && !s.overdue && self.is_overdue(ctx) == Some(true) {
+        if s.silent_since.get().is_none() && !s.overdue && !s.calmed && self.is_overdue(ctx) == Some(true) {
             s.overdue = true;
             s.reprobes_left = ctx.policy.reprobe_max;
             s.next_reprobe = Stamp::at(ctx.now.plus(ctx.policy.reprobe_every));
@@ -790,7 +824,8 @@ impl Workspace {
 
     /// lying probes: says why a not-running probe did not convict: the heartbeats are on schedule.
     fn on_schedule(&self, ctx: &mut Ctx<'_>) {
-        let due = self.overdue_deadline(&ctx.overdue).map(|t| format!("the next heartbeat is overdue at {t}"));
+        let due =
+            self.overdue_deadline(ctx.policy, &ctx.overdue).map(|t| format!("the next heartbeat is overdue at {t}"));
         ctx.suppress(Reason::HeartbeatOnSchedule, due);
     }
 
@@ -1178,7 +1213,7 @@ impl State {
     /// The earliest instant at which this state wants a `Timer` event.
     pub fn next_deadline(&self, ws: &Workspace, policy: &Policy, rule: &Overdue) -> Option<At> {
         let silence = ws.silence_deadline(policy);
-        let overdue = ws.overdue_deadline(rule).filter(|t| *t < silence);
+        let overdue = ws.overdue_deadline(policy, rule).filter(|t| *t < silence);
         match self {
             State::Alive {} => Some(overdue.unwrap_or(silence)),
             // Held by the breaker: nothing fires until it closes and re-arms everything; waiting
@@ -1187,7 +1222,7 @@ impl State {
             State::Suspect { s } => {
                 let death_or_silence = match s.silent_since.get() {
                     Some(silent) => silent.plus(policy.unprobeable_after),
-                    None if !s.overdue => overdue.unwrap_or(silence),
+                    None if !s.overdue && !s.calmed => overdue.unwrap_or(silence),
                     None => silence,
                 };
                 Some(s.next_reprobe.get().map_or(death_or_silence, |t| t.min(death_or_silence)))

@@ -96,6 +96,20 @@ pub struct Policy {
     pub phi_min_samples: u8,
 }
 
+/// The keys of a stored policy that came later than others: whether it had them at all.
+#[derive(Debug, Default, Deserialize)]
+pub struct LaterKeys {
+    #[serde(default)]
+    pub phi_threshold: Option<f64>,
+}
+
+impl LaterKeys {
+    /// `policy`, as it was in force when a policy with these keys was stored.
+    pub fn applied_to(&self, policy: Policy) -> Policy {
+        if self.phi_threshold.is_none() { policy.before_overdue() } else { policy }
+    }
+}
+
 /// Which events may add a workspace vigil does not know yet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -167,6 +181,13 @@ impl Policy {
         let policy: Policy = toml::from_str(text)?;
         policy.check()?;
         Ok(policy)
+    }
+
+    /// The policy as a data directory written before the overdue rule (store format 4 and older)
+    /// had it in force: its stored policy lacks `phi_threshold`, and the rule was off, so its log
+    /// replays as it ran. (Left out of a policy *file*, the key takes its default instead.)
+    pub fn before_overdue(self) -> Policy {
+        Policy { phi_threshold: 0.0, ..self }
     }
 
     /// The policy as TOML (every key, for documentation and for the log header).
@@ -285,6 +306,23 @@ mod tests {
         assert!(p.breaker_exceeded(4, 6));
         assert!(!p.breaker_exceeded(10, 100));
         assert!(p.breaker_exceeded(11, 100));
+    }
+
+    #[test]
+    fn a_policy_stored_before_the_overdue_rule_reads_back_with_it_off() {
+        // As a format-4 directory stored it: a named map without the phi keys.
+        let mut old = serde_json::to_value(Policy::default()).unwrap();
+        for key in ["phi_threshold", "phi_min_deviation", "phi_acceptable_pause", "phi_min_samples"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let read: Policy = rmp_serde::from_slice(&bytes).unwrap();
+        let later: LaterKeys = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(later.applied_to(read).phi_threshold, 0.0, "folded with the rule off, replayed so");
+        // A policy stored with the key keeps it.
+        let bytes = rmp_serde::to_vec_named(&Policy::default()).unwrap();
+        let later: LaterKeys = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(later.applied_to(Policy::default()), Policy::default());
     }
 
     #[test]

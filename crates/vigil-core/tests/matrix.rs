@@ -209,6 +209,7 @@ fn states(policy: &Policy) -> Vec<State> {
         held: false,
         pending: false,
         overdue: false,
+        calmed: false,
     };
     let in_flight = InFlight {
         origin: Origin::System,
@@ -238,6 +239,7 @@ fn states(policy: &Policy) -> Vec<State> {
             },
             Suspicion { held: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
             Suspicion { pending: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
+            Suspicion { calmed: true, ..suspicion.clone() },
             Suspicion {
                 cause: Reason::HeartbeatOverdue,
                 overdue: true,
@@ -435,4 +437,28 @@ fn the_only_way_to_a_transition_is_the_one_that_announces_it() {
     let to = code.iter().position(|l| l.contains("fn to(&mut self, target: State")).expect("Ctx::to");
     let at = code.iter().position(|l| l.contains("Transition(")).unwrap();
     assert!(at > to && at < to + 8, "the transition is in Ctx::to");
+}
+
+/// The store writes machines as positional MessagePack arrays (`rmp_serde::to_vec`): every state
+/// in every variant, with every set of facts, must read back as it was — a field left out must
+/// never let the next one slide into its place.
+#[test]
+fn every_state_round_trips_through_the_stores_encoding() {
+    let policy = Policy::default();
+    for state in states(&policy) {
+        let back: State = rmp_serde::from_slice(&rmp_serde::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
+        let overdue = match &state {
+            State::Suspect { s } => {
+                State::Suspect { s: Suspicion { overdue: !s.overdue, calmed: !s.calmed, ..s.clone() } }
+            }
+            other => other.clone(),
+        };
+        let back: State = rmp_serde::from_slice(&rmp_serde::to_vec(&overdue).unwrap()).unwrap();
+        assert_eq!(back, overdue);
+    }
+    for ws in facts(&policy) {
+        let back: Workspace = rmp_serde::from_slice(&rmp_serde::to_vec(&ws).unwrap()).unwrap();
+        assert_eq!(back, ws);
+    }
 }
