@@ -113,11 +113,20 @@ struct Agent {
     trace_pos: usize,
 }
 
-/// Random streams, one per purpose.
+/// Random streams, one per purpose and per workspace: what one workspace draws (its heartbeat
+/// jitter, its probes' latency, its boot time) never depends on how often *other* workspaces drew,
+/// so two policies run on one seed see the same world except where their own decisions differ.
 struct Streams {
-    beats: ChaCha8Rng,
+    beats: Vec<ChaCha8Rng>,
     traffic: ChaCha8Rng,
-    provisioner: ChaCha8Rng,
+    provisioner: Vec<ChaCha8Rng>,
+}
+
+impl Streams {
+    fn new(seed: u64, workspaces: u32) -> Streams {
+        let per = |base: u64| (0..u64::from(workspaces)).map(|ws| stream(seed, base + 2 * ws)).collect();
+        Streams { beats: per(16), traffic: stream(seed, 2), provisioner: per(17) }
+    }
 }
 
 fn stream(seed: u64, n: u64) -> ChaCha8Rng {
@@ -183,7 +192,7 @@ impl<'a> World<'a> {
             agents,
             agenda: Default::default(),
             windows: Windows::new(plan.windows),
-            rng: Streams { beats: stream(seed, 1), traffic: stream(seed, 2), provisioner: stream(seed, 3) },
+            rng: Streams::new(seed, n),
             request_rate: scenario.requests_per_min / 60_000.0,
             interval_s: scenario.interval.as_secs().clamp(1, 3600) as u16,
             now: 0,
@@ -211,13 +220,13 @@ impl<'a> World<'a> {
         self.agenda.push(TICK_MS, Ev::Tick);
         for ws in 0..self.scenario.workspaces {
             let first = self.gap(ws);
-            let phase = self.rng.beats.random_range(0..first.max(1));
+            let phase = self.rng.beats[ws as usize].random_range(0..first.max(1));
             self.agenda.push(phase, Ev::Heartbeat { ws, beat: 0 });
             if with_traffic.contains(ws) {
                 self.schedule_request(ws);
             }
             if let Some(period) = self.scenario.provisioner.probe_sweep {
-                let phase = self.rng.provisioner.random_range(0..ms(period));
+                let phase = self.rng.provisioner[ws as usize].random_range(0..ms(period));
                 self.agenda.push(phase, Ev::Sweep { ws });
             }
         }
@@ -247,7 +256,8 @@ impl<'a> World<'a> {
             let p = &self.scenario.provisioner;
             match &o.body {
                 OutputBody::ProbeRequest { probe_id, .. } => {
-                    let delay = around(&mut self.rng.provisioner, ms(p.probe_latency), ms(p.probe_jitter));
+                    let rng = &mut self.rng.provisioner[ws as usize];
+                    let delay = around(rng, ms(p.probe_latency), ms(p.probe_jitter));
                     self.agenda.push(self.now + delay, Ev::ProbeAnswer { ws, probe_id: probe_id.clone() });
                 }
                 OutputBody::Restart { restart_id, .. } => {
@@ -351,7 +361,9 @@ impl<'a> World<'a> {
                 agent.trace_pos = (agent.trace_pos + 1) % trace.len();
                 trace.interval_ms(agent.trace_pos)
             }
-            None => around(&mut self.rng.beats, ms(self.scenario.interval), ms(self.scenario.jitter)).max(1),
+            None => {
+                around(&mut self.rng.beats[ws as usize], ms(self.scenario.interval), ms(self.scenario.jitter)).max(1)
+            }
         }
     }
 
@@ -432,7 +444,7 @@ impl<'a> World<'a> {
         self.record(ws, Truth::Booting);
         self.progress(ws, &restart_id, ProgressPhase::Stopped);
         let p = &self.scenario.provisioner;
-        let boot_ms = around(&mut self.rng.provisioner, ms(p.boot_time), ms(p.boot_jitter));
+        let boot_ms = around(&mut self.rng.provisioner[ws as usize], ms(p.boot_time), ms(p.boot_jitter));
         self.agenda.push(self.now + boot_ms, Ev::Started { ws, boot, restart_id });
     }
 
