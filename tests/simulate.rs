@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use vigil::core::event::{InputKind, ProbeResult, Reason};
-use vigil::core::{Input, Policy};
+use vigil::core::{Input, Policy, WorkspaceId};
 use vigil::report::Chain;
 use vigil::simulate::{self, Scenario, Simulation, world::EPOCH_MS};
 
@@ -156,6 +156,11 @@ fn a_single_true_death_is_restarted_exactly_once_and_its_detection_time_measured
     assert!(fresh, "the restarted workspace heartbeats with a new incarnation");
 }
 
+/// When `ws`'s heartbeats reached vigil, in seconds of the run.
+fn heartbeat_times(sim: &Simulation, ws: &WorkspaceId) -> Vec<f64> {
+    sim.inputs.iter().filter(|i| matches!(&i.kind, InputKind::Heartbeat(h) if &h.workspace == ws)).map(secs).collect()
+}
+
 #[test]
 fn a_gc_pause_of_a_minute_restarts_nobody() {
     // Given one agent that stops for 60 s at 3 min (alive: probes say running),
@@ -165,15 +170,7 @@ fn a_gc_pause_of_a_minute_restarts_nobody() {
         .history
         .ids
         .iter()
-        .map(|ws| {
-            let beats: Vec<f64> = sim
-                .inputs
-                .iter()
-                .filter(|i| matches!(&i.kind, InputKind::Heartbeat(h) if &h.workspace == ws))
-                .map(secs)
-                .collect();
-            beats.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
-        })
+        .map(|ws| heartbeat_times(&sim, ws).windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max))
         .fold(0.0, f64::max);
     assert!((60.0..=92.0).contains(&gap), "the longest heartbeat gap is the pause: {gap} s");
     assert!(sim.inputs.iter().any(|i| secs(i) == 240.0 && matches!(i.kind, InputKind::Heartbeat(_))));
@@ -276,13 +273,7 @@ fn heartbeats_can_follow_a_real_trace() {
     let sim =
         run(&format!("{SMALL}heartbeat_trace = {{ file = {:?}, scale = 300.0 }}\n", file.display().to_string()), 7);
     // then each workspace heartbeats about every 30 s, with the trace's irregularity.
-    let ws = &sim.history.ids[0];
-    let beats: Vec<f64> = sim
-        .inputs
-        .iter()
-        .filter(|i| matches!(&i.kind, InputKind::Heartbeat(h) if &h.workspace == ws))
-        .map(secs)
-        .collect();
+    let beats = heartbeat_times(&sim, &sim.history.ids[0]);
     let mut gaps: Vec<f64> = beats.windows(2).map(|w| w[1] - w[0]).collect();
     gaps.sort_by(f64::total_cmp);
     assert!(gaps.len() >= 15, "{} heartbeats", beats.len());

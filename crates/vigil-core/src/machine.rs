@@ -145,12 +145,12 @@ impl Suspicion {
     /// Overdue: the heartbeat is later than this workspace's own cadence makes probable; a probe
     /// is asked at once and re-asked.
     fn overdue(ctx: &Ctx<'_>) -> Suspicion {
-        Suspicion { cause: Reason::HeartbeatOverdue, overdue: true, ..Suspicion::silent(ctx) }.not_silent()
-    }
-
-    fn not_silent(mut self) -> Suspicion {
-        self.silent_since = Stamp::NEVER;
-        self
+        Suspicion {
+            cause: Reason::HeartbeatOverdue,
+            silent_since: Stamp::NEVER,
+            overdue: true,
+            ..Suspicion::silent(ctx)
+        }
     }
 
     /// flake: one definitive not-running that needs a second opinion within the confirm window.
@@ -608,8 +608,10 @@ impl Workspace {
         match hb.interval_s {
             Some(i) if self.interval_s != 0 && i != self.interval_s => self.cadence.reset(),
             _ => {
+                // An outlier counts as the overdue time it came after (never before the promise).
                 let since = self.last_heartbeat.get().map(|t| ctx.now.since(t));
-                self.cadence.learn(since, ctx.overdue.after(&self.cadence));
+                let overdue = ctx.overdue.after(&self.cadence).map(|d| d.max(ctx.policy.interval(self.interval_s)));
+                self.cadence.learn(since, overdue);
             }
         }
         self.last_heartbeat = Stamp::at(ctx.now);
