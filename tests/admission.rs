@@ -92,10 +92,16 @@ fn the_failure_count_resets_after_10_minutes_alive() {
     assert_eq!(out.last().unwrap(), "ws-a RESTART ws-a:3 system not_running_overdue #1");
 }
 
+/// The breaker that counts death declarations: several partitions use it, and a policy with
+/// `restart_rate = 0` (one partition's disruption modes are in `tests/disruption.rs`).
+fn declaration_breaker() -> Scenario {
+    Scenario::with_policy(Policy::default().before_modes())
+}
+
 #[test]
 fn the_breaker_holds_mass_death_as_suspect_and_after_a_calm_minute_convicts_only_on_a_fresh_silence() {
     // The 2026-04-16 cascade, had the probes lied: six at once is one sick observer.
-    let mut s = Scenario::new();
+    let mut s = declaration_breaker();
     let ids = fleet(6);
     s.at(0.0).fleet_heartbeat(&ids);
     for (i, id) in ids.iter().take(3).enumerate() {
@@ -140,7 +146,7 @@ fn the_breaker_holds_mass_death_as_suspect_and_after_a_calm_minute_convicts_only
 #[test]
 fn restarts_failing_across_the_fleet_trip_the_breaker_and_wait_for_it() {
     // A sick control plane fails every restart at once: the retries must not stampede it.
-    let mut s = Scenario::new();
+    let mut s = declaration_breaker();
     let ids = fleet(6);
     s.at(0.0).fleet_heartbeat(&ids);
     for id in &ids {

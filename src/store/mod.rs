@@ -52,9 +52,11 @@ pub use writer::Wake;
 /// directory is newer); 4: log records carry the input stream position of each input (output ids
 /// derive from it); 5: workspace records carry their learned heartbeat cadence, suspicions an
 /// `overdue` mark, and the policy the overdue rule's keys (an older build would misread or
-/// refuse them; a format-4 policy or snapshot is read with the rule off, as it was folded).
-/// Older directories are read as they are and marked 5 when a service opens them.
-pub const FORMAT: u32 = 5;
+/// refuse them; a format-4 policy or snapshot is read with the rule off, as it was folded); 6:
+/// the policy carries the disruption modes' keys, suspicions a `turn` mark, checkpoints the mode
+/// and the token bucket (a format-5 policy or snapshot is read with the modes off, as it was
+/// folded). Older directories are read as they are and marked 6 when a service opens them.
+pub const FORMAT: u32 = 6;
 
 /// Workspaces per checkpoint chunk: large enough that a million workspaces are a few hundred sled
 /// values (iterating a million small values costs sled tens of seconds), small enough that a

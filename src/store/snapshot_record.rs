@@ -84,8 +84,10 @@ impl Snapshot {
         if !rest.is_empty() {
             return Err(SnapshotError::Trailing(rest.len()));
         }
-        // A snapshot from before the overdue rule (format 4 and older) was folded with it off.
+        // A snapshot from before the overdue rule (format 4 and older) was folded with it off, and
+        // one from before the disruption modes (format 5 and older) with the declaration breaker.
         let policy = if head.format < 5 { head.policy.before_overdue() } else { head.policy };
+        let policy = if head.format < 6 { policy.before_modes() } else { policy };
         Ok(Snapshot { policy, fleet: head.fleet, workspaces, tombstones, pending })
     }
 }
@@ -240,6 +242,31 @@ mod tests {
         assert_eq!(reopened.engine().digest(), digest);
         // and the outputs it was given stay in its outbox until confirmed, with the tail's.
         assert_eq!(outputs(&recovery.pending), [unconfirmed, outputs(&from_new)].concat());
+    }
+
+    /// Given a snapshot a format-5 vigil wrote (its head says 5; its policy has no disruption
+    /// keys, so they read as their defaults), when it is decoded, then its policy is the one it was
+    /// folded under: the declaration breaker, not the disruption modes.
+    #[test]
+    fn a_snapshot_from_before_the_disruption_modes_reads_back_with_them_off() {
+        let snapshot = Snapshot {
+            policy: Policy::default(),
+            fleet: FleetRecord::default(),
+            workspaces: Vec::new(),
+            tombstones: Vec::new(),
+            pending: Vec::new(),
+        };
+        let mut bytes = Vec::new();
+        let head = Head { format: 5, policy: Policy::default(), fleet: FleetRecord::default() };
+        rmp_serde::encode::write_named(&mut bytes, &head).unwrap();
+        let current = snapshot.encode();
+        let mut rest = &current[..];
+        Head::deserialize(&mut rmp_serde::Deserializer::new(&mut rest)).unwrap();
+        bytes.extend_from_slice(rest);
+        let old = Snapshot::decode(&bytes).unwrap();
+        assert!(!old.policy.disruption_modes(), "format 5 folded with the declaration breaker");
+        assert_eq!(old.policy.phi_threshold, 8.0, "and with the overdue rule, which it had");
+        assert!(Snapshot::decode(&current).unwrap().policy.disruption_modes());
     }
 
     #[test]

@@ -248,6 +248,18 @@ wire_enum! {
         RestartPending = "restart_pending",
         /// The fleet breaker holds automatic death declarations and restarts.
         BreakerOpen = "breaker_open",
+        /// More than max(`breaker_min`, `breaker_pct`%) of the active fleet is Suspect or Dead:
+        /// automatic restarts wait `disruption_settle`, then go at `restart_rate`, oldest first,
+        /// each on a fresh probe (also the reason of the `breaker_open` alert announcing it).
+        DisruptionPartial = "disruption_partial",
+        /// More than `disruption_full_pct` of the active fleet is Suspect or Dead: no automatic
+        /// restart at all until it is back under (also the reason of the alert announcing it).
+        DisruptionFull = "disruption_full",
+        /// Automatic restarts go at most `restart_rate` per second (`restart_burst` at once), and
+        /// older ones wait ahead: this one waits its turn.
+        RestartRateLimited = "restart_rate_limited",
+        /// A held workspace's turn came: the fresh probe it is asked for decides.
+        RestartTurn = "restart_turn",
         /// `max_restarts_in_flight` automatic restarts are running; this one waits its turn.
         RestartQueueFull = "restart_queue_full",
         /// The workspace is parked (paused or hibernated).
@@ -280,7 +292,8 @@ wire_enum! {
         // -- alerts --
         /// Automatic death declarations exceeded the breaker threshold.
         BreakerThresholdExceeded = "breaker_threshold_exceeded",
-        /// Declarations stayed below the threshold for `breaker_cooldown`.
+        /// Declarations, or with the disruption modes the fleet's Suspect and Dead, stayed below
+        /// the threshold for `breaker_cooldown`.
         BreakerCalm = "breaker_calm",
         /// `give_up_after` consecutive restarts did not end in a fresh heartbeat.
         CrashLoop = "crash_loop",

@@ -1,4 +1,11 @@
-//! Fleet-wide restart admission: the cascade breaker and the concurrency cap (SPEC §3.4 steps 3–4).
+//! Fleet-wide restart admission: the disruption modes or the cascade breaker, and the concurrency
+//! cap (SPEC §3.4 steps 3–4).
+//!
+//! With one partition and a `restart_rate`, automatic restarts pass the disruption modes
+//! (`core::disruption`): the fleet's share of Suspect and Dead workspaces sets the mode, and a
+//! token bucket paces restarts; what may not go now is *held* and gets its turn later, oldest
+//! first. The rest of this module is the breaker that came before, which several partitions still
+//! use (and a policy with `restart_rate = 0`):
 //!
 //! Six workspaces "dying" in the same second is far more likely one sick observer (a Docker daemon
 //! under load, a control plane returning 5xx, a network blip) than six deaths. The breaker counts
@@ -21,6 +28,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::disruption::{Disruption, Mode};
 use crate::event::{Partition, Reason, WorkspaceId};
 use crate::policy::Policy;
 use crate::time::At;
@@ -77,6 +85,10 @@ pub struct Fleet {
     /// With several partitions: the fleet's monitored workspaces by the latest `declaration`
     /// record, which every partition measures the breaker's threshold against.
     pub fleet_monitored: Option<u32>,
+    /// The disruption mode and the restart token bucket (one partition, `restart_rate` > 0).
+    pub disruption: Disruption,
+    /// The held workspace being given its turn (the token is spent for it already).
+    pub turn: Option<Handle>,
 }
 
 /// A declaration made by this partition, waiting for its `declaration` record.
@@ -159,6 +171,35 @@ impl Breaker {
 }
 
 impl Fleet {
+    /// Whether automatic restarts pass the disruption modes (else the declaration breaker).
+    pub fn modes(&self, policy: &Policy) -> bool {
+        policy.disruption_modes() && !self.is_shared()
+    }
+
+    /// Whether an automatic restart may go now, and if not, why it waits. `turn`: the workspace's
+    /// turn came (its token is spent). With the declaration breaker: whether the breaker is open.
+    pub fn gate(&self, now: At, policy: &Policy, turn: bool) -> Option<Reason> {
+        if !self.modes(policy) {
+            return self.breaker.is_open().then_some(Reason::BreakerOpen);
+        }
+        match self.disruption.mode {
+            Mode::Full => Some(Reason::DisruptionFull),
+            _ if turn => None,
+            Mode::Partial => Some(Reason::DisruptionPartial),
+            Mode::Healthy if !self.held.is_empty() || !self.disruption.has_token(now, policy) => {
+                Some(Reason::RestartRateLimited)
+            }
+            Mode::Healthy => None,
+        }
+    }
+
+    /// An automatic restart goes: it takes its token (unless its turn's was spent already).
+    pub fn spend(&mut self, now: At, policy: &Policy, turn: bool) {
+        if self.modes(policy) && !turn {
+            self.disruption.spend(now, policy);
+        }
+    }
+
     /// True when `who` may start an automatic restart now: a slot is free and nobody queued
     /// earlier is waiting for it (unless `who` is the queue head being granted the slot).
     pub fn has_slot(&self, policy: &Policy, who: Handle) -> bool {

@@ -11,6 +11,7 @@
 
 pub mod cadence;
 pub mod classify;
+pub mod disruption;
 pub mod engine;
 pub mod event;
 pub mod fast_map;

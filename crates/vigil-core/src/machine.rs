@@ -38,6 +38,7 @@
 //! | resume (vigil restarted)                               | A     | S     | R   | D   | P |
 //! | unwatched (nothing reached the log for a while)        | A     | S     | R   | D   | P |
 //! | breaker closed                                         | A     | S     | R   | R D | P |
+//! | turn (disruption modes: a held workspace's turn came)  | A     | S     | R   | R D | P |
 //! | slot free                                              | A     | S     | R   | R D | P |
 //! | fleet verdict (P > 1: its declaration came back)       | A     | S R D | R   | D   | P |
 //!
@@ -118,12 +119,17 @@ pub struct Suspicion {
     /// The heartbeat became overdue while Suspect, and vigil asked about it.
     #[serde(default)]
     pub overdue: bool,
-    /// Held by the breaker, which has closed since: the fleet's evidence was just found
-    /// unreliable, so only silence for a whole `ttl` since the close, and a definitive probe,
-    /// convict it (`breaker_recently_open`), until a heartbeat or a `running` probe ends it. Last:
-    /// left out when false, defaulted when absent.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// Held by the declaration breaker, which has closed since: the fleet's evidence was just
+    /// found unreliable, so only silence for a whole `ttl` since the close, and a definitive
+    /// probe, convict it (`breaker_recently_open`), until a heartbeat or a `running` probe ends it.
+    /// Defaulted (records from before it are shorter) and always written, like `pending`.
+    #[serde(default)]
     pub calmed: bool,
+    /// Held by the disruption modes, and its turn came: its token is spent, a fresh probe was
+    /// asked, and one definitive not-running restarts it. Last: left out when false, defaulted
+    /// when absent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub turn: bool,
 }
 
 impl Suspicion {
@@ -139,6 +145,7 @@ impl Suspicion {
             pending: false,
             overdue: false,
             calmed: false,
+            turn: false,
         }
     }
 
@@ -165,6 +172,7 @@ impl Suspicion {
             pending: false,
             overdue: false,
             calmed: false,
+            turn: false,
         }
     }
 
@@ -180,6 +188,7 @@ impl Suspicion {
             pending: false,
             overdue: false,
             calmed: false,
+            turn: false,
         }
     }
 }
@@ -238,6 +247,8 @@ pub enum Event<'a> {
     Unwatched(std::time::Duration),
     /// The fleet breaker closed.
     BreakerClosed,
+    /// The disruption modes gave this held workspace its turn (`Fleet::turn`; its token is spent).
+    Turn,
     /// A restart slot freed up and this workspace is next in the queue.
     SlotFree,
     /// With several partitions: this workspace's death declaration came back through the stream,
@@ -324,6 +335,7 @@ impl Workspace {
             | Event::Upstream(_)
             | Event::Timer
             | Event::BreakerClosed
+            | Event::Turn
             | Event::SlotFree
             | Event::FleetVerdict { .. } => Handled,
         }
@@ -394,13 +406,24 @@ impl Workspace {
                 self.ask_probe(ctx, Reason::BreakerCalm);
                 Handled
             }
+            // cascade: its turn came (oldest first, at `restart_rate`): a fresh probe decides.
+            Event::Turn if s.held => {
+                s.held = false;
+                s.turn = true;
+                s.first_not_running = Stamp::NEVER;
+                s.reprobes_left = ctx.policy.reprobe_max;
+                s.next_reprobe = Stamp::at(ctx.now.plus(ctx.policy.reprobe_every));
+                self.probe_asked = Stamp::NEVER;
+                self.ask_probe(ctx, Reason::RestartTurn);
+                Handled
+            }
             // cascade: the fleet counted this partition's declaration, with everyone else's.
             Event::FleetVerdict { admitted, reason } if s.pending => {
                 s.pending = false;
                 if *admitted {
-                    return self.enter_dead(ctx, *reason, Stamp::NEVER);
+                    return self.enter_dead(ctx, *reason, Stamp::NEVER, false);
                 }
-                self.hold(ctx, *reason, s)
+                self.hold(ctx, *reason, s, Reason::BreakerOpen)
             }
             // Silence vigil did not observe is not evidence.
             Event::Resume => {
@@ -516,7 +539,7 @@ impl Workspace {
             Event::Timer if w.on == Wait::Time && w.until.get().is_some_and(|t| ctx.now >= t) => {
                 self.retry_restart(ctx, w)
             }
-            Event::BreakerClosed if w.on == Wait::Breaker => self.retry_restart(ctx, w),
+            Event::BreakerClosed | Event::Turn if w.on == Wait::Breaker => self.retry_restart(ctx, w),
             Event::SlotFree if w.on == Wait::Queue => self.retry_restart(ctx, w),
             Event::Unwatched(gap) => {
                 self.unwatched(*gap);
@@ -731,6 +754,10 @@ impl Workspace {
         if s.held {
             return self.declare_dead(ctx, s.cause, Some(s));
         }
+        // cascade: its turn came and the fresh probe agrees with the evidence that convicted it.
+        if s.turn {
+            return self.declare_dead(ctx, s.cause, Some(s));
+        }
         // cascade: the fleet is counting this workspace's declaration already.
         if s.pending {
             ctx.suppress(Reason::DeclarationPending, Some("the fleet breaker's verdict is on its way".into()));
@@ -852,8 +879,19 @@ impl Workspace {
             (s.held, s.pending) = (false, true);
             return ctx.to(State::suspect(s), cause, None);
         }
+        // cascade: the disruption modes: restarted now, or held for its turn (Suspect, no dead
+        // state published: a proxy keeps routing to it).
+        if ctx.fleet.modes(ctx.policy) {
+            let turn = suspicion.as_ref().is_some_and(|s| s.turn);
+            let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, turn) else {
+                return self.enter_dead(ctx, cause, Stamp::NEVER, turn);
+            };
+            let mut s = suspicion.cloned().unwrap_or_else(|| Suspicion::held(cause, ctx));
+            s.turn = false;
+            return self.hold(ctx, cause, &mut s, why);
+        }
         match ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy) {
-            Declaration::Go => self.enter_dead(ctx, cause, Stamp::NEVER),
+            Declaration::Go => self.enter_dead(ctx, cause, Stamp::NEVER, false),
             // cascade: many "deaths" at once indict the observer; hold them all as Suspect.
             Declaration::Held { opened } => {
                 if opened {
@@ -866,31 +904,32 @@ impl Workspace {
                     ctx.alert(AlertKind::BreakerOpen, Reason::BreakerThresholdExceeded, Some(detail));
                 }
                 let mut s = suspicion.cloned().unwrap_or_else(|| Suspicion::held(cause, ctx));
-                self.hold(ctx, cause, &mut s)
+                self.hold(ctx, cause, &mut s, Reason::BreakerOpen)
             }
         }
     }
 
-    /// cascade: a death declaration the open breaker holds: Suspect, in the breaker's list,
-    /// nothing armed until it closes.
-    fn hold(&mut self, ctx: &mut Ctx<'_>, cause: Reason, s: &mut Suspicion) -> Outcome<State> {
+    /// cascade: a death declaration the breaker or the disruption modes hold (`why`): Suspect, in
+    /// the held list, nothing armed until the breaker closes or its turn comes.
+    fn hold(&mut self, ctx: &mut Ctx<'_>, cause: Reason, s: &mut Suspicion, why: Reason) -> Outcome<State> {
         if !s.held || ctx.current != StateName::Suspect {
             ctx.fleet.held.push(ctx.handle);
         }
         s.held = true;
         let next = ctx.to(State::suspect(s.clone()), cause, None);
-        ctx.suppress(Reason::BreakerOpen, Some(format!("would be dead: {cause}")));
+        ctx.suppress(why, Some(format!("would be dead: {cause}")));
         next
     }
 
-    /// Enters Dead for `cause` and tries the automatic restart at once.
-    fn enter_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, backoff_until: Stamp) -> Outcome<State> {
+    /// Enters Dead for `cause` and tries the automatic restart at once (`turn`: its token is spent).
+    fn enter_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, backoff_until: Stamp, turn: bool) -> Outcome<State> {
         let w = Waiting { cause, on: Wait::Time, until: backoff_until };
-        let verdict = self.restart_verdict(ctx, &w);
+        let verdict = self.restart_verdict(ctx, &w, turn);
         let retry_after_s = Some(verdict.retry_after_s(ctx));
         let Some((on, until)) = verdict.wait() else {
             // Dead only for as long as it takes to issue the restart.
             ctx.pass(StateName::Dead, cause, retry_after_s);
+            ctx.fleet.spend(ctx.now, ctx.policy, turn);
             return self.issue_restart(ctx, Origin::System, cause, None);
         };
         let next = ctx.to(State::dead(Waiting { cause, on, until }), cause, retry_after_s);
@@ -898,10 +937,12 @@ impl Workspace {
         next
     }
 
-    /// A dead workspace's wait is over (time, breaker or slot): try the restart again.
+    /// A dead workspace's wait is over (time, breaker, turn or slot): try the restart again.
     fn retry_restart(&mut self, ctx: &mut Ctx<'_>, w: &mut Waiting) -> Outcome<State> {
-        let verdict = self.restart_verdict(ctx, w);
+        let turn = ctx.fleet.turn == Some(ctx.handle);
+        let verdict = self.restart_verdict(ctx, w, turn);
         let Some((on, until)) = verdict.wait() else {
+            ctx.fleet.spend(ctx.now, ctx.policy, turn);
             return self.issue_restart(ctx, Origin::System, w.cause, None);
         };
         self.hold_restart(ctx, w, verdict);
@@ -911,7 +952,7 @@ impl Workspace {
 
     /// SPEC §3.4 for vigil's own automatic restart, in order: give-up, debounce and backoff,
     /// breaker, concurrency cap. Reads only; `enter_dead` and `retry_restart` do what it says.
-    fn restart_verdict(&self, ctx: &Ctx<'_>, w: &Waiting) -> Verdict {
+    fn restart_verdict(&self, ctx: &Ctx<'_>, w: &Waiting, turn: bool) -> Verdict {
         if self.failures >= ctx.policy.give_up_after {
             return Verdict::GiveUp;
         }
@@ -922,8 +963,8 @@ impl Workspace {
         if let Some((until, reason)) = latest {
             return Verdict::Wait(reason, until);
         }
-        if ctx.fleet.breaker.is_open() {
-            return Verdict::Breaker;
+        if let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, turn) {
+            return Verdict::Breaker(why);
         }
         if !ctx.fleet.has_slot(ctx.policy, ctx.handle) {
             return Verdict::Queue;
@@ -949,11 +990,11 @@ impl Workspace {
                 let after = ctx.now.secs_until_ceil(until);
                 ctx.emit(OutputBody::Suppressed { reason, input: ctx.input, detail: None, retry_after_s: Some(after) });
             }
-            Verdict::Breaker => {
+            Verdict::Breaker(why) => {
                 if w.on != Wait::Breaker {
                     ctx.fleet.held.push(ctx.handle);
                 }
-                ctx.suppress(Reason::BreakerOpen, Some("automatic restart held".into()));
+                ctx.suppress(why, Some("automatic restart held".into()));
             }
             Verdict::Queue => {
                 if w.on != Wait::Queue {
@@ -1000,6 +1041,18 @@ impl Workspace {
                     return Handled;
                 }
             }
+        }
+        if ctx.fleet.modes(ctx.policy) {
+            if let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, false) {
+                ctx.suppress(why, detail);
+                return Handled;
+            }
+            if !ctx.fleet.has_slot(ctx.policy, ctx.handle) {
+                ctx.suppress(Reason::RestartQueueFull, detail);
+                return Handled;
+            }
+            ctx.fleet.spend(ctx.now, ctx.policy, false);
+            return self.issue_restart(ctx, Origin::System, Reason::RestartRequested, detail);
         }
         let declared = if ctx.fleet.is_shared() {
             // Counted by the fleet when its record comes back; admitted as the breaker stands now.
@@ -1069,10 +1122,13 @@ impl Workspace {
         // cascade: restarts failing across the fleet at once indict the control plane, so they
         // count as automatic death declarations; while the breaker is open the next one waits.
         // (With several partitions the fleet counts it when its record comes back.)
+        // (The disruption modes need no count: the failed workspace is Dead, and its retry waits
+        // for a token like any automatic restart.)
         if ctx.fleet.is_shared() {
             ctx.fleet.declare_shared(ctx.ws, cause, false);
-        } else if let Declaration::Held { opened: true } =
-            ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy)
+        } else if !ctx.fleet.modes(ctx.policy)
+            && let Declaration::Held { opened: true } =
+                ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy)
         {
             let detail = format!(
                 "{} restarts failed or timed out within {}s",
@@ -1083,7 +1139,7 @@ impl Workspace {
         }
         let attempt = u32::from(self.failures) + 1;
         let until = ctx.now.plus(ctx.policy.backoff(self.failures, ctx.ws.as_str(), attempt));
-        self.enter_dead(ctx, cause, Stamp::at(until))
+        self.enter_dead(ctx, cause, Stamp::at(until), false)
     }
 
     /// self-fire: is this heartbeat from the new incarnation?
@@ -1108,7 +1164,8 @@ pub fn incarnation_hash(incarnation: &str) -> u64 {
 enum Verdict {
     Go,
     Wait(Reason, At),
-    Breaker,
+    /// Held by the breaker or the disruption modes, for this reason.
+    Breaker(Reason),
     Queue,
     GiveUp,
 }
@@ -1119,7 +1176,7 @@ impl Verdict {
         match self {
             Verdict::Go => None,
             Verdict::Wait(_, until) => Some((Wait::Time, Stamp::at(until))),
-            Verdict::Breaker => Some((Wait::Breaker, Stamp::NEVER)),
+            Verdict::Breaker(_) => Some((Wait::Breaker, Stamp::NEVER)),
             Verdict::Queue => Some((Wait::Queue, Stamp::NEVER)),
             Verdict::GiveUp => Some((Wait::GaveUp, Stamp::NEVER)),
         }
@@ -1129,7 +1186,7 @@ impl Verdict {
         match self {
             Verdict::Go => ctx.policy.restart_retry_after_s,
             Verdict::Wait(_, until) => ctx.now.secs_until_ceil(until) + ctx.policy.restart_retry_after_s,
-            Verdict::Breaker | Verdict::Queue | Verdict::GiveUp => ctx.policy.dead_retry_after_s,
+            Verdict::Breaker(_) | Verdict::Queue | Verdict::GiveUp => ctx.policy.dead_retry_after_s,
         }
     }
 }

@@ -66,9 +66,28 @@ pub struct Policy {
     /// ...and opens when they exceed max(`breaker_min`, `breaker_pct`% of monitored workspaces).
     pub breaker_min: u32,
     pub breaker_pct: u32,
-    /// It closes after this long below the threshold.
+    /// It closes after this long below the threshold (and a disruption mode steps down after this
+    /// long below its threshold).
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
+    /// Automatic restarts per second, fleet-wide, at most (a token bucket, `core::disruption`):
+    /// restarts beyond it wait their turn, oldest first. 0 turns the disruption modes off and
+    /// brings back the breaker that counts death declarations (as before it).
+    pub restart_rate: f64,
+    /// How many automatic restarts may go at once ahead of `restart_rate` (the bucket's size).
+    pub restart_burst: u32,
+    /// Full disruption: more than this percentage of the active fleet (and more than
+    /// `breaker_min`) is Suspect or Dead; no automatic restart goes until it is back under.
+    /// (Partial disruption is more than max(`breaker_min`, `breaker_pct`%).)
+    pub disruption_full_pct: u32,
+    /// In a partial disruption, no automatic restart goes until it has lasted this long: time for
+    /// the rest of the fleet to show whether the observer, not the workspaces, is sick.
+    #[serde(with = "humantime_serde")]
+    pub disruption_settle: Duration,
+    /// A workspace is active, and counts in the disruption modes' fleet, while its last heartbeat
+    /// is at most this old (counted in whole minutes).
+    #[serde(with = "humantime_serde")]
+    pub active_window: Duration,
     /// At most this many automatic restarts in Restarting at once, fleet-wide.
     pub max_restarts_in_flight: u32,
     /// A repeated `id` / `request_id` for the same workspace within this window is applied once.
@@ -101,12 +120,15 @@ pub struct Policy {
 pub struct LaterKeys {
     #[serde(default)]
     pub phi_threshold: Option<f64>,
+    #[serde(default)]
+    pub restart_rate: Option<f64>,
 }
 
 impl LaterKeys {
     /// `policy`, as it was in force when a policy with these keys was stored.
     pub fn applied_to(&self, policy: Policy) -> Policy {
-        if self.phi_threshold.is_none() { policy.before_overdue() } else { policy }
+        let policy = if self.phi_threshold.is_none() { policy.before_overdue() } else { policy };
+        if self.restart_rate.is_none() { policy.before_modes() } else { policy }
     }
 }
 
@@ -149,6 +171,11 @@ impl Default for Policy {
             breaker_min: 3,
             breaker_pct: 10,
             breaker_cooldown: secs(60),
+            restart_rate: 0.2,
+            restart_burst: 3,
+            disruption_full_pct: 55,
+            disruption_settle: secs(60),
+            active_window: secs(600),
             max_restarts_in_flight: 16,
             dedup_window: secs(120),
             restart_retry_after_s: 15,
@@ -190,6 +217,23 @@ impl Policy {
         Policy { phi_threshold: 0.0, ..self }
     }
 
+    /// The policy as a data directory written before the disruption modes (store format 5 and
+    /// older) had it in force: its stored policy lacks `restart_rate`, and the breaker counted
+    /// death declarations, so its log replays as it ran.
+    pub fn before_modes(self) -> Policy {
+        Policy { restart_rate: 0.0, ..self }
+    }
+
+    /// Whether the disruption modes admit automatic restarts (else the declaration breaker).
+    pub fn disruption_modes(&self) -> bool {
+        self.restart_rate > 0.0
+    }
+
+    /// One token of `restart_rate`, in milliseconds (at least 1).
+    pub fn restart_every_ms(&self) -> i64 {
+        if self.restart_rate > 0.0 { ((1000.0 / self.restart_rate).round() as i64).max(1) } else { i64::MAX }
+    }
+
     /// The policy as TOML (every key, for documentation and for the log header).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a policy always serialises")
@@ -208,6 +252,18 @@ impl Policy {
         }
         if self.breaker_pct > 100 {
             return bad("breaker_pct is a percentage (0..=100)");
+        }
+        if self.disruption_full_pct > 100 || self.disruption_full_pct < self.breaker_pct {
+            return bad("disruption_full_pct is a percentage (0..=100), no smaller than breaker_pct");
+        }
+        if !(self.restart_rate == 0.0 || (0.001..=1000.0).contains(&self.restart_rate)) {
+            return bad("restart_rate must be 0 (the declaration breaker) or within 0.001..=1000 per second");
+        }
+        if self.restart_burst == 0 {
+            return bad("restart_burst must be at least 1");
+        }
+        if self.active_window < secs(60) {
+            return bad("active_window must be at least 1m");
         }
         if self.max_restarts_in_flight == 0 {
             return bad("max_restarts_in_flight must be at least 1");
@@ -323,6 +379,32 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&Policy::default()).unwrap();
         let later: LaterKeys = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(later.applied_to(Policy::default()), Policy::default());
+    }
+
+    #[test]
+    fn a_policy_stored_before_the_disruption_modes_reads_back_with_the_declaration_breaker() {
+        // As a format-5 directory stored it: a named map without the disruption keys.
+        let mut old = serde_json::to_value(Policy::default()).unwrap();
+        for key in ["restart_rate", "restart_burst", "disruption_full_pct", "disruption_settle", "active_window"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let read: Policy = rmp_serde::from_slice(&bytes).unwrap();
+        let later: LaterKeys = rmp_serde::from_slice(&bytes).unwrap();
+        let applied = later.applied_to(read);
+        assert!(!applied.disruption_modes(), "folded with the declaration breaker, replayed so");
+        assert_eq!(applied.phi_threshold, 8.0, "and the overdue rule, which it had, stays on");
+    }
+
+    #[test]
+    fn the_default_restart_rate_restarts_thirty_within_five_minutes() {
+        let p = Policy::default();
+        // The burst goes at once, the rest one token apart: 3 + 27 × 5 s = 135 s.
+        let thirtieth = (30 - i64::from(p.restart_burst)) * p.restart_every_ms();
+        assert!(thirtieth + p.disruption_settle.as_millis() as i64 <= 300_000, "{thirtieth} ms");
+        assert!(Policy::from_toml("restart_rate = -1").is_err());
+        assert!(Policy::from_toml("disruption_full_pct = 5").is_err(), "below breaker_pct");
+        assert!(!Policy::from_toml("restart_rate = 0").unwrap().disruption_modes());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::disruption::Disruption;
 use crate::event::{Partition, WorkspaceId};
 use crate::fleet::{Breaker, Outgoing};
 use crate::ids::IdKey;
@@ -63,6 +64,13 @@ pub struct FleetRecord {
     /// The fleet's monitored workspaces by the latest `declaration` record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet_monitored: Option<u32>,
+    /// The disruption mode and the restart token bucket (absent before them: healthy, full).
+    #[serde(default, skip_serializing_if = "is_calm")]
+    pub disruption: Disruption,
+}
+
+fn is_calm(d: &Disruption) -> bool {
+    *d == Disruption::default()
 }
 
 /// The input stream position of the last record applied, and how many times positions went back

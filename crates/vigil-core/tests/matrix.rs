@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use statig::blocking::IntoStateMachineExt;
 use vigil_core::cadence::Cadence;
+use vigil_core::disruption::{Disruption, Mode};
 use vigil_core::event::*;
 use vigil_core::fleet::{Fleet, Handle};
 use vigil_core::machine::{Ctx, Emitted, Event, InFlight, State, Suspicion, Wait, Waiting, Workspace};
@@ -90,6 +91,7 @@ fn rows(ws: &WorkspaceId, in_flight: u32) -> Vec<(&'static str, Vec<Payload>)> {
         ("resume (vigil restarted)", vec![Payload::Resume]),
         ("unwatched (nothing reached the log for a while)", vec![Payload::Unwatched]),
         ("breaker closed", vec![Payload::BreakerClosed]),
+        ("turn (disruption modes: a held workspace's turn came)", vec![Payload::Turn]),
         ("slot free", vec![Payload::SlotFree]),
         (
             "fleet verdict (P > 1: its declaration came back)",
@@ -110,6 +112,7 @@ enum Payload {
     Resume,
     Unwatched,
     BreakerClosed,
+    Turn,
     SlotFree,
     /// Admitted, or held.
     FleetVerdict(bool),
@@ -128,6 +131,7 @@ impl Payload {
             Payload::Resume => Event::Resume,
             Payload::Unwatched => Event::Unwatched(std::time::Duration::from_secs(100)),
             Payload::BreakerClosed => Event::BreakerClosed,
+            Payload::Turn => Event::Turn,
             Payload::SlotFree => Event::SlotFree,
             Payload::FleetVerdict(admitted) => {
                 Event::FleetVerdict { admitted: *admitted, reason: Reason::ConfirmedNotRunning }
@@ -147,6 +151,7 @@ impl Payload {
             Payload::Timer
             | Payload::Unwatched
             | Payload::BreakerClosed
+            | Payload::Turn
             | Payload::SlotFree
             | Payload::FleetVerdict(_) => None,
         }
@@ -210,6 +215,7 @@ fn states(policy: &Policy) -> Vec<State> {
         pending: false,
         overdue: false,
         calmed: false,
+        turn: false,
     };
     let in_flight = InFlight {
         origin: Origin::System,
@@ -240,6 +246,7 @@ fn states(policy: &Policy) -> Vec<State> {
             Suspicion { held: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
             Suspicion { pending: true, next_reprobe: Stamp::NEVER, reprobes_left: 0, ..suspicion.clone() },
             Suspicion { calmed: true, ..suspicion.clone() },
+            Suspicion { turn: true, ..suspicion.clone() },
             Suspicion {
                 cause: Reason::HeartbeatOverdue,
                 overdue: true,
@@ -274,7 +281,8 @@ fn states(policy: &Policy) -> Vec<State> {
 }
 
 /// The fleet conditions that change an answer: calm, the breaker open, every slot taken, and
-/// one partition of several (declarations go through the stream).
+/// one partition of several (declarations go through the stream); with the disruption modes,
+/// partial and full disruption, no token left, and this workspace's turn.
 fn fleets(policy: &Policy, me: Handle) -> Vec<Fleet> {
     let calm = Fleet { monitored: 100, ..Fleet::default() };
     let mut open = calm.clone();
@@ -286,7 +294,25 @@ fn fleets(policy: &Policy, me: Handle) -> Vec<Fleet> {
     let queued = Fleet { queue: [me].into(), granted: Some(me), ..calm.clone() };
     let shared = Fleet { shared: Some(Partition { index: 1, of: 4 }), ..calm.clone() };
     let shared_open = Fleet { shared: Some(Partition { index: 1, of: 4 }), ..open.clone() };
-    vec![calm, open, full, queued, shared, shared_open]
+    let mut all = vec![calm.clone(), open, full, queued, shared, shared_open];
+    if policy.disruption_modes() {
+        let mode = |mode| Fleet {
+            disruption: Disruption { mode, partial_since: Some(ago(1)), ..Disruption::default() },
+            ..calm.clone()
+        };
+        let mut drained = calm.clone();
+        while drained.disruption.has_token(now(), policy) {
+            drained.disruption.spend(now(), policy);
+        }
+        let settled = Fleet {
+            disruption: Disruption { mode: Mode::Partial, partial_since: Some(ago(3600)), ..Disruption::default() },
+            ..calm.clone()
+        };
+        let turn = Fleet { turn: Some(me), ..settled.clone() };
+        let waiting = Fleet { held: vec![Handle { idx: 9, generation: 0 }], ..calm.clone() };
+        all.extend([mode(Mode::Partial), mode(Mode::Full), drained, settled, turn, waiting]);
+    }
+    all
 }
 
 /// Where the workspace is after an event: a state, or gone.
@@ -377,7 +403,12 @@ fn documented() -> BTreeMap<String, BTreeMap<StateName, BTreeSet<char>>> {
 
 #[test]
 fn every_state_meets_every_event_as_the_matrix_says() {
-    let policy = Policy::default();
+    for policy in [Policy::default(), Policy::default().before_modes()] {
+        every_state_meets_every_event_under(&policy);
+    }
+}
+
+fn every_state_meets_every_event_under(policy: &Policy) {
     let ws = WorkspaceId::parse("ws-matrix").unwrap();
     let me = Handle { idx: 0, generation: 0 };
     let documented = documented();

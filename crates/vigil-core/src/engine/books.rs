@@ -5,6 +5,7 @@
 use std::hash::BuildHasher;
 
 use super::*;
+use crate::disruption::Mode;
 
 impl Engine {
     /// Marks a slot as changed since the last checkpoint.
@@ -29,6 +30,7 @@ impl Engine {
             let before = machine.state();
             (before.name(), before.holds_restart_slot(), fleet_list(before))
         };
+        let census_before = modes::census_key(machine);
         let plain_restart =
             if self.plain_restarts.is_empty() { None } else { self.plain_restarts.get(&slot.name).copied() };
         let removed = {
@@ -66,6 +68,7 @@ impl Engine {
         let released = slot_before && (removed || !after.holds_restart_slot());
         let acquired = !slot_before && after.holds_restart_slot() && !removed;
         let list_after = if removed { FleetList::None } else { fleet_list(after) };
+        let census_after = if removed { None } else { modes::census_key(machine) };
         for e in scratch.drain(..) {
             let workspace = if e.fleet { None } else { Some(slot.name.clone()) };
             out.push(Output { id: String::new(), workspace, at: now, body: e.body });
@@ -99,6 +102,10 @@ impl Engine {
             self.refresh_monitored();
         }
         self.drain_queue(now, out);
+        let recounted = self.recount(now, census_before, census_after);
+        if recounted || (self.fleet.disruption.mode != Mode::Healthy && self.modes()) {
+            self.reconsider(now, out);
+        }
     }
 
     pub(super) fn refresh_monitored(&mut self) {

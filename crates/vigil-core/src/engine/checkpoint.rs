@@ -54,6 +54,7 @@ impl Engine {
             partition: self.fleet.shared,
             outgoing: self.fleet.outgoing.clone(),
             fleet_monitored: self.fleet.fleet_monitored,
+            disruption: self.fleet.disruption.clone(),
         }
     }
 
@@ -143,6 +144,8 @@ impl Engine {
             fleet.queue_unseen.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
         engine.fleet.held = fleet.held.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
         engine.fleet.breaker = fleet.breaker;
+        engine.fleet.disruption = fleet.disruption;
+        engine.rebuild_census();
         for (t, key) in fleet.dedup {
             let key: Box<str> = key.into();
             engine.dedup.seen.insert(key.clone(), t);

@@ -9,7 +9,7 @@ impl Engine {
     /// The earliest instant at which a timer is due (possibly a stale entry, which is harmless:
     /// the shell ticks, nothing fires, and the next deadline is reported).
     pub fn next_deadline(&self) -> Option<At> {
-        match (self.timers.peek(), self.fleet.breaker.close_at()) {
+        match (self.timers.peek(), self.fleet_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -45,17 +45,27 @@ impl Engine {
         self.next_deadline()
     }
 
-    /// Fires every deadline up to and including `until`, earliest first; the fleet breaker's
-    /// closing goes before workspace timers due at the same instant.
+    /// The fleet's own next deadline: the disruption modes' (a mode stepping down, a held
+    /// workspace's turn), or the declaration breaker's closing.
+    fn fleet_deadline(&self) -> Option<At> {
+        if self.modes() { self.modes_deadline() } else { self.fleet.breaker.close_at() }
+    }
+
+    /// Fires every deadline up to and including `until`, earliest first; the fleet's (the
+    /// breaker closing, the disruption modes) goes before workspace timers due at the same instant.
     pub(super) fn fire_due(&mut self, until: At, out: &mut Vec<Output>) {
         loop {
-            let breaker = self.fleet.breaker.close_at().filter(|t| *t <= until);
+            let fleet = self.fleet_deadline().filter(|t| *t <= until);
             let workspace = self.timers.peek().filter(|t| *t <= until);
-            match (breaker, workspace) {
+            match (fleet, workspace) {
                 (Some(b), w) if w.is_none_or(|w| b <= w) => {
                     // Like a workspace timer: at its time, or the clock's if that is later.
                     self.clock = self.clock.max(b);
-                    self.close_breaker(self.clock, out);
+                    if self.modes() {
+                        self.reconsider(self.clock, out);
+                    } else {
+                        self.close_breaker(self.clock, out);
+                    }
                 }
                 (_, Some(w)) => {
                     self.clock = self.clock.max(w);

@@ -14,7 +14,8 @@
 //!
 //! This file holds the engine and the fold itself; the rest is split by concern: an input's way to
 //! its workspace (`admission`), one machine's dispatch and the fleet's books (`books`), time
-//! (`deadlines`), the breaker shared by several partitions (`declarations`), checkpoints
+//! (`deadlines`), the disruption modes (`modes`), the breaker shared by several partitions
+//! (`declarations`), checkpoints
 //! (`checkpoint`) and read-only views (`views`).
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use statig::blocking::InitializedStateMachine;
 
 use crate::cadence::Overdue;
+use crate::disruption::Census;
 use crate::event::*;
 use crate::fleet::{Fleet, Handle};
 use crate::ids::{self, IdKey};
@@ -42,6 +44,7 @@ mod books;
 mod checkpoint;
 mod deadlines;
 mod declarations;
+mod modes;
 mod views;
 
 use admission::Dedup;
@@ -126,6 +129,11 @@ pub struct Engine {
     scratch: Vec<Emitted>,
     due: Vec<u32>,
     draining: bool,
+    /// The active fleet and its Suspect and Dead, for the disruption modes (`modes`).
+    census: Census,
+    /// The disruption modes were last reconsidered at this instant.
+    considered: At,
+    reconsidering: bool,
 }
 
 fn state_index(s: StateName) -> usize {
@@ -158,6 +166,7 @@ fn fleet_list(state: &State) -> FleetList {
 impl Engine {
     /// An engine with no workspaces, which holds all of its tombstones.
     pub fn new(policy: Policy) -> Self {
+        let census = Census::new(&policy);
         Engine {
             overdue: Overdue::of(&policy),
             policy,
@@ -180,6 +189,9 @@ impl Engine {
             scratch: Vec::new(),
             due: Vec::new(),
             draining: false,
+            census,
+            considered: At(i64::MIN),
+            reconsidering: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Read-only views of a workspace and of the fleet, for queries, metrics and `vigil inspect`.
 
 use super::*;
+use crate::disruption::Mode;
 
 /// A read-only view of one workspace, for queries and `vigil inspect`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -37,8 +38,16 @@ pub struct FleetView {
     pub restarting: u32,
     pub dead: u32,
     pub parked: u32,
+    /// With the disruption modes: the fleet is not healthy. Else: the declaration breaker is open.
     pub breaker_open: bool,
+    /// When it is due to close (the disruption mode to step down), if it is calm enough to.
     pub breaker_close_at: Option<At>,
+    /// The disruption mode (none when the modes are off: several partitions, `restart_rate = 0`).
+    pub disruption: Option<Mode>,
+    /// The active fleet (heard from within `active_window`), and how many of it are Suspect or Dead,
+    /// as the modes last counted (0 when they are off).
+    pub active: u32,
+    pub unhealthy: u32,
     pub restarts_in_flight: u32,
     pub restart_queue: usize,
     pub held: usize,
@@ -91,6 +100,8 @@ impl Engine {
     /// Counts per state and the fleet's admission status.
     pub fn fleet_view(&self) -> FleetView {
         let c = &self.counts;
+        let modes = self.modes();
+        let (disruption, active, unhealthy) = self.disruption();
         FleetView {
             workspaces: self.index.len(),
             alive: c[0],
@@ -98,8 +109,15 @@ impl Engine {
             restarting: c[2],
             dead: c[3],
             parked: c[4],
-            breaker_open: self.fleet.breaker.is_open(),
-            breaker_close_at: self.fleet.breaker.close_at(),
+            breaker_open: if modes { disruption != Mode::Healthy } else { self.fleet.breaker.is_open() },
+            breaker_close_at: if modes {
+                self.fleet.disruption.calm_since.map(|t| t.plus(self.policy.breaker_cooldown))
+            } else {
+                self.fleet.breaker.close_at()
+            },
+            disruption: modes.then_some(disruption),
+            active,
+            unhealthy,
             restarts_in_flight: self.fleet.in_flight,
             restart_queue: self.fleet.queued(),
             held: self.fleet.held.len(),

@@ -1,0 +1,119 @@
+//! The disruption modes in the engine (SPEC §3.4 step 3, `core::disruption`): the census follows
+//! every dispatch, the mode follows the census, and held workspaces get their turns as the mode
+//! and the token bucket allow — on the fleet's own deadline when no input comes.
+
+use super::*;
+use crate::disruption::{Census, CensusKey, Disruption, Mode, ModeChange, minute_of};
+
+/// Where a workspace stands in the census: its last heartbeat's minute, and whether it is Suspect
+/// or Dead; parked workspaces and those never heard from are not counted.
+pub(super) fn census_key(machine: &Machine) -> Option<CensusKey> {
+    let state = machine.state().name();
+    if state == StateName::Parked {
+        return None;
+    }
+    let heard = machine.inner().last_heartbeat.get()?;
+    Some((minute_of(heard), matches!(state, StateName::Suspect | StateName::Dead)))
+}
+
+impl Engine {
+    /// Whether this engine admits automatic restarts through the disruption modes.
+    pub(super) fn modes(&self) -> bool {
+        self.fleet.modes(&self.policy)
+    }
+
+    /// Moves one workspace in the census; returns whether it changed.
+    pub(super) fn recount(&mut self, now: At, before: Option<CensusKey>, after: Option<CensusKey>) -> bool {
+        if before == after || !self.modes() {
+            return false;
+        }
+        self.census.advance(now.max(self.clock));
+        self.census.moved(before, after)
+    }
+
+    /// Counts every workspace afresh (after a restore): the census depends on the workspaces and
+    /// the clock only, so this is what the engine that wrote the checkpoint counted.
+    pub(super) fn rebuild_census(&mut self) {
+        self.census = Census::new(&self.policy);
+        if self.clock == At(i64::MIN) {
+            return;
+        }
+        self.census.advance(self.clock);
+        for slot in &self.slots {
+            if let Some(key) = slot.machine.as_ref().and_then(census_key) {
+                self.census.moved(None, Some(key));
+            }
+        }
+    }
+
+    /// The mode follows the census at `now`, and held workspaces get their turns while the mode
+    /// and the token bucket allow, oldest first.
+    pub(super) fn reconsider(&mut self, now: At, out: &mut Vec<Output>) {
+        if self.reconsidering || !self.modes() {
+            return;
+        }
+        self.reconsidering = true;
+        self.census.advance(now.max(self.clock));
+        let (active, unhealthy) = self.census.counts();
+        let level = Mode::of(active, unhealthy, &self.policy);
+        if let Some(change) = self.fleet.disruption.follow(now, level, &self.policy) {
+            self.announce(change, active, unhealthy, now, out);
+        }
+        while !self.fleet.held.is_empty() && self.fleet.disruption.may_release(now, &self.policy) {
+            let h = self.fleet.held.remove(0);
+            if !self.valid(h) {
+                continue;
+            }
+            self.fleet.disruption.spend(now, &self.policy);
+            self.fleet.turn = Some(h);
+            self.dispatch(h.idx, &Event::Turn, now, None, out);
+            self.fleet.turn = None;
+        }
+        self.considered = now;
+        self.reconsidering = false;
+    }
+
+    /// The next instant the disruption modes may change something without an input.
+    pub(super) fn modes_deadline(&self) -> Option<At> {
+        self.fleet.disruption.next_deadline(!self.fleet.held.is_empty(), &self.policy).filter(|t| *t > self.considered)
+    }
+
+    /// The `breaker_open` / `breaker_closed` alert that says which mode the fleet is in now.
+    fn announce(&mut self, change: ModeChange, active: u32, unhealthy: u32, at: At, out: &mut Vec<Output>) {
+        let p = &self.policy;
+        let share = format!("{unhealthy} of {active} active workspaces are suspect or dead");
+        let (settle, every) = Disruption::pace(p);
+        let detail = match change.to {
+            Mode::Full => format!(
+                "{share} (more than {}%): full disruption, no automatic restart until fewer are",
+                p.disruption_full_pct
+            ),
+            Mode::Partial => format!(
+                "{share} (more than max({}, {}%)): partial disruption, automatic restarts wait until it \
+                 has lasted {}s, then go one per {} ms, oldest first, each on a fresh probe",
+                p.breaker_min,
+                p.breaker_pct,
+                settle.as_secs(),
+                every.as_millis()
+            ),
+            Mode::Healthy => format!(
+                "{share}, below max({}, {}%) for {}s: healthy after a {} disruption; {} held workspaces get \
+                 their turns at restart_rate",
+                p.breaker_min,
+                p.breaker_pct,
+                p.breaker_cooldown.as_secs(),
+                change.from,
+                self.fleet.held.len()
+            ),
+        };
+        let kind = if change.to == Mode::Healthy { AlertKind::BreakerClosed } else { AlertKind::BreakerOpen };
+        let body = OutputBody::Alert { kind, reason: change.to.reason(), detail: Some(detail) };
+        self.push_output(out, None, at, body);
+    }
+
+    /// The fleet's disruption mode now, and the census it was read from.
+    pub fn disruption(&self) -> (Mode, u32, u32) {
+        let (active, unhealthy) = self.census.counts();
+        (self.fleet.disruption.mode, active, unhealthy)
+    }
+}

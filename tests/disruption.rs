@@ -1,0 +1,181 @@
+//! Stories for SPEC §3.4 step 3, the fleet's disruption modes: how many automatic restarts go
+//! when many workspaces look bad at once (the Kubernetes node-lifecycle model).
+//!
+//! Default policy: partial disruption past max(3, 10 %) of the active fleet Suspect or Dead, full
+//! past 55 %; restarts paced at 0.2/s with a burst of 3; in partial disruption nothing goes for
+//! the first 60 s, then held workspaces get their turns oldest first, each on a fresh probe.
+//! Every workspace here heartbeated at 0 s and is silent since, so one definitive not-running
+//! convicts it (`not_running_no_heartbeat`) — the question is only whether its restart goes.
+
+mod support;
+
+use support::scenario::{Scenario, fleet};
+use vigil::core::disruption::Mode;
+use vigil::core::event::{AlertKind, Origin::*, OutputBody, ProbeResult::*, Reason};
+
+/// The reasons of the fleet's `breaker_open` / `breaker_closed` alerts so far, in order.
+fn mode_alerts(s: &Scenario) -> Vec<(AlertKind, Reason)> {
+    s.all
+        .iter()
+        .filter_map(|o| match &o.body {
+            OutputBody::Alert { kind: kind @ (AlertKind::BreakerOpen | AlertKind::BreakerClosed), reason, .. } => {
+                Some((*kind, *reason))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn healthy_a_burst_of_deaths_goes_at_once_and_the_next_waits_for_its_token_and_a_fresh_probe() {
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    // Given three real deaths: restarted at once (the burst).
+    for id in &ids[..3] {
+        assert!(s.at(70.0).probe(id, NotFound).iter().any(|o| o.contains("RESTART")));
+    }
+    // When a fourth comes in the same second, it waits Suspect (no dead state for a proxy to act
+    // on), for the next token, 5 s later.
+    assert_eq!(
+        s.at(70.0).probe("ws-03", NotFound),
+        ["ws-03 alive->suspect not_running_no_heartbeat", "ws-03 suppressed restart_rate_limited"]
+    );
+    assert!(s.at(74.0).tick().is_empty());
+    // Then its turn comes: asked afresh, and the answer decides.
+    assert_eq!(s.at(76.0).tick(), ["@75 ws-03 probe? restart_turn"]);
+    assert_eq!(
+        s.at(76.0).probe("ws-03", NotFound),
+        [
+            "ws-03 suspect->dead not_running_no_heartbeat",
+            "ws-03 dead->restarting restart_issued",
+            "ws-03 RESTART ws-03:1 system not_running_no_heartbeat #1"
+        ]
+    );
+    assert!(mode_alerts(&s).is_empty(), "one held workspace of forty is no disruption");
+}
+
+#[test]
+fn partial_restarts_wait_a_settle_then_go_one_token_at_a_time_oldest_first_each_on_fresh_evidence() {
+    // A host with a quarter of the fleet on it dies: every witness agrees, so every victim must
+    // be restarted — but at a pace that cannot make an outage worse.
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids[..7] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    // Three restarted, four held (rate); the fifth held is more than max(3, 10 % of 40).
+    let out = s.at(70.0).probe("ws-07", NotFound);
+    assert_eq!(
+        out,
+        [
+            "ws-07 alive->suspect not_running_no_heartbeat",
+            "ws-07 suppressed restart_rate_limited",
+            "fleet ALERT breaker_open"
+        ]
+    );
+    assert_eq!(mode_alerts(&s), [(AlertKind::BreakerOpen, Reason::DisruptionPartial)]);
+    assert_eq!(s.engine.disruption(), (Mode::Partial, 40, 5));
+    for id in &ids[8..10] {
+        assert_eq!(s.at(71.0).probe(id, NotFound)[1], format!("{id} suppressed disruption_partial"));
+    }
+    // Nothing goes for 60 s: time for the rest of the fleet to show whether the observer is sick.
+    assert!(s.at(129.0).tick().is_empty());
+    // Then the bucket (full again) gives the three oldest their turn, and one more every 5 s.
+    assert_eq!(
+        s.at(131.0).tick(),
+        ["@130 ws-03 probe? restart_turn", "@130 ws-04 probe? restart_turn", "@130 ws-05 probe? restart_turn"]
+    );
+    assert_eq!(s.at(136.0).tick(), ["@135 ws-06 probe? restart_turn"]);
+    // A fresh not-running restarts it; a heartbeat instead shows it alive (its token is spent).
+    assert!(s.at(137.0).probe("ws-03", NotFound).iter().any(|o| o.contains("RESTART ws-03:1")));
+    assert_eq!(s.at(137.0).heartbeat("ws-04"), ["ws-04 suspect->alive refuted"]);
+    for (t, id) in [(138.0, "ws-05"), (138.0, "ws-06")] {
+        assert!(s.at(t).probe(id, NotFound).iter().any(|o| o.contains("RESTART")), "{id}");
+    }
+    assert_eq!(s.at(141.0).tick(), ["@140 ws-07 probe? restart_turn"]);
+    s.at(141.0).probe("ws-07", NotFound);
+    assert_eq!(s.at(151.0).tick(), ["@145 ws-08 probe? restart_turn", "@150 ws-09 probe? restart_turn"]);
+    for id in ["ws-08", "ws-09"] {
+        s.at(152.0).probe(id, NotFound);
+    }
+    // Every victim restarted, each once; the one that heartbeated not at all.
+    let mut restarted = s.restarts();
+    restarted.sort();
+    let expected: Vec<String> =
+        ["00", "01", "02", "03", "05", "06", "07", "08", "09"].iter().map(|n| format!("ws-{n}:1 system")).collect();
+    assert_eq!(restarted, expected);
+}
+
+#[test]
+fn full_no_automatic_restart_while_most_of_the_fleet_looks_dead_and_none_after_it_comes_back() {
+    // vigil is cut off from the whole fleet: heartbeats lost on their way, every probe says
+    // not_found. Every witness is wrong at once; the only defence is that the whole fleet cannot
+    // plausibly die in the same minute.
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids {
+        s.at(70.0).probe(id, NotFound);
+    }
+    assert_eq!(s.restarts().len(), 3, "the burst went before anything looked wrong");
+    assert_eq!(
+        mode_alerts(&s),
+        [(AlertKind::BreakerOpen, Reason::DisruptionPartial), (AlertKind::BreakerOpen, Reason::DisruptionFull)]
+    );
+    // Past 55 % (the 23rd held of 40 active), every further death is held with the mode as reason.
+    let held_full = s
+        .all
+        .iter()
+        .filter(|o| matches!(o.body, OutputBody::Suppressed { reason: Reason::DisruptionFull, .. }))
+        .count();
+    assert_eq!(held_full, 40 - 3 - 23);
+    assert_eq!(s.engine.disruption(), (Mode::Full, 40, 37));
+    // No turn, however long it lasts; a system request is held too; a person's restart goes.
+    assert!(s.at(200.0).tick().is_empty());
+    assert_eq!(s.at(201.0).restart("ws-10", System), ["ws-10 suppressed disruption_full"]);
+    assert!(s.at(202.0).restart("ws-11", User).iter().any(|o| o.contains("RESTART ws-11:1 user")));
+    // When the fleet comes back, every held workspace is simply alive again...
+    for id in ids[3..].iter().filter(|id| *id != "ws-11") {
+        assert_eq!(s.at(250.0).heartbeat(id), [format!("{id} suspect->alive refuted")]);
+    }
+    // ...and after a calm minute the fleet is healthy, with nothing restarted on the way.
+    assert!(s.at(309.0).tick().is_empty());
+    assert_eq!(s.at(311.0).tick(), ["@310 fleet ALERT breaker_closed"]);
+    assert_eq!(mode_alerts(&s).last(), Some(&(AlertKind::BreakerClosed, Reason::BreakerCalm)));
+    assert_eq!(s.restarts().len(), 4, "the burst and the person's restart");
+}
+
+#[test]
+fn workspaces_never_heard_from_do_not_dilute_the_active_fleet() {
+    // Anyone can name workspaces: a hundred ids that only ever appeared in proxy errors must not
+    // make eight dead agents of ten look like a small share of the fleet.
+    let mut s = Scenario::new();
+    let ids = fleet(10);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for i in 0..100 {
+        s.at(1.0).upstream(&format!("ws-invented-{i}"), 500);
+    }
+    for id in &ids[..8] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    let (mode, active, unhealthy) = s.engine.disruption();
+    assert_eq!((active, unhealthy), (10, 5), "three restarted; five held, of the ten heard from");
+    assert_eq!(mode, Mode::Partial);
+    assert_eq!(mode_alerts(&s), [(AlertKind::BreakerOpen, Reason::DisruptionPartial)]);
+}
+
+#[test]
+fn a_workspace_unheard_for_longer_than_the_active_window_stops_counting() {
+    let mut s = Scenario::new();
+    let ids = fleet(20);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for t in (30..=660).step_by(30) {
+        for id in &ids[..10] {
+            s.at(f64::from(t)).heartbeat(id);
+        }
+    }
+    // The ten silent since 0 s are no longer active ten whole minutes later.
+    assert_eq!(s.engine.disruption().1, 10);
+}
