@@ -154,7 +154,7 @@ async fn killing_the_owner_of_every_partition_in_turn_applies_every_input_once_a
     cluster.wait_ready(&js).await;
     let data = tempfile::tempdir().unwrap();
     let policy = data.path().join("policy.toml");
-    std::fs::write(&policy, "ttl_min = \"8s\"\nttl_factor = 1\nbreaker_min = 10000\nmax_restarts_in_flight = 1000\n")
+    std::fs::write(&policy, "ttl_min = \"8s\"\nttl_factor = 1\nbreaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n")
         .unwrap();
     let names = ["a", "b", "c"];
     let spawn = |name: &str| {
@@ -268,7 +268,7 @@ async fn a_rolling_restart_of_every_vigil_with_heartbeats_flowing_loses_nothing_
     cluster.wait_ready(&js).await;
     let data = tempfile::tempdir().unwrap();
     let policy = data.path().join("policy.toml");
-    std::fs::write(&policy, "ttl_min = \"8s\"\nttl_factor = 1\nbreaker_min = 10000\nmax_restarts_in_flight = 1000\n")
+    std::fs::write(&policy, "ttl_min = \"8s\"\nttl_factor = 1\nbreaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n")
         .unwrap();
     let names = one_each();
     let spawn = |name: &str| {

@@ -148,10 +148,11 @@ async fn restart_commands_are_delivered_exactly_once_across_sigkills_mid_stream(
     let client = nats(&server.url()).await;
     let js = jetstream::new(client.clone());
     let data = tempfile::tempdir().unwrap();
-    // Sixty deaths in a few seconds would (rightly) trip the fleet breaker after the third and fill
-    // the restart cap after sixteen; this story is about delivery, so both are set out of the way.
+    // Sixty deaths in a few seconds would (rightly) be a disruption, paced by the restart rate,
+    // and fill the restart cap after sixteen; this story is about delivery, so all of that is set
+    // out of the way.
     let policy = data.path().join("policy.toml");
-    std::fs::write(&policy, "breaker_min = 10000\nmax_restarts_in_flight = 1000\n").unwrap();
+    std::fs::write(&policy, "breaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n").unwrap();
     let args = ["--policy", policy.to_str().unwrap()];
     let store = data.path().join("store");
     let producer = Client::with(client.clone(), "vigil");
