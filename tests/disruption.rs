@@ -109,6 +109,28 @@ fn partial_restarts_wait_a_settle_then_go_one_token_at_a_time_oldest_first_each_
 }
 
 #[test]
+fn a_turn_given_while_healthy_is_held_again_if_the_fleet_is_disrupted_before_the_answer() {
+    // The first seconds of a sick observer look like a few deaths: the burst goes, the next one
+    // gets its token — and by the time its fresh probe answers, the fleet is partially disrupted.
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids[..4] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    assert_eq!(s.at(76.0).tick(), ["@75 ws-03 probe? restart_turn"]);
+    for id in &ids[4..8] {
+        s.at(76.0).probe(id, NotFound);
+    }
+    assert_eq!(s.engine.disruption().0, Mode::Partial);
+    // Then the lie that would have restarted it holds it again, first in line.
+    assert_eq!(s.at(77.0).probe("ws-03", NotFound), ["ws-03 suppressed disruption_partial"]);
+    assert_eq!(s.restarts().len(), 3);
+    // After the settle, it is the first to get a turn again.
+    assert_eq!(s.at(137.0).tick()[0], "@136 ws-03 probe? restart_turn");
+}
+
+#[test]
 fn full_no_automatic_restart_while_most_of_the_fleet_looks_dead_and_none_after_it_comes_back() {
     // vigil is cut off from the whole fleet: heartbeats lost on their way, every probe says
     // not_found. Every witness is wrong at once; the only defence is that the whole fleet cannot

@@ -152,7 +152,11 @@ async fn restart_commands_are_delivered_exactly_once_across_sigkills_mid_stream(
     // and fill the restart cap after sixteen; this story is about delivery, so all of that is set
     // out of the way.
     let policy = data.path().join("policy.toml");
-    std::fs::write(&policy, "breaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n").unwrap();
+    std::fs::write(
+        &policy,
+        "breaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n",
+    )
+    .unwrap();
     let args = ["--policy", policy.to_str().unwrap()];
     let store = data.path().join("store");
     let producer = Client::with(client.clone(), "vigil");

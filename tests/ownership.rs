@@ -18,7 +18,8 @@ use vigil::bus::ownership::{self, AppendError, Holder};
 use vigil::client::Client;
 
 /// Restarts out of the way of the breaker and the cap: these stories are about who decides.
-const POLICY: &str = "breaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n";
+const POLICY: &str =
+    "breaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n";
 
 fn start(url: &str, dir: &std::path::Path, name: &str) -> Vigil {
     start_with(url, dir, name, &[])

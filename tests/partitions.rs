@@ -112,7 +112,8 @@ async fn vigils_partition_of_a_workspace_is_the_servers_for_ten_thousand_ids() {
 }
 
 /// Restarts out of the way of the breaker and the cap: these stories are about who decides.
-const POLICY: &str = "breaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n";
+const POLICY: &str =
+    "breaker_min = 10000\nrestart_rate = 1000\nrestart_burst = 100000\nmax_restarts_in_flight = 1000\n";
 
 fn start(url: &str, dir: &std::path::Path, name: &str, partitions: u32) -> Vigil {
     start_with(url, dir, name, partitions, POLICY)

@@ -240,16 +240,27 @@ impl Disruption {
         self.release_at(policy).is_some_and(|t| t <= now)
     }
 
-    /// When the next held workspace may get its turn: never in full disruption; in partial, not
-    /// before it has lasted `disruption_settle`; and not before a token is there.
+    /// Whether the fleet gives held workspaces turns at `now` (tokens aside): when healthy, or
+    /// partially disrupted for `disruption_settle` already. A workspace whose turn came is
+    /// restarted on its fresh evidence only if this still holds then.
+    pub fn gives_turns(&self, now: At, policy: &Policy) -> bool {
+        self.turns_from(policy).is_some_and(|t| t <= now)
+    }
+
+    /// From when the fleet gives turns, in the mode it is in: never in full disruption.
+    fn turns_from(&self, policy: &Policy) -> Option<At> {
+        match self.mode {
+            Mode::Full => None,
+            Mode::Partial => Some(self.partial_since.map_or(At(i64::MIN), |t| t.plus(policy.disruption_settle))),
+            Mode::Healthy => Some(At(i64::MIN)),
+        }
+    }
+
+    /// When the next held workspace may get its turn: when the fleet gives turns and a token is
+    /// there.
     fn release_at(&self, policy: &Policy) -> Option<At> {
-        let settled = match self.mode {
-            Mode::Full => return None,
-            Mode::Partial => self.partial_since.map(|t| t.plus(policy.disruption_settle)),
-            Mode::Healthy => None,
-        };
-        let token = self.token_at(policy);
-        Some(settled.max(token).unwrap_or(At(i64::MIN)))
+        let turns = self.turns_from(policy)?;
+        Some(self.token_at(policy).map_or(turns, |token| token.max(turns)))
     }
 
     /// The next instant something may change without an input: the mode stepping down, or (with

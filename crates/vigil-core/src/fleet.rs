@@ -184,7 +184,8 @@ impl Fleet {
         }
         match self.disruption.mode {
             Mode::Full => Some(Reason::DisruptionFull),
-            _ if turn => None,
+            // Its turn came, and the fleet still gives turns (it may have got worse since).
+            _ if turn && self.disruption.gives_turns(now, policy) => None,
             Mode::Partial => Some(Reason::DisruptionPartial),
             Mode::Healthy if !self.held.is_empty() || !self.disruption.has_token(now, policy) => {
                 Some(Reason::RestartRateLimited)

@@ -887,7 +887,11 @@ impl Workspace {
                 return self.enter_dead(ctx, cause, Stamp::NEVER, turn);
             };
             let mut s = suspicion.cloned().unwrap_or_else(|| Suspicion::held(cause, ctx));
-            s.turn = false;
+            if s.turn {
+                // Its turn came and the fleet got worse before the answer: first in line again.
+                (s.turn, s.held) = (false, true);
+                ctx.fleet.held.insert(0, ctx.handle);
+            }
             return self.hold(ctx, cause, &mut s, why);
         }
         match ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy) {
