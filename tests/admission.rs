@@ -172,7 +172,8 @@ fn restarts_failing_across_the_fleet_trip_the_breaker_and_wait_for_it() {
 
 #[test]
 fn at_most_max_restarts_in_flight_automatic_restarts_the_rest_queue_in_order() {
-    let mut s = Scenario::with_policy(Policy { max_restarts_in_flight: 2, ..Policy::default() });
+    // (The restart rate, step 3, is out of the way: this is step 4.)
+    let mut s = Scenario::with_policy(Policy { max_restarts_in_flight: 2, restart_burst: 1000, ..Policy::default() });
     let ids = fleet(40);
     s.at(0.0).fleet_heartbeat(&ids);
     s.at(70.0).probe("ws-00", NotFound);
@@ -200,7 +201,12 @@ fn at_most_max_restarts_in_flight_automatic_restarts_the_rest_queue_in_order() {
 fn restarts_of_workspaces_never_seen_alive_queue_behind_those_that_were() {
     // A flood of invented ids (a probe or a proxy error is enough to be tracked) must not stand in
     // front of a real agent that really died.
-    let mut s = Scenario::with_policy(Policy { max_restarts_in_flight: 1, breaker_min: 1000, ..Policy::default() });
+    let mut s = Scenario::with_policy(Policy {
+        max_restarts_in_flight: 1,
+        breaker_min: 1000,
+        restart_burst: 1000,
+        ..Policy::default()
+    });
     s.at(0.0).heartbeat("ws-real");
     s.at(70.0).probe("ws-first", NotFound); // takes the one slot
     for i in 0..5 {

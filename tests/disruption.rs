@@ -10,6 +10,7 @@
 mod support;
 
 use support::scenario::{Scenario, fleet};
+use vigil::core::Policy;
 use vigil::core::disruption::Mode;
 use vigil::core::event::{AlertKind, Origin::*, OutputBody, ProbeResult::*, Reason};
 
@@ -189,15 +190,77 @@ fn workspaces_never_heard_from_do_not_dilute_the_active_fleet() {
 }
 
 #[test]
-fn a_workspace_unheard_for_longer_than_the_active_window_stops_counting() {
+fn a_full_disruption_holds_however_long_it_lasts() {
+    // Given the whole fleet looking dead, and the observer staying blind for an hour,
     let mut s = Scenario::new();
-    let ids = fleet(20);
+    let ids = fleet(40);
     s.at(0.0).fleet_heartbeat(&ids);
-    for t in (30..=660).step_by(30) {
-        for id in &ids[..10] {
-            s.at(f64::from(t)).heartbeat(id);
-        }
+    for id in &ids {
+        s.at(70.0).probe(id, NotFound);
     }
-    // The ten silent since 0 s are no longer active ten whole minutes later.
-    assert_eq!(s.engine.disruption().1, 10);
+    // when time passes (the burst's restarts time out and fail meanwhile),
+    for t in (130..=3670).step_by(60) {
+        s.at(f64::from(t)).tick();
+    }
+    // then nothing more was restarted, nobody got a turn, and the fleet is still fully disrupted.
+    assert_eq!(s.restarts().len(), 3);
+    assert!(s.all.iter().all(|o| !matches!(o.body, OutputBody::ProbeRequest { reason: Reason::RestartTurn, .. })));
+    assert_eq!(s.engine.disruption(), (Mode::Full, 40, 40));
+}
+
+#[test]
+fn parked_workspaces_and_those_given_up_on_leave_the_active_fleet() {
+    let mut s = Scenario::with_policy(Policy { give_up_after: 1, ..Policy::default() });
+    let ids = fleet(10);
+    s.at(0.0).fleet_heartbeat(&ids);
+    s.at(1.0).lifecycle("ws-00", vigil::core::event::LifecyclePhase::Paused);
+    s.at(70.0).probe("ws-01", NotFound);
+    // Dead, its restart failed: counted unhealthy while vigil still means to restart it...
+    let out = s.at(80.0).progress("ws-01", "ws-01:1", vigil::core::event::ProgressPhase::Failed);
+    assert!(out.contains(&"ws-01 ALERT restart_gave_up".to_string()), "{out:?}");
+    // ...but given up on, it waits for a person and no longer counts.
+    let view = s.engine.fleet_view();
+    assert_eq!((view.disruption, view.active, view.unhealthy), (Some(Mode::Healthy), 8, 0));
+    s.at(90.0).restart("ws-01", User);
+    assert_eq!(s.engine.disruption(), (Mode::Healthy, 9, 0), "a person's restart brings it back");
+}
+
+#[test]
+fn a_restart_admitted_while_every_slot_is_taken_keeps_its_place_when_one_frees() {
+    // Its token was spent when it was admitted: a freed slot is its, not a second trip through
+    // the bucket behind whoever was held since.
+    let mut s = Scenario::with_policy(Policy { max_restarts_in_flight: 1, ..Policy::default() });
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids[..3] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    assert_eq!(s.at(70.0).probe("ws-03", NotFound)[1], "ws-03 suppressed restart_rate_limited");
+    let out = s.at(80.0).heartbeat("ws-00");
+    assert_eq!(
+        out,
+        [
+            "@75 ws-03 probe? restart_turn",
+            "ws-00 restarting->alive restart_completed",
+            "ws-01 dead->restarting restart_issued",
+            "ws-01 RESTART ws-01:1 system not_running_no_heartbeat #1"
+        ]
+    );
+}
+
+#[test]
+fn workspaces_the_modes_held_are_let_go_when_the_modes_turn_off() {
+    // A `resume` that declares a partition of several brings the declaration breaker in; it never
+    // opened, so nothing would ever release what the modes held.
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids[..4] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    assert_eq!(s.engine.fleet_view().held, 1);
+    let resumed = s.at(71.0).resume_partition(0, 4);
+    let ticked = s.at(72.0).tick();
+    assert!(resumed.iter().chain(&ticked).any(|o| o.ends_with("ws-03 probe? breaker_calm")), "{resumed:?} {ticked:?}");
+    assert_eq!(s.engine.fleet_view().held, 0);
 }

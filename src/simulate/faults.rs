@@ -85,7 +85,7 @@ fn ms(d: std::time::Duration) -> i64 {
 /// An exponential gap (ms) between Poisson arrivals at `per_hour`.
 fn exp_gap(rng: &mut ChaCha8Rng, per_hour: f64) -> f64 {
     let u: f64 = rng.random();
-    -(1.0 - u).ln() / per_hour * 3_600_000.0
+    -libm::log(1.0 - u) / per_hour * 3_600_000.0
 }
 
 /// Arrival times in `[0, end)` of a Poisson process at `per_hour`.

@@ -408,7 +408,7 @@ impl<'a> World<'a> {
             return;
         }
         let u: f64 = self.rng.traffic.random();
-        let gap = (-(1.0 - u).ln() / self.request_rate).min(1e15) as i64;
+        let gap = (-libm::log(1.0 - u) / self.request_rate).min(1e15) as i64;
         self.agenda.push(self.now.saturating_add(gap.max(1)), Ev::Request { ws });
     }
 

@@ -5,8 +5,8 @@
 //! must still be restarted, at a pace that cannot make an outage worse. Kubernetes' node lifecycle
 //! controller answers both with zone states and rate-limited evictions; vigil does the same:
 //!
-//! - The [`Census`] counts the *active* fleet — workspaces heard from (a heartbeat) within
-//!   `active_window`, so invented or long-gone ids do not dilute it — and how many of those are
+//! - The [`Census`] counts the *active* fleet — workspaces heard from (a heartbeat), neither parked
+//!   nor given up on, so invented or long-gone ids do not dilute it — and how many of those are
 //!   Suspect or Dead. Suspects count: the mode must switch before the first wave of wrong restarts.
 //! - [`Mode::of`] reads it: *healthy*; *partial*, more than max(`breaker_min`, `breaker_pct`%)
 //!   unhealthy; *full*, more than `disruption_full_pct`% (and `breaker_min`).
@@ -15,13 +15,11 @@
 //!   restart goes if a token is there and nobody older waits. Partial: none goes until the
 //!   disruption has lasted `disruption_settle` (time for the rest of the fleet to show whether the
 //!   observer is what is sick); then held workspaces get their turn one token at a time, oldest
-//!   first, and each is restarted only on a fresh probe. Full: none goes at all.
+//!   first, and each held Suspect is restarted only on a fresh probe. Full: none goes at all.
 //!
-//! The census costs no memory per workspace: a ring of per-minute buckets keyed by each active
-//! workspace's last heartbeat, which the engine moves a workspace between as it changes. Pure data
-//! and integer arithmetic, like the rest of the core.
+//! The census costs no memory per workspace: two counters the engine moves a workspace between as
+//! its state changes. Pure data and integer arithmetic, like the rest of the core.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -29,8 +27,6 @@ use serde::{Deserialize, Serialize};
 use crate::event::Reason;
 use crate::policy::Policy;
 use crate::time::At;
-
-const MINUTE_MS: i64 = 60_000;
 
 /// The fleet's disruption mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -81,91 +77,46 @@ impl std::fmt::Display for Mode {
     }
 }
 
-/// A workspace's place in the census: the minute of its last heartbeat, and whether it is Suspect
-/// or Dead. Parked workspaces and those never heard from have none.
-pub type CensusKey = (i64, bool);
+/// A workspace's place in the census: counted or not, and if so whether it is unhealthy.
+pub type CensusKey = bool;
 
-/// The minute an instant falls in.
-pub fn minute_of(t: At) -> i64 {
-    t.0.div_euclid(MINUTE_MS)
-}
-
-/// Active workspaces by the minute of their last heartbeat, and those among them unhealthy.
+/// The active fleet, and how many of it are unhealthy.
 ///
-/// `counts` after `advance(now)` is exactly the number of workspaces whose last heartbeat falls in
-/// the last `active_window` whole minutes before `now`'s (and of those, the Suspect or Dead): it
-/// depends on the workspaces and `now` only, never on the order things happened in, so an engine
-/// restored from a checkpoint counts what the original counts.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A workspace is *active* once vigil has heard from it (a heartbeat), while it is not parked and
+/// vigil has not given up restarting it; it is *unhealthy* while Suspect or Dead. The state machine
+/// keeps the rest honest: a healthy (Alive) workspace that stops heartbeating turns Suspect within
+/// its own `ttl`, so every active one has been heard from within its cadence's window or is
+/// counted unhealthy — ids nobody ever heard from, and workspaces given up on, do not dilute the
+/// fleet, and a fleet of hourly heartbeaters counts as fully as one of 30 s ones. Two counters,
+/// moved as the engine dispatches: a pure function of the workspaces, so an engine restored from a
+/// checkpoint counts what the original counts, and no memory per workspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Census {
-    /// The minute of `buckets[0]`: anything older is not active.
-    first: i64,
-    /// `[active, unhealthy]` per minute from `first` on.
-    buckets: VecDeque<[u32; 2]>,
-    totals: [u32; 2],
-    /// How many minutes back from the current one count.
-    window: i64,
+    active: u32,
+    unhealthy: u32,
 }
 
 impl Census {
-    pub fn new(policy: &Policy) -> Census {
-        let window = policy.active_window.as_millis().div_ceil(MINUTE_MS as u128).max(1) as i64;
-        Census { first: i64::MIN, buckets: VecDeque::new(), totals: [0, 0], window }
-    }
-
-    /// Moves the window on to `now`: buckets that fell out of it stop counting. Never back.
-    pub fn advance(&mut self, now: At) {
-        let oldest = minute_of(now) - self.window;
-        while self.first < oldest {
-            let Some(b) = self.buckets.pop_front() else {
-                self.first = oldest;
-                break;
-            };
-            self.totals[0] -= b[0];
-            self.totals[1] -= b[1];
-            self.first += 1;
-        }
-    }
-
-    /// Counts a workspace in (`delta` 1) or out (`delta` -1) of its place. A place older than the
-    /// window is not counted, either way.
-    fn count(&mut self, (minute, unhealthy): CensusKey, delta: i32) {
-        if minute < self.first {
-            return;
-        }
-        // A heartbeat is never later than the engine's clock, which `advance` followed: a later
-        // minute would be a bug, and is counted as the newest rather than grow the ring.
-        let i = (minute.saturating_sub(self.first) as usize).min(self.window as usize + 1);
-        if self.buckets.len() <= i {
-            self.buckets.resize(i + 1, [0, 0]);
-        }
-        let b = &mut self.buckets[i];
-        for (k, counts) in [true, unhealthy].into_iter().enumerate() {
-            if counts {
-                b[k] = b[k].saturating_add_signed(delta);
-                self.totals[k] = self.totals[k].saturating_add_signed(delta);
-            }
-        }
-    }
-
-    /// A workspace moved from `before` to `after` (either may be none). Returns whether the census
-    /// changed.
+    /// A workspace moved from `before` to `after` (either may be none: not counted). Returns
+    /// whether the census changed.
     pub fn moved(&mut self, before: Option<CensusKey>, after: Option<CensusKey>) -> bool {
         if before == after {
             return false;
         }
-        if let Some(k) = before {
-            self.count(k, -1);
+        if let Some(unhealthy) = before {
+            self.active = self.active.saturating_sub(1);
+            self.unhealthy = self.unhealthy.saturating_sub(u32::from(unhealthy));
         }
-        if let Some(k) = after {
-            self.count(k, 1);
+        if let Some(unhealthy) = after {
+            self.active = self.active.saturating_add(1);
+            self.unhealthy = self.unhealthy.saturating_add(u32::from(unhealthy));
         }
         true
     }
 
-    /// Active workspaces, and those among them Suspect or Dead (after `advance`).
+    /// Active workspaces, and those among them Suspect or Dead.
     pub fn counts(&self) -> (u32, u32) {
-        (self.totals[0], self.totals[1])
+        (self.active, self.unhealthy)
     }
 }
 
@@ -300,32 +251,15 @@ mod tests {
     }
 
     #[test]
-    fn the_census_counts_those_heard_from_within_the_window_only() {
-        let p = Policy::default();
-        let mut c = Census::new(&p);
-        c.advance(at(0));
-        assert!(c.moved(None, Some((minute_of(at(0)), false))));
-        assert!(c.moved(None, Some((minute_of(at(0)), false))));
-        c.advance(at(300));
-        // One goes suspect (its place keeps its heartbeat's minute).
-        assert!(c.moved(Some((0, false)), Some((0, true))));
+    fn the_census_counts_each_workspace_once_as_it_moves() {
+        let mut c = Census::default();
+        assert!(c.moved(None, Some(false)));
+        assert!(c.moved(None, Some(false)));
+        assert!(c.moved(Some(false), Some(true)), "one goes suspect");
+        assert!(!c.moved(Some(true), Some(true)));
         assert_eq!(c.counts(), (2, 1));
-        // The other heartbeats at 5 min: it moves to that minute.
-        c.moved(Some((0, false)), Some((minute_of(at(300)), false)));
-        // Ten whole minutes after the first minute, the silent one is no longer active.
-        c.advance(at(659));
-        assert_eq!(c.counts(), (2, 1));
-        c.advance(at(660));
+        assert!(c.moved(Some(true), None), "and is parked, or given up on");
         assert_eq!(c.counts(), (1, 0));
-        // Moving it out of a place that aged out changes nothing.
-        c.moved(Some((0, true)), None);
-        assert_eq!(c.counts(), (1, 0));
-        // A fresh census over the same workspaces at the same time counts the same.
-        let mut fresh = Census::new(&p);
-        fresh.advance(at(660));
-        fresh.moved(None, Some((0, true)));
-        fresh.moved(None, Some((minute_of(at(300)), false)));
-        assert_eq!(fresh.counts(), c.counts());
     }
 
     #[test]

@@ -930,10 +930,12 @@ impl Workspace {
         let w = Waiting { cause, on: Wait::Time, until: backoff_until };
         let verdict = self.restart_verdict(ctx, &w, turn);
         let retry_after_s = Some(verdict.retry_after_s(ctx));
+        if verdict.admitted() {
+            ctx.fleet.spend(ctx.now, ctx.policy, turn);
+        }
         let Some((on, until)) = verdict.wait() else {
             // Dead only for as long as it takes to issue the restart.
             ctx.pass(StateName::Dead, cause, retry_after_s);
-            ctx.fleet.spend(ctx.now, ctx.policy, turn);
             return self.issue_restart(ctx, Origin::System, cause, None);
         };
         let next = ctx.to(State::dead(Waiting { cause, on, until }), cause, retry_after_s);
@@ -943,10 +945,13 @@ impl Workspace {
 
     /// A dead workspace's wait is over (time, breaker, turn or slot): try the restart again.
     fn retry_restart(&mut self, ctx: &mut Ctx<'_>, w: &mut Waiting) -> Outcome<State> {
-        let turn = ctx.fleet.turn == Some(ctx.handle);
-        let verdict = self.restart_verdict(ctx, w, turn);
+        // Its turn came (the token is spent), or it was admitted and queued for a slot (spent then).
+        let admitted = ctx.fleet.turn == Some(ctx.handle) || w.on == Wait::Queue;
+        let verdict = self.restart_verdict(ctx, w, admitted);
+        if verdict.admitted() {
+            ctx.fleet.spend(ctx.now, ctx.policy, admitted);
+        }
         let Some((on, until)) = verdict.wait() else {
-            ctx.fleet.spend(ctx.now, ctx.policy, turn);
             return self.issue_restart(ctx, Origin::System, w.cause, None);
         };
         self.hold_restart(ctx, w, verdict);
@@ -1175,6 +1180,12 @@ enum Verdict {
 }
 
 impl Verdict {
+    /// Whether the restart passed the fleet's gate (it goes now, or waits only for a slot): the
+    /// moment its token is spent.
+    fn admitted(self) -> bool {
+        matches!(self, Verdict::Go | Verdict::Queue)
+    }
+
     /// What a dead workspace waits for under this verdict; `None` when the restart goes now.
     fn wait(self) -> Option<(Wait, Stamp)> {
         match self {

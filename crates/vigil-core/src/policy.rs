@@ -84,10 +84,6 @@ pub struct Policy {
     /// the rest of the fleet to show whether the observer, not the workspaces, is sick.
     #[serde(with = "humantime_serde")]
     pub disruption_settle: Duration,
-    /// A workspace is active, and counts in the disruption modes' fleet, while its last heartbeat
-    /// is at most this old (counted in whole minutes).
-    #[serde(with = "humantime_serde")]
-    pub active_window: Duration,
     /// At most this many automatic restarts in Restarting at once, fleet-wide.
     pub max_restarts_in_flight: u32,
     /// A repeated `id` / `request_id` for the same workspace within this window is applied once.
@@ -175,7 +171,6 @@ impl Default for Policy {
             restart_burst: 3,
             disruption_full_pct: 55,
             disruption_settle: secs(60),
-            active_window: secs(600),
             max_restarts_in_flight: 16,
             dedup_window: secs(120),
             restart_retry_after_s: 15,
@@ -253,7 +248,7 @@ impl Policy {
         if self.breaker_pct > 100 {
             return bad("breaker_pct is a percentage (0..=100)");
         }
-        if self.disruption_full_pct > 100 || self.disruption_full_pct < self.breaker_pct {
+        if self.disruption_full_pct > 100 || (self.disruption_modes() && self.disruption_full_pct < self.breaker_pct) {
             return bad("disruption_full_pct is a percentage (0..=100), no smaller than breaker_pct");
         }
         if !(self.restart_rate == 0.0 || (0.001..=1000.0).contains(&self.restart_rate)) {
@@ -261,9 +256,6 @@ impl Policy {
         }
         if self.restart_burst == 0 {
             return bad("restart_burst must be at least 1");
-        }
-        if self.active_window < secs(60) {
-            return bad("active_window must be at least 1m");
         }
         if self.max_restarts_in_flight == 0 {
             return bad("max_restarts_in_flight must be at least 1");
@@ -385,7 +377,7 @@ mod tests {
     fn a_policy_stored_before_the_disruption_modes_reads_back_with_the_declaration_breaker() {
         // As a format-5 directory stored it: a named map without the disruption keys.
         let mut old = serde_json::to_value(Policy::default()).unwrap();
-        for key in ["restart_rate", "restart_burst", "disruption_full_pct", "disruption_settle", "active_window"] {
+        for key in ["restart_rate", "restart_burst", "disruption_full_pct", "disruption_settle"] {
             old.as_object_mut().unwrap().remove(key);
         }
         let bytes = rmp_serde::to_vec_named(&old).unwrap();

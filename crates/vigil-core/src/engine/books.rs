@@ -102,7 +102,7 @@ impl Engine {
             self.refresh_monitored();
         }
         self.drain_queue(now, out);
-        let recounted = self.recount(now, census_before, census_after);
+        let recounted = self.recount(census_before, census_after);
         if recounted || (self.fleet.disruption.mode != Mode::Healthy && self.modes()) {
             self.reconsider(now, out);
         }

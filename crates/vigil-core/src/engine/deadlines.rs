@@ -48,7 +48,13 @@ impl Engine {
     /// The fleet's own next deadline: the disruption modes' (a mode stepping down, a held
     /// workspace's turn), or the declaration breaker's closing.
     fn fleet_deadline(&self) -> Option<At> {
-        if self.modes() { self.modes_deadline() } else { self.fleet.breaker.close_at() }
+        if self.modes() {
+            return self.modes_deadline();
+        }
+        // Workspaces the disruption modes held, which are off now (a partition was declared, or
+        // the policy changed): the closed breaker lets them go at once.
+        let stranded = !self.fleet.held.is_empty() && !self.fleet.breaker.is_open();
+        self.fleet.breaker.close_at().or(stranded.then_some(self.clock))
     }
 
     /// Fires every deadline up to and including `until`, earliest first; the fleet's (the
@@ -121,6 +127,15 @@ impl Engine {
     }
 
     pub(super) fn close_breaker(&mut self, at: At, out: &mut Vec<Output>) {
+        if !self.fleet.breaker.is_open() {
+            // Held by the disruption modes, which are off now: as if a breaker closed, quietly.
+            for h in std::mem::take(&mut self.fleet.held) {
+                if self.valid(h) {
+                    self.dispatch(h.idx, &Event::BreakerClosed, at, None, out);
+                }
+            }
+            return;
+        }
         if !self.fleet.breaker.try_close(at, self.fleet.breaker_monitored(), &self.policy) {
             return;
         }
@@ -172,9 +187,7 @@ impl Engine {
         if self.unwatched_after_ms.is_some() {
             return;
         }
-        for idx in self.live_in_id_order() {
-            self.dispatch(idx, &Event::Resume, at, Some(InputType::Resume), out);
-        }
+        self.each_in_id_order(&Event::Resume, Some(InputType::Resume), at, out);
     }
 
     /// Nothing reached the log for `gap` before `at`: every workspace's deadlines move `gap`
@@ -187,9 +200,18 @@ impl Engine {
         let detail = format!("nothing reached {log} for {} ms: every deadline extended by that", gap.as_millis());
         let body = OutputBody::Alert { kind: AlertKind::Unwatched, reason: Reason::Unwatched, detail: Some(detail) };
         self.push_output(out, None, at, body);
+        self.each_in_id_order(&Event::Unwatched(gap), None, at, out);
+    }
+
+    /// Hands `event` to every workspace, in workspace-id order; the disruption modes look at the
+    /// fleet once all have had it, never at a half-updated census.
+    fn each_in_id_order(&mut self, event: &Event<'_>, input: Option<InputType>, at: At, out: &mut Vec<Output>) {
+        let outer = std::mem::replace(&mut self.reconsidering, true);
         for idx in self.live_in_id_order() {
-            self.dispatch(idx, &Event::Unwatched(gap), at, None, out);
+            self.dispatch(idx, event, at, input, out);
         }
+        self.reconsidering = outer;
+        self.reconsider(at, out);
     }
 
     /// Every workspace held, in workspace-id order (the slab's order is not the same after a

@@ -166,7 +166,6 @@ fn fleet_list(state: &State) -> FleetList {
 impl Engine {
     /// An engine with no workspaces, which holds all of its tombstones.
     pub fn new(policy: Policy) -> Self {
-        let census = Census::new(&policy);
         Engine {
             overdue: Overdue::of(&policy),
             policy,
@@ -189,7 +188,7 @@ impl Engine {
             scratch: Vec::new(),
             due: Vec::new(),
             draining: false,
-            census,
+            census: Census::default(),
             considered: At(i64::MIN),
             reconsidering: false,
         }

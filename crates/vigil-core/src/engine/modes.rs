@@ -3,17 +3,18 @@
 //! and the token bucket allow — on the fleet's own deadline when no input comes.
 
 use super::*;
-use crate::disruption::{Census, CensusKey, Disruption, Mode, ModeChange, minute_of};
+use crate::disruption::{Census, CensusKey, Disruption, Mode, ModeChange};
 
-/// Where a workspace stands in the census: its last heartbeat's minute, and whether it is Suspect
-/// or Dead; parked workspaces and those never heard from are not counted.
+/// Where a workspace stands in the census: counted once heard from (a heartbeat), unless parked
+/// or given up on; unhealthy while Suspect or Dead.
 pub(super) fn census_key(machine: &Machine) -> Option<CensusKey> {
-    let state = machine.state().name();
-    if state == StateName::Parked {
-        return None;
+    machine.inner().last_heartbeat.get()?;
+    match machine.state() {
+        State::Parked {} => None,
+        State::Dead { w } if w.on == Wait::GaveUp => None,
+        State::Suspect { .. } | State::Dead { .. } => Some(true),
+        State::Alive {} | State::Restarting { .. } => Some(false),
     }
-    let heard = machine.inner().last_heartbeat.get()?;
-    Some((minute_of(heard), matches!(state, StateName::Suspect | StateName::Dead)))
 }
 
 impl Engine {
@@ -23,22 +24,14 @@ impl Engine {
     }
 
     /// Moves one workspace in the census; returns whether it changed.
-    pub(super) fn recount(&mut self, now: At, before: Option<CensusKey>, after: Option<CensusKey>) -> bool {
-        if before == after || !self.modes() {
-            return false;
-        }
-        self.census.advance(now.max(self.clock));
-        self.census.moved(before, after)
+    pub(super) fn recount(&mut self, before: Option<CensusKey>, after: Option<CensusKey>) -> bool {
+        self.census.moved(before, after) && self.modes()
     }
 
     /// Counts every workspace afresh (after a restore): the census depends on the workspaces and
     /// the clock only, so this is what the engine that wrote the checkpoint counted.
     pub(super) fn rebuild_census(&mut self) {
-        self.census = Census::new(&self.policy);
-        if self.clock == At(i64::MIN) {
-            return;
-        }
-        self.census.advance(self.clock);
+        self.census = Census::default();
         for slot in &self.slots {
             if let Some(key) = slot.machine.as_ref().and_then(census_key) {
                 self.census.moved(None, Some(key));
@@ -53,7 +46,6 @@ impl Engine {
             return;
         }
         self.reconsidering = true;
-        self.census.advance(now.max(self.clock));
         let (active, unhealthy) = self.census.counts();
         let level = Mode::of(active, unhealthy, &self.policy);
         if let Some(change) = self.fleet.disruption.follow(now, level, &self.policy) {

@@ -44,8 +44,8 @@ pub struct FleetView {
     pub breaker_close_at: Option<At>,
     /// The disruption mode (none when the modes are off: several partitions, `restart_rate = 0`).
     pub disruption: Option<Mode>,
-    /// The active fleet (heard from within `active_window`), and how many of it are Suspect or Dead,
-    /// as the modes last counted (0 when they are off).
+    /// The active fleet (heard from, neither parked nor given up on), and how many of it are
+    /// Suspect or Dead (`core::disruption::Census`; 0 when the modes are off).
     pub active: u32,
     pub unhealthy: u32,
     pub restarts_in_flight: u32,
@@ -101,7 +101,10 @@ impl Engine {
     pub fn fleet_view(&self) -> FleetView {
         let c = &self.counts;
         let modes = self.modes();
-        let (disruption, active, unhealthy) = self.disruption();
+        let (disruption, active, unhealthy) = match self.disruption() {
+            (mode, active, unhealthy) if modes => (mode, active, unhealthy),
+            (mode, ..) => (mode, 0, 0),
+        };
         FleetView {
             workspaces: self.index.len(),
             alive: c[0],
