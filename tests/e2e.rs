@@ -6,6 +6,8 @@
 //!   same bytes;
 //! - a restart command reaches a consumer exactly once, however vigil is killed around it;
 //! - a NATS server restart in the middle of a stream loses nothing;
+//! - a mass death goes through the disruption modes: the burst at once, the rest held, then each
+//!   restarted on its turn's fresh probe;
 //! - bad inputs land in the DLQ with their reasons, and the service goes on; queries answer;
 //! - with user/password auth, vigil works with the credentials and refuses to start without.
 
@@ -461,4 +463,84 @@ async fn inputs_that_expired_while_vigil_was_away_are_skipped_in_one_step() {
     let expired = log.lines().find(|l| l.contains("inputs expired before vigil read them"));
     assert!(expired.is_some_and(|l| l.contains("500")), "{log}");
     assert!(!log.contains("an input expired or was deleted"), "asked one by one:\n{log}");
+}
+
+/// The probe requests vigil has published so far for held workspaces' turns.
+async fn turn_probes(js: &jetstream::Context) -> Vec<String> {
+    outputs(js, "vigil")
+        .await
+        .into_iter()
+        .filter_map(|o| match o.body {
+            OutputBody::ProbeRequest { reason: vigil::core::Reason::RestartTurn, .. } => {
+                o.workspace.map(|w| w.to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_death_is_restarted_through_the_disruption_modes_on_fresh_probes() {
+    // Given the service with one partition, a short settle and a fast restart rate (the policy is
+    // what a test can wait for; the rules are the real ones),
+    let server = NatsServer::start();
+    let client = nats(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "recent_min = \"1s\"\ndisruption_settle = \"2s\"\nrestart_rate = 2.0\n").unwrap();
+    let vigil = Vigil::start(&server.url(), &data.path().join("store"), &["--policy", policy.to_str().unwrap()], &[]);
+    let producer = Client::with(client.clone(), "vigil");
+    // and twenty agents heard from once (a 1 s cadence, so 2 s of silence is not recent),
+    for i in 0..20 {
+        let mut beat = heartbeat(&format!("ws-{i:02}"));
+        if let InputKind::Heartbeat(hb) = &mut beat.kind {
+            hb.interval_s = Some(1);
+        }
+        producer.publish(&beat).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // when ten of them are really gone (every probe says so),
+    for i in 0..10 {
+        producer.publish(&not_found(&format!("ws-{i:02}"))).await.unwrap();
+    }
+    // then the burst goes at once and the rest are held: a partial disruption. After the settle
+    // each held one gets its turn, one token at a time, and is asked afresh...
+    let started = std::time::Instant::now();
+    let mut turns = turn_probes(&js).await;
+    while turns.len() < 7 {
+        assert!(started.elapsed() < Duration::from_secs(30), "turns so far: {turns:?}\n{}", vigil.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        turns = turn_probes(&js).await;
+    }
+    // ...and restarted on the answer.
+    for ws in &turns {
+        producer.publish(&not_found(ws)).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let published = outputs(&js, "vigil").await;
+        let restarts: BTreeMap<String, usize> = published
+            .iter()
+            .filter_map(|o| match &o.body {
+                OutputBody::Restart { restart_id, .. } => Some(untagged(restart_id).to_string()),
+                _ => None,
+            })
+            .fold(BTreeMap::new(), |mut m, id| {
+                *m.entry(id).or_default() += 1;
+                m
+            });
+        if restarts.len() == 10 {
+            let expected: BTreeMap<String, usize> = (0..10).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
+            assert_eq!(restarts, expected, "each once");
+            let partial = published
+                .iter()
+                .any(|o| matches!(o.body, OutputBody::Alert { reason: vigil::core::Reason::DisruptionPartial, .. }));
+            assert!(partial, "the partial disruption was announced");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{restarts:?}\n{}", vigil.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    vigil.stop();
 }
