@@ -414,12 +414,12 @@ fn every_state_meets_every_event_under(policy: &Policy) {
     let documented = documented();
     let mut observed: BTreeMap<String, BTreeMap<StateName, BTreeSet<char>>> = BTreeMap::new();
     let mut cases = 0;
-    for facts in facts(&policy) {
+    for facts in facts(policy) {
         for (label, payloads) in rows(&ws, facts.restarts) {
-            for state in states(&policy) {
-                for fleet in fleets(&policy, me) {
+            for state in states(policy) {
+                for fleet in fleets(policy, me) {
                     for payload in &payloads {
-                        let after = drive(&policy, &facts, &state, &fleet, payload);
+                        let after = drive(policy, &facts, &state, &fleet, payload);
                         observed
                             .entry(label.to_string())
                             .or_default()
