@@ -30,7 +30,10 @@ impl Engine {
             let before = machine.state();
             (before.name(), before.holds_restart_slot(), fleet_list(before))
         };
-        let census_before = modes::census_key(machine);
+        // The census is only kept while the disruption modes are on (they never turn on later: a
+        // partition, once declared, stays; a restore counts afresh).
+        let counting = self.fleet.modes(&self.policy);
+        let census_before = if counting { modes::census_key(machine) } else { None };
         let plain_restart =
             if self.plain_restarts.is_empty() { None } else { self.plain_restarts.get(&slot.name).copied() };
         let removed = {
@@ -68,7 +71,7 @@ impl Engine {
         let released = slot_before && (removed || !after.holds_restart_slot());
         let acquired = !slot_before && after.holds_restart_slot() && !removed;
         let list_after = if removed { FleetList::None } else { fleet_list(after) };
-        let census_after = if removed { None } else { modes::census_key(machine) };
+        let census_after = if removed || !counting { None } else { modes::census_key(machine) };
         for e in scratch.drain(..) {
             let workspace = if e.fleet { None } else { Some(slot.name.clone()) };
             out.push(Output { id: String::new(), workspace, at: now, body: e.body });
@@ -103,7 +106,7 @@ impl Engine {
         }
         self.drain_queue(now, out);
         let recounted = self.recount(census_before, census_after);
-        if recounted || (self.fleet.disruption.mode != Mode::Healthy && self.modes()) {
+        if recounted || (counting && self.fleet.disruption.mode != Mode::Healthy) {
             self.reconsider(now, out);
         }
     }
