@@ -264,3 +264,42 @@ fn workspaces_the_modes_held_are_let_go_when_the_modes_turn_off() {
     assert!(resumed.iter().chain(&ticked).any(|o| o.ends_with("ws-03 probe? breaker_calm")), "{resumed:?} {ticked:?}");
     assert_eq!(s.engine.fleet_view().held, 0);
 }
+
+#[test]
+fn a_turn_that_cannot_restart_yet_gives_its_token_back() {
+    // Its last restart was under a minute ago (debounce): the turn's token is not lost on it.
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    s.at(20.0).restart("ws-03", Mutation);
+    s.at(30.0).heartbeat_every("ws-03", 5);
+    for id in &ids[..4] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    assert_eq!(s.at(76.0).tick(), ["@75 ws-03 probe? restart_turn"]);
+    let out = s.at(76.0).probe("ws-03", NotFound);
+    assert_eq!(out[..2], ["ws-03 suspect->dead not_running_no_heartbeat", "ws-03 suppressed restart_debounced"]);
+    // The token it gave back is there for the next death, at once.
+    assert!(s.at(77.0).probe("ws-04", NotFound).iter().any(|o| o.contains("RESTART ws-04:1")));
+}
+
+#[test]
+fn turns_that_came_for_nothing_are_held_again_in_the_order_they_answered() {
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids[..5] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    // ws-03 and ws-04 get their turns; then the fleet is disrupted before either answers.
+    assert_eq!(s.at(81.0).tick(), ["@75 ws-03 probe? restart_turn", "@80 ws-04 probe? restart_turn"]);
+    for id in &ids[5..9] {
+        s.at(81.0).probe(id, NotFound);
+    }
+    assert_eq!(s.engine.disruption().0, Mode::Partial);
+    s.at(82.0).probe("ws-03", NotFound);
+    s.at(83.0).probe("ws-04", NotFound);
+    // After the settle, they are the first to be asked again, oldest first.
+    let turns = s.at(142.0).tick();
+    assert_eq!(turns[..2], ["@141 ws-03 probe? restart_turn", "@141 ws-04 probe? restart_turn"]);
+}

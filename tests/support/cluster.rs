@@ -71,7 +71,7 @@ impl NatsCluster {
         node.child = Some(child);
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", node.port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "node {} never listened", node.name);
+            assert!(started.elapsed() < Duration::from_secs(30), "node {} never listened", node.name);
             std::thread::sleep(Duration::from_millis(20));
         }
     }

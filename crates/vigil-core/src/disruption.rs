@@ -186,6 +186,13 @@ impl Disruption {
         self.tat = Some(At(from.0.saturating_add(policy.restart_every_ms())));
     }
 
+    /// Gives back the token of a restart that did not go after all.
+    pub fn refund(&mut self, policy: &Policy) {
+        if let Some(tat) = self.tat {
+            self.tat = Some(At(tat.0.saturating_sub(policy.restart_every_ms())));
+        }
+    }
+
     /// Whether a held workspace may get its turn at `now`.
     pub fn may_release(&self, now: At, policy: &Policy) -> bool {
         self.release_at(policy).is_some_and(|t| t <= now)

@@ -89,6 +89,20 @@ pub struct Fleet {
     pub disruption: Disruption,
     /// The held workspace being given its turn (the token is spent for it already).
     pub turn: Option<Handle>,
+    /// How many at the head of `held` were held again after their turn came for nothing.
+    pub held_front: usize,
+}
+
+/// How an automatic restart comes to the disruption modes' gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// For the first time: it needs a token.
+    New,
+    /// Its turn came: its token is spent; it goes if the fleet still gives turns.
+    Turn,
+    /// Admitted before and queued for a slot (step 4): its token is spent; only full disruption
+    /// stops it.
+    Queued,
 }
 
 /// A declaration made by this partition, waiting for its `declaration` record.
@@ -176,29 +190,67 @@ impl Fleet {
         policy.disruption_modes() && !self.is_shared()
     }
 
-    /// Whether an automatic restart may go now, and if not, why it waits. `turn`: the workspace's
-    /// turn came (its token is spent). With the declaration breaker: whether the breaker is open.
-    pub fn gate(&self, now: At, policy: &Policy, turn: bool) -> Option<Reason> {
+    /// Whether an automatic restart may go now, and if not, why it waits. With the declaration
+    /// breaker: whether the breaker is open.
+    pub fn gate(&self, now: At, policy: &Policy, pass: Pass) -> Option<Reason> {
         if !self.modes(policy) {
             return self.breaker.is_open().then_some(Reason::BreakerOpen);
         }
-        match self.disruption.mode {
-            Mode::Full => Some(Reason::DisruptionFull),
+        match (self.disruption.mode, pass) {
+            (Mode::Full, _) => Some(Reason::DisruptionFull),
+            // Admitted before, waiting only for a slot: only full disruption stops it now.
+            (_, Pass::Queued) => None,
             // Its turn came, and the fleet still gives turns (it may have got worse since).
-            _ if turn && self.disruption.gives_turns(now, policy) => None,
-            Mode::Partial => Some(Reason::DisruptionPartial),
-            Mode::Healthy if !self.held.is_empty() || !self.disruption.has_token(now, policy) => {
+            (_, Pass::Turn) if self.disruption.gives_turns(now, policy) => None,
+            (Mode::Partial, _) => Some(Reason::DisruptionPartial),
+            (Mode::Healthy, _) if !self.held.is_empty() || !self.disruption.has_token(now, policy) => {
                 Some(Reason::RestartRateLimited)
             }
-            Mode::Healthy => None,
+            (Mode::Healthy, _) => None,
         }
     }
 
-    /// An automatic restart goes: it takes its token (unless its turn's was spent already).
-    pub fn spend(&mut self, now: At, policy: &Policy, turn: bool) {
-        if self.modes(policy) && !turn {
+    /// An automatic restart passed the gate (it goes, or waits only for a slot): a new one takes
+    /// its token; one whose token is spent already (a turn, a queued one) takes none.
+    pub fn spend(&mut self, now: At, policy: &Policy, pass: Pass) {
+        if self.modes(policy) && pass == Pass::New {
             self.disruption.spend(now, policy);
         }
+    }
+
+    /// A workspace whose token was spent (a turn, a queued restart) did not restart after all
+    /// (debounce, backoff, give-up, or the fleet got worse): its token goes back.
+    pub fn refund(&mut self, policy: &Policy, pass: Pass) {
+        if self.modes(policy) && pass != Pass::New {
+            self.disruption.refund(policy);
+        }
+    }
+
+    /// Holds a workspace whose turn came for nothing (the fleet got worse before its fresh
+    /// evidence): back at the front, behind those re-held before it, so the oldest stay first.
+    pub fn hold_again(&mut self, who: Handle) {
+        let at = self.held_front.min(self.held.len());
+        self.held.insert(at, who);
+        self.held_front = at + 1;
+    }
+
+    /// Takes `who` out of the held list (it no longer waits there).
+    pub fn unhold(&mut self, who: Handle) {
+        if let Some(pos) = self.held.iter().position(|h| *h == who) {
+            self.held.remove(pos);
+            if pos < self.held_front {
+                self.held_front -= 1;
+            }
+        }
+    }
+
+    /// The oldest held workspace, taken off the list for its turn.
+    pub fn next_held(&mut self) -> Option<Handle> {
+        if self.held.is_empty() {
+            return None;
+        }
+        self.held_front = self.held_front.saturating_sub(1);
+        Some(self.held.remove(0))
     }
 
     /// True when `who` may start an automatic restart now: a slot is free and nobody queued

@@ -55,7 +55,7 @@ use statig::prelude::*;
 use crate::cadence::{Cadence, Overdue, overdue_at};
 use crate::classify::{Evidence, classify_probe, is_dead_origin};
 use crate::event::*;
-use crate::fleet::{Declaration, Fleet, Handle};
+use crate::fleet::{Declaration, Fleet, Handle, Pass};
 use crate::ids::{self, IdKey};
 use crate::policy::Policy;
 use crate::time::{At, Stamp};
@@ -421,7 +421,7 @@ impl Workspace {
             Event::FleetVerdict { admitted, reason } if s.pending => {
                 s.pending = false;
                 if *admitted {
-                    return self.enter_dead(ctx, *reason, Stamp::NEVER, false);
+                    return self.enter_dead(ctx, *reason, Stamp::NEVER, Pass::New);
                 }
                 self.hold(ctx, *reason, s, Reason::BreakerOpen)
             }
@@ -882,20 +882,22 @@ impl Workspace {
         // cascade: the disruption modes: restarted now, or held for its turn (Suspect, no dead
         // state published: a proxy keeps routing to it).
         if ctx.fleet.modes(ctx.policy) {
-            let turn = suspicion.as_ref().is_some_and(|s| s.turn);
-            let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, turn) else {
-                return self.enter_dead(ctx, cause, Stamp::NEVER, turn);
+            let pass = if suspicion.as_ref().is_some_and(|s| s.turn) { Pass::Turn } else { Pass::New };
+            let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, pass) else {
+                return self.enter_dead(ctx, cause, Stamp::NEVER, pass);
             };
             let mut s = suspicion.cloned().unwrap_or_else(|| Suspicion::held(cause, ctx));
             if s.turn {
-                // Its turn came and the fleet got worse before the answer: first in line again.
+                // Its turn came and the fleet got worse before the answer: its token goes back,
+                // and it is first in line again.
+                ctx.fleet.refund(ctx.policy, pass);
                 (s.turn, s.held) = (false, true);
-                ctx.fleet.held.insert(0, ctx.handle);
+                ctx.fleet.hold_again(ctx.handle);
             }
             return self.hold(ctx, cause, &mut s, why);
         }
         match ctx.fleet.breaker.declare(ctx.now, ctx.fleet.monitored, ctx.policy) {
-            Declaration::Go => self.enter_dead(ctx, cause, Stamp::NEVER, false),
+            Declaration::Go => self.enter_dead(ctx, cause, Stamp::NEVER, Pass::New),
             // cascade: many "deaths" at once indict the observer; hold them all as Suspect.
             Declaration::Held { opened } => {
                 if opened {
@@ -925,14 +927,13 @@ impl Workspace {
         next
     }
 
-    /// Enters Dead for `cause` and tries the automatic restart at once (`turn`: its token is spent).
-    fn enter_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, backoff_until: Stamp, turn: bool) -> Outcome<State> {
+    /// Enters Dead for `cause` and tries the automatic restart at once (`pass`: how it comes to
+    /// the fleet's gate).
+    fn enter_dead(&mut self, ctx: &mut Ctx<'_>, cause: Reason, backoff_until: Stamp, pass: Pass) -> Outcome<State> {
         let w = Waiting { cause, on: Wait::Time, until: backoff_until };
-        let verdict = self.restart_verdict(ctx, &w, turn);
+        let verdict = self.restart_verdict(ctx, &w, pass);
         let retry_after_s = Some(verdict.retry_after_s(ctx));
-        if verdict.admitted() {
-            ctx.fleet.spend(ctx.now, ctx.policy, turn);
-        }
+        verdict.settle_token(ctx, pass);
         let Some((on, until)) = verdict.wait() else {
             // Dead only for as long as it takes to issue the restart.
             ctx.pass(StateName::Dead, cause, retry_after_s);
@@ -946,11 +947,15 @@ impl Workspace {
     /// A dead workspace's wait is over (time, breaker, turn or slot): try the restart again.
     fn retry_restart(&mut self, ctx: &mut Ctx<'_>, w: &mut Waiting) -> Outcome<State> {
         // Its turn came (the token is spent), or it was admitted and queued for a slot (spent then).
-        let admitted = ctx.fleet.turn == Some(ctx.handle) || w.on == Wait::Queue;
-        let verdict = self.restart_verdict(ctx, w, admitted);
-        if verdict.admitted() {
-            ctx.fleet.spend(ctx.now, ctx.policy, admitted);
-        }
+        let pass = if ctx.fleet.turn == Some(ctx.handle) {
+            Pass::Turn
+        } else if w.on == Wait::Queue {
+            Pass::Queued
+        } else {
+            Pass::New
+        };
+        let verdict = self.restart_verdict(ctx, w, pass);
+        verdict.settle_token(ctx, pass);
         let Some((on, until)) = verdict.wait() else {
             return self.issue_restart(ctx, Origin::System, w.cause, None);
         };
@@ -961,7 +966,7 @@ impl Workspace {
 
     /// SPEC §3.4 for vigil's own automatic restart, in order: give-up, debounce and backoff,
     /// breaker, concurrency cap. Reads only; `enter_dead` and `retry_restart` do what it says.
-    fn restart_verdict(&self, ctx: &Ctx<'_>, w: &Waiting, turn: bool) -> Verdict {
+    fn restart_verdict(&self, ctx: &Ctx<'_>, w: &Waiting, pass: Pass) -> Verdict {
         if self.failures >= ctx.policy.give_up_after {
             return Verdict::GiveUp;
         }
@@ -972,7 +977,7 @@ impl Workspace {
         if let Some((until, reason)) = latest {
             return Verdict::Wait(reason, until);
         }
-        if let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, turn) {
+        if let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, pass) {
             return Verdict::Breaker(why);
         }
         if !ctx.fleet.has_slot(ctx.policy, ctx.handle) {
@@ -1052,7 +1057,7 @@ impl Workspace {
             }
         }
         if ctx.fleet.modes(ctx.policy) {
-            if let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, false) {
+            if let Some(why) = ctx.fleet.gate(ctx.now, ctx.policy, Pass::New) {
                 ctx.suppress(why, detail);
                 return Handled;
             }
@@ -1060,7 +1065,7 @@ impl Workspace {
                 ctx.suppress(Reason::RestartQueueFull, detail);
                 return Handled;
             }
-            ctx.fleet.spend(ctx.now, ctx.policy, false);
+            ctx.fleet.spend(ctx.now, ctx.policy, Pass::New);
             return self.issue_restart(ctx, Origin::System, Reason::RestartRequested, detail);
         }
         let declared = if ctx.fleet.is_shared() {
@@ -1148,7 +1153,7 @@ impl Workspace {
         }
         let attempt = u32::from(self.failures) + 1;
         let until = ctx.now.plus(ctx.policy.backoff(self.failures, ctx.ws.as_str(), attempt));
-        self.enter_dead(ctx, cause, Stamp::at(until), false)
+        self.enter_dead(ctx, cause, Stamp::at(until), Pass::New)
     }
 
     /// self-fire: is this heartbeat from the new incarnation?
@@ -1184,6 +1189,17 @@ impl Verdict {
     /// moment its token is spent.
     fn admitted(self) -> bool {
         matches!(self, Verdict::Go | Verdict::Queue)
+    }
+
+    /// Keeps the token bucket exact: a restart admitted now takes its token (if it had none yet);
+    /// one that had a token and does not go after all (debounce, backoff, give-up, held again)
+    /// gives it back, and waits its turn again later.
+    fn settle_token(self, ctx: &mut Ctx<'_>, pass: Pass) {
+        if self.admitted() {
+            ctx.fleet.spend(ctx.now, ctx.policy, pass);
+        } else {
+            ctx.fleet.refund(ctx.policy, pass);
+        }
     }
 
     /// What a dead workspace waits for under this verdict; `None` when the restart goes now.

@@ -67,6 +67,13 @@ pub struct FleetRecord {
     /// The disruption mode and the restart token bucket (absent before them: healthy, full).
     #[serde(default, skip_serializing_if = "is_calm")]
     pub disruption: Disruption,
+    /// How many at the head of `held` were held again after their turn came for nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_front: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn is_calm(d: &Disruption) -> bool {

@@ -90,7 +90,7 @@ impl Engine {
         }
         if list_before != list_after {
             match list_before {
-                FleetList::Held => self.fleet.held.retain(|h| *h != handle),
+                FleetList::Held => self.fleet.unhold(handle),
                 FleetList::Queue => self.fleet.dequeue(handle),
                 FleetList::None => {}
             }

@@ -55,6 +55,7 @@ impl Engine {
             outgoing: self.fleet.outgoing.clone(),
             fleet_monitored: self.fleet.fleet_monitored,
             disruption: self.fleet.disruption.clone(),
+            held_front: self.fleet.held_front,
         }
     }
 
@@ -145,6 +146,7 @@ impl Engine {
         engine.fleet.held = fleet.held.into_iter().map(|ws| handle_of(&engine, ws)).collect::<Result<_, _>>()?;
         engine.fleet.breaker = fleet.breaker;
         engine.fleet.disruption = fleet.disruption;
+        engine.fleet.held_front = fleet.held_front.min(engine.fleet.held.len());
         engine.rebuild_census();
         for (t, key) in fleet.dedup {
             let key: Box<str> = key.into();

@@ -51,8 +51,9 @@ impl Engine {
         if let Some(change) = self.fleet.disruption.follow(now, level, &self.policy) {
             self.announce(change, active, unhealthy, now, out);
         }
+        let mut turned = false;
         while !self.fleet.held.is_empty() && self.fleet.disruption.may_release(now, &self.policy) {
-            let h = self.fleet.held.remove(0);
+            let Some(h) = self.fleet.next_held() else { break };
             if !self.valid(h) {
                 continue;
             }
@@ -60,14 +61,27 @@ impl Engine {
             self.fleet.turn = Some(h);
             self.dispatch(h.idx, &Event::Turn, now, None, out);
             self.fleet.turn = None;
+            turned = true;
+        }
+        if turned {
+            // The turns moved the census (a dead workspace restarting): the mode follows it now,
+            // so a calm that began here is timed from here.
+            let (active, unhealthy) = self.census.counts();
+            let level = Mode::of(active, unhealthy, &self.policy);
+            if let Some(change) = self.fleet.disruption.follow(now, level, &self.policy) {
+                self.announce(change, active, unhealthy, now, out);
+            }
         }
         self.considered = now;
         self.reconsidering = false;
     }
 
     /// The next instant the disruption modes may change something without an input.
+    /// Never at or before the last reconsideration (which left nothing due then); a deadline
+    /// already due (a restored engine that has not reconsidered yet) is due at once.
     pub(super) fn modes_deadline(&self) -> Option<At> {
-        self.fleet.disruption.next_deadline(!self.fleet.held.is_empty(), &self.policy).filter(|t| *t > self.considered)
+        let next = self.fleet.disruption.next_deadline(!self.fleet.held.is_empty(), &self.policy)?;
+        Some(next.max(At(self.considered.0.saturating_add(1))))
     }
 
     /// The `breaker_open` / `breaker_closed` alert that says which mode the fleet is in now.
