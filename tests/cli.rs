@@ -103,6 +103,7 @@ fn inspect_shows_the_fleet_and_one_workspace() {
     let d = data.to_str().unwrap();
     let fleet = stdout(&vigil(&["inspect", "--data-dir", d]));
     assert!(fleet.starts_with("2 workspaces: 2 alive"), "{fleet}");
+    assert!(fleet.contains("; healthy (0 of 2 active suspect or dead);"), "the disruption mode: {fleet}");
     let one = vigil(&["inspect", "--data-dir", d, "--json", "ws-hongming"]);
     let view: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
     assert_eq!(view["state"], "alive");

@@ -273,7 +273,7 @@ fn inspect_dir(data_dir: &std::path::Path, args: &InspectArgs, out: &mut dyn Wri
             } else {
                 writeln!(
                     out,
-                    "{} workspaces: {} alive, {} suspect, {} restarting, {} dead, {} parked; breaker {}; log at {} \
+                    "{} workspaces: {} alive, {} suspect, {} restarting, {} dead, {} parked; {}; log at {} \
                      (checkpoint {}, {} replayed); {} outputs unconfirmed",
                     fleet.workspaces,
                     fleet.alive,
@@ -281,7 +281,12 @@ fn inspect_dir(data_dir: &std::path::Path, args: &InspectArgs, out: &mut dyn Wri
                     fleet.restarting,
                     fleet.dead,
                     fleet.parked,
-                    if fleet.breaker_open { "OPEN" } else { "closed" },
+                    match fleet.disruption {
+                        Some(mode) =>
+                            format!("{mode} ({} of {} active suspect or dead)", fleet.unhealthy, fleet.active),
+                        None if fleet.breaker_open => "breaker OPEN".to_string(),
+                        None => "breaker closed".to_string(),
+                    },
                     engine.seq(),
                     recovery.checkpoint_seq,
                     recovery.replayed,
