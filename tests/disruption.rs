@@ -303,3 +303,30 @@ fn turns_that_came_for_nothing_are_held_again_in_the_order_they_answered() {
     let turns = s.at(142.0).tick();
     assert_eq!(turns[..2], ["@141 ws-03 probe? restart_turn", "@141 ws-04 probe? restart_turn"]);
 }
+
+#[test]
+fn an_outage_is_no_settle_the_turns_wait_for_watched_time() {
+    // Silence nobody observed is not evidence, and neither is it a settle: while nothing reached
+    // the log, the rest of the fleet could not show whether the observer is what is sick.
+    let mut s = Scenario::new();
+    s.at(0.0).resume_watched(5000);
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for t in 1..70 {
+        s.at(f64::from(t)).tick();
+    }
+    for id in &ids[..10] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    assert_eq!(s.engine.disruption().0, Mode::Partial);
+    for t in 71..=100 {
+        s.at(f64::from(t)).tick();
+    }
+    // NATS is down from 100 s to 200 s: 30 watched seconds of settle before, 30 more after.
+    let after = s.at(200.0).tick();
+    assert!(after.iter().all(|o| !o.contains("restart_turn")), "{after:?}");
+    for t in 201..230 {
+        assert!(s.at(f64::from(t)).tick().iter().all(|o| !o.contains("restart_turn")), "at {t}");
+    }
+    assert_eq!(s.at(230.0).tick()[0], "ws-03 probe? restart_turn");
+}

@@ -186,6 +186,15 @@ impl Disruption {
         self.tat = Some(At(from.0.saturating_add(policy.restart_every_ms())));
     }
 
+    /// Nobody watched for `gap` (nothing reached the log): the settle, the calm and the pacing
+    /// count only watched time, like every workspace's deadlines — an outage is neither a settle
+    /// in which the rest of the fleet showed itself, nor calm.
+    pub fn unwatched(&mut self, gap: Duration) {
+        for t in [&mut self.partial_since, &mut self.calm_since, &mut self.tat] {
+            *t = t.map(|t| t.plus(gap));
+        }
+    }
+
     /// Gives back the token of a restart that did not go after all.
     pub fn refund(&mut self, policy: &Policy) {
         if let Some(tat) = self.tat {

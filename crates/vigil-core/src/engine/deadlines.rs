@@ -200,6 +200,7 @@ impl Engine {
         let detail = format!("nothing reached {log} for {} ms: every deadline extended by that", gap.as_millis());
         let body = OutputBody::Alert { kind: AlertKind::Unwatched, reason: Reason::Unwatched, detail: Some(detail) };
         self.push_output(out, None, at, body);
+        self.fleet.disruption.unwatched(gap);
         self.each_in_id_order(&Event::Unwatched(gap), None, at, out);
     }
 
