@@ -330,3 +330,17 @@ fn an_outage_is_no_settle_the_turns_wait_for_watched_time() {
     }
     assert_eq!(s.at(230.0).tick()[0], "ws-03 probe? restart_turn");
 }
+
+#[test]
+fn in_a_log_from_before_unwatched_a_resume_starts_the_settle_again() {
+    let mut s = Scenario::new();
+    let ids = fleet(40);
+    s.at(0.0).fleet_heartbeat(&ids);
+    for id in &ids[..10] {
+        s.at(70.0).probe(id, NotFound);
+    }
+    // vigil was away for an unknown time and is back at 100 s: the settle counts from there.
+    s.at(100.0).resume();
+    assert!(s.at(159.0).tick().iter().all(|o| !o.contains("restart_turn")));
+    assert_eq!(s.at(161.0).tick()[0], "@160 ws-03 probe? restart_turn");
+}

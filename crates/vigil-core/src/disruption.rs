@@ -195,6 +195,16 @@ impl Disruption {
         }
     }
 
+    /// vigil restarted in a log that does not say how long nobody watched (before `unwatched`):
+    /// as every workspace gets full grace, a partial disruption's settle starts again and a calm
+    /// must be seen anew.
+    pub fn resumed(&mut self, now: At) {
+        if self.mode == Mode::Partial {
+            self.partial_since = Some(now);
+        }
+        self.calm_since = None;
+    }
+
     /// Gives back the token of a restart that did not go after all.
     pub fn refund(&mut self, policy: &Policy) {
         if let Some(tat) = self.tat {

@@ -187,6 +187,7 @@ impl Engine {
         if self.unwatched_after_ms.is_some() {
             return;
         }
+        self.fleet.disruption.resumed(at);
         self.each_in_id_order(&Event::Resume, Some(InputType::Resume), at, out);
     }
 
