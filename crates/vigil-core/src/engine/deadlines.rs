@@ -129,6 +129,7 @@ impl Engine {
     pub(super) fn close_breaker(&mut self, at: At, out: &mut Vec<Output>) {
         if !self.fleet.breaker.is_open() {
             // Held by the disruption modes, which are off now: as if a breaker closed, quietly.
+            self.fleet.held_front = 0;
             for h in std::mem::take(&mut self.fleet.held) {
                 if self.valid(h) {
                     self.dispatch(h.idx, &Event::BreakerClosed, at, None, out);
@@ -139,6 +140,7 @@ impl Engine {
         if !self.fleet.breaker.try_close(at, self.fleet.breaker_monitored(), &self.policy) {
             return;
         }
+        self.fleet.held_front = 0;
         let held = std::mem::take(&mut self.fleet.held);
         if self.speaks_for_the_fleet() {
             let detail = match self.fleet.shared {
