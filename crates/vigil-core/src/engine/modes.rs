@@ -28,8 +28,8 @@ impl Engine {
         self.census.moved(before, after) && self.modes()
     }
 
-    /// Counts every workspace afresh (after a restore): the census depends on the workspaces and
-    /// the clock only, so this is what the engine that wrote the checkpoint counted.
+    /// Counts every workspace afresh (after a restore): the census depends on the workspaces'
+    /// states only, so this is what the engine that wrote the checkpoint counted.
     pub(super) fn rebuild_census(&mut self) {
         self.census = Census::default();
         for slot in &self.slots {
