@@ -214,11 +214,15 @@ fn sum_fleet(parts: &[Value]) -> Value {
         "restarts_in_flight",
         "restart_queue",
         "held",
+        "active",
+        "unhealthy",
     ] {
         let sum: u64 = parts.iter().filter_map(|p| p[key].as_u64()).sum();
         total.insert(key.into(), sum.into());
     }
     total.insert("breaker_open".into(), parts.iter().any(|p| p["breaker_open"] == true).into());
+    // The disruption modes are off with several partitions (SPEC §3.4): the declaration breaker.
+    total.insert("disruption".into(), Value::Null);
     // Times are RFC 3339 in UTC, all of one width: their text orders them.
     let close_at =
         parts.iter().map(|p| p["breaker_close_at"].clone()).filter(|t| !t.is_null()).max_by_key(|t| t.to_string());
@@ -250,6 +254,7 @@ mod tests {
         assert_eq!(sum["breaker_open"], true);
         assert_eq!(sum["breaker_close_at"], "2026-12-02T10:00:00.000Z");
         assert_eq!(sum["partitions"][1]["input_stream_seq"], 12);
+        assert_eq!(sum["disruption"], serde_json::Value::Null, "the modes are off with several partitions");
     }
 
     #[test]
