@@ -27,11 +27,17 @@ fn mode_alerts(s: &Scenario) -> Vec<(AlertKind, Reason)> {
         .collect()
 }
 
-#[test]
-fn healthy_a_burst_of_deaths_goes_at_once_and_the_next_waits_for_its_token_and_a_fresh_probe() {
+/// Given forty workspaces that each heartbeated once, at 0 s, under the default policy.
+fn forty_heard_from_at_0() -> (Scenario, Vec<String>) {
     let mut s = Scenario::new();
     let ids = fleet(40);
     s.at(0.0).fleet_heartbeat(&ids);
+    (s, ids)
+}
+
+#[test]
+fn healthy_a_burst_of_deaths_goes_at_once_and_the_next_waits_for_its_token_and_a_fresh_probe() {
+    let (mut s, ids) = forty_heard_from_at_0();
     // Given three real deaths: restarted at once (the burst).
     for id in &ids[..3] {
         assert!(s.at(70.0).probe(id, NotFound).iter().any(|o| o.contains("RESTART")));
@@ -60,9 +66,7 @@ fn healthy_a_burst_of_deaths_goes_at_once_and_the_next_waits_for_its_token_and_a
 fn partial_restarts_wait_a_settle_then_go_one_token_at_a_time_oldest_first_each_on_fresh_evidence() {
     // A host with a quarter of the fleet on it dies: every witness agrees, so every victim must
     // be restarted — but at a pace that cannot make an outage worse.
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     for id in &ids[..7] {
         s.at(70.0).probe(id, NotFound);
     }
@@ -113,9 +117,7 @@ fn partial_restarts_wait_a_settle_then_go_one_token_at_a_time_oldest_first_each_
 fn a_turn_given_while_healthy_is_held_again_if_the_fleet_is_disrupted_before_the_answer() {
     // The first seconds of a sick observer look like a few deaths: the burst goes, the next one
     // gets its token — and by the time its fresh probe answers, the fleet is partially disrupted.
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     for id in &ids[..4] {
         s.at(70.0).probe(id, NotFound);
     }
@@ -136,9 +138,7 @@ fn full_no_automatic_restart_while_most_of_the_fleet_looks_dead_and_none_after_i
     // vigil is cut off from the whole fleet: heartbeats lost on their way, every probe says
     // not_found. Every witness is wrong at once; the only defence is that the whole fleet cannot
     // plausibly die in the same minute.
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     for id in &ids {
         s.at(70.0).probe(id, NotFound);
     }
@@ -192,9 +192,7 @@ fn workspaces_never_heard_from_do_not_dilute_the_active_fleet() {
 #[test]
 fn a_full_disruption_holds_however_long_it_lasts() {
     // Given the whole fleet looking dead, and the observer staying blind for an hour,
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     for id in &ids {
         s.at(70.0).probe(id, NotFound);
     }
@@ -252,9 +250,7 @@ fn a_restart_admitted_while_every_slot_is_taken_keeps_its_place_when_one_frees()
 fn workspaces_the_modes_held_are_let_go_when_the_modes_turn_off() {
     // A `resume` that declares a partition of several brings the declaration breaker in; it never
     // opened, so nothing would ever release what the modes held.
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     for id in &ids[..4] {
         s.at(70.0).probe(id, NotFound);
     }
@@ -268,9 +264,7 @@ fn workspaces_the_modes_held_are_let_go_when_the_modes_turn_off() {
 #[test]
 fn a_turn_that_cannot_restart_yet_gives_its_token_back() {
     // Its last restart was under a minute ago (debounce): the turn's token is not lost on it.
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     s.at(20.0).restart("ws-03", Mutation);
     s.at(30.0).heartbeat_every("ws-03", 5);
     for id in &ids[..4] {
@@ -285,9 +279,7 @@ fn a_turn_that_cannot_restart_yet_gives_its_token_back() {
 
 #[test]
 fn turns_that_came_for_nothing_are_held_again_in_the_order_they_answered() {
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     for id in &ids[..5] {
         s.at(70.0).probe(id, NotFound);
     }
@@ -333,9 +325,7 @@ fn an_outage_is_no_settle_the_turns_wait_for_watched_time() {
 
 #[test]
 fn in_a_log_from_before_unwatched_a_resume_starts_the_settle_again() {
-    let mut s = Scenario::new();
-    let ids = fleet(40);
-    s.at(0.0).fleet_heartbeat(&ids);
+    let (mut s, ids) = forty_heard_from_at_0();
     for id in &ids[..10] {
         s.at(70.0).probe(id, NotFound);
     }

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use support::bus::{
-    export, heartbeat, last_in_stream, nats, not_found, outputs, state_of, untagged, wait_processed, wait_stream,
+    each_restarted_once, export, heartbeat, kill_workspaces, last_in_stream, nats, not_found, outputs, restarts,
+    state_of, untagged, wait_processed, wait_stream,
 };
 use support::nats::{NatsServer, Vigil};
 use vigil::client::Client;
@@ -501,9 +502,7 @@ async fn a_mass_death_is_restarted_through_the_disruption_modes_on_fresh_probes(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     // when ten of them are really gone (every probe says so),
-    for i in 0..10 {
-        producer.publish(&not_found(&format!("ws-{i:02}"))).await.unwrap();
-    }
+    kill_workspaces(&producer, 0, 10).await;
     // then the burst goes at once and the rest are held: a partial disruption. After the settle
     // each held one gets its turn, one token at a time, and is asked afresh...
     let started = std::time::Instant::now();
@@ -520,26 +519,16 @@ async fn a_mass_death_is_restarted_through_the_disruption_modes_on_fresh_probes(
     let started = std::time::Instant::now();
     loop {
         let published = outputs(&js, "vigil").await;
-        let restarts: BTreeMap<String, usize> = published
-            .iter()
-            .filter_map(|o| match &o.body {
-                OutputBody::Restart { restart_id, .. } => Some(untagged(restart_id).to_string()),
-                _ => None,
-            })
-            .fold(BTreeMap::new(), |mut m, id| {
-                *m.entry(id).or_default() += 1;
-                m
-            });
-        if restarts.len() == 10 {
-            let expected: BTreeMap<String, usize> = (0..10).map(|i| (format!("ws-{i:02}:1"), 1)).collect();
-            assert_eq!(restarts, expected, "each once");
+        if restarts(&published).len() == 10 {
+            // Each once, and nothing said twice.
+            each_restarted_once(&js, 0..10, &vigil.log()).await;
             let partial = published
                 .iter()
                 .any(|o| matches!(o.body, OutputBody::Alert { reason: vigil::core::Reason::DisruptionPartial, .. }));
             assert!(partial, "the partial disruption was announced");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "{restarts:?}\n{}", vigil.log());
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}\n{}", restarts(&published), vigil.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     vigil.stop();
